@@ -1,0 +1,121 @@
+//! The error type shared by every locald backend.
+
+use std::{io, path::PathBuf, time::Duration};
+
+use crate::{Capability, Platform};
+
+/// A `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when asking a [`Runtime`](crate::Runtime) for work.
+///
+/// Messages are lowercase, carry their context, and never repeat their source: walk
+/// [`std::error::Error::source`] (or print with `{:#}` through `anyhow`) for the chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend cannot do this on this platform.
+    #[error("{capability} is not supported by the {runtime} runtime on {platform}")]
+    Unsupported {
+        /// What was asked for.
+        capability: Capability,
+        /// The backend that was asked.
+        runtime: String,
+        /// Where it runs.
+        platform: Platform,
+    },
+
+    /// The program to run does not exist (or is not on `PATH`).
+    #[error("program not found: {program}")]
+    ProgramNotFound {
+        /// The program as given.
+        program: String,
+    },
+
+    /// The program exists but may not be executed.
+    #[error("permission denied executing {program}")]
+    PermissionDenied {
+        /// The program as given.
+        program: String,
+    },
+
+    /// The working directory given for a command does not exist or is not a directory.
+    #[error("working directory not found: {}", path.display())]
+    WorkingDirNotFound {
+        /// The directory as given.
+        path: PathBuf,
+    },
+
+    /// Starting a process failed for another reason.
+    #[error("failed to start {program}")]
+    Spawn {
+        /// The program as given.
+        program: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A command ran past its timeout and was killed with its whole process group.
+    #[error("{program} timed out after {timeout:?} and was killed")]
+    Timeout {
+        /// The program as given.
+        program: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+
+    /// User input (a spec, a flag, a reference) was rejected.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidInput {
+        /// What kind of input it was (`memory limit`, `port mapping`, ...).
+        what: &'static str,
+        /// The input as given.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A named object (container, image, ...) does not exist.
+    #[error("no such {kind}: {name}")]
+    NotFound {
+        /// The kind of object.
+        kind: &'static str,
+        /// The name or id that was looked up.
+        name: String,
+    },
+
+    /// An operating-system call failed.
+    #[error("{context}")]
+    Io {
+        /// What locald was doing.
+        context: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidInput`].
+    pub fn invalid(what: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            what,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Io`] with a description of what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when this error says the backend lacks a capability.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported { .. })
+    }
+}

@@ -1,0 +1,29 @@
+//! locald's native backend.
+//!
+//! [`ProcessRuntime`] runs host commands (RFC phase 1): on Linux and macOS alike, each
+//! command in its own process group so that a timeout, a kill or dropping its handle
+//! reaches everything it started. Containers on Linux come in a later phase; until then
+//! `run_container` returns [`Error::Unsupported`](locald_core::Error::Unsupported).
+//!
+//! ```
+//! use locald_core::{Command, Runtime};
+//! use locald_runtime::ProcessRuntime;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let runtime = ProcessRuntime::new();
+//! let output = runtime
+//!     .run_command(Command::new("sh").args(["-c", "echo hi; exit 7"]))
+//!     .await?;
+//! assert_eq!(output.stdout, b"hi\n");
+//! assert_eq!(output.status.code(), Some(7));
+//! # Ok::<(), locald_core::Error>(()) }).unwrap();
+//! ```
+
+pub mod host;
+mod process;
+#[cfg(unix)]
+mod process_unix;
+#[cfg(unix)]
+mod sys;
+
+pub use process::ProcessRuntime;
