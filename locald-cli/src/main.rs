@@ -1,1 +1,13 @@
-fn main() {}
+//! `locald`: run commands and containers on any laptop, without Docker Desktop.
+//!
+//! The binary is thin: it parses the command line, sets up logging and hands each
+//! subcommand to the `locald` SDK.
+
+use std::process::ExitCode;
+
+mod cli;
+mod cmd;
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -1,0 +1,119 @@
+//! Argument parsing, logging and exit codes shared by every subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::cmd;
+
+/// Exit code when locald itself fails (docker's convention).
+pub(crate) const EXIT_LOCALD_ERROR: u8 = 125;
+
+/// Run Linux commands and OCI containers on any laptop, without Docker Desktop.
+#[derive(Debug, Parser)]
+#[command(name = "locald", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Show the platform, the backends and kernel features available here, and where
+    /// locald keeps its data.
+    Info(cmd::info::Args),
+    /// Run a host command through the locald runtime and exit with its exit code.
+    Exec(cmd::exec::Args),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Parses the command line, runs the subcommand and turns its result into an exit code.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            report(&anyhow::Error::new(err).context("cannot start the async runtime"));
+            return ExitCode::from(EXIT_LOCALD_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Commands::Info(args) => cmd::info::run(args).await,
+            Commands::Exec(args) => cmd::exec::run(args).await,
+        }
+    });
+    // A blocking stdin reader may still wait for input nobody will send: do not wait
+    // for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        // Whoever read our output stopped (`locald info --json | head`): that is not
+        // an error worth a message.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints an error and its causes on one line, as `locald: what: why`.
+#[allow(clippy::print_stderr)]
+pub(crate) fn report(err: &anyhow::Error) {
+    eprintln!("locald: {err:#}");
+}
+
+/// The exit code for a failure, following shells and `docker run`: 127 when the
+/// program does not exist, 126 when it cannot be executed, 124 after a timeout (as
+/// coreutils' `timeout`), 125 when locald itself failed.
+pub(crate) fn exit_code_for(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<locald::Error>() {
+        Some(locald::Error::ProgramNotFound { .. }) => 127,
+        Some(locald::Error::PermissionDenied { .. }) => 126,
+        Some(locald::Error::Timeout { .. }) => 124,
+        _ => EXIT_LOCALD_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,208 @@
+//! `locald exec`: run a host command through the runtime, streaming its output.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context};
+use locald::{Command, Signal, Stdin, Stdio};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Arguments of `locald exec`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit status: the command's own, 128+N when signal N killed it, 124 after --timeout, \
+127 when the program does not exist, 126 when it cannot be executed, 125 when locald \
+itself failed.
+
+Examples:
+  locald exec -- uname -a
+  locald exec --env GREETING=hi -- sh -c 'echo $GREETING'
+  locald exec --timeout 5s -- make test")]
+pub(crate) struct Args {
+    /// Set an environment variable (KEY=VALUE), or pass one through from here (KEY).
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+
+    /// Run in this directory.
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<std::path::PathBuf>,
+
+    /// Kill the command and everything it started after this long (5, 1.5s, 500ms, 2m).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Forward this process's stdin to the command.
+    #[arg(short, long)]
+    interactive: bool,
+
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// Parses `5`, `1.5s`, `500ms`, `2m` or `1h`.
+pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{input:?} is not a duration such as 5s, 500ms or 2m"))?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{input:?} has an unknown unit; use ms, s, m or h")),
+    };
+    let secs = value * scale;
+    if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
+        return Err(format!("{input:?} must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn build_command(args: &Args) -> anyhow::Result<Command> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("no command given")?;
+    let mut cmd = Command::new(program.as_str()).args(rest.iter().cloned());
+    for entry in &args.env {
+        match entry.split_once('=') {
+            Some((key, value)) => cmd = cmd.env(key, value),
+            None => match std::env::var(entry) {
+                Ok(value) => cmd = cmd.env(entry.as_str(), value),
+                // Like docker: naming an unset variable passes nothing.
+                Err(_) => cmd = cmd.env_remove(entry.as_str()),
+            },
+        }
+    }
+    if let Some(dir) = &args.workdir {
+        cmd = cmd.current_dir(dir);
+    }
+    if let Some(timeout) = args.timeout {
+        cmd = cmd.timeout(timeout);
+    }
+    cmd = cmd
+        .stdin(if args.interactive { Stdin::Piped } else { Stdin::Null })
+        .stdout(Stdio::Piped)
+        .stderr(Stdio::Piped);
+    cmd.validate()?;
+    Ok(cmd)
+}
+
+async fn pump(
+    from: Option<impl AsyncRead + Unpin>,
+    mut to: impl AsyncWrite + Unpin,
+) -> std::io::Result<()> {
+    if let Some(mut from) = from {
+        match tokio::io::copy(&mut from, &mut to).await {
+            Ok(_) => {}
+            // Our reader went away (`locald exec ... | head`): stop copying quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        to.flush().await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let command = build_command(&args)?;
+    let runtime = locald::runtime()?;
+    // The command leads its own process group, so a Ctrl-C at the terminal reaches
+    // only locald: pass the usual termination signals on. Installed before the command
+    // starts so that no signal can arrive in between and kill locald instead.
+    let mut signals = Signals::new()?;
+    tracing::info!(program = command.get_program(), runtime = %runtime.info().name, "exec");
+    let mut process = runtime.spawn(command).await?;
+
+    if let Some(mut stdin) = process.take_stdin() {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut stdin).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let out = tokio::spawn(pump(process.take_stdout(), tokio::io::stdout()));
+    let err = tokio::spawn(pump(process.take_stderr(), tokio::io::stderr()));
+
+    let status = loop {
+        let forward = tokio::select! {
+            status = process.wait() => break status?,
+            signal = signals.recv() => signal,
+        };
+        tracing::info!(signal = %forward, "forwarding signal");
+        process.kill(forward).await?;
+    };
+    for task in [out, err] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "copying command output"),
+            Err(e) => bail!("output copier failed: {e}"),
+        }
+    }
+    tracing::info!(%status, "command finished");
+    Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
+}
+
+/// The termination signals locald passes on to the command it runs.
+#[cfg(unix)]
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::INT,
+            _ = self.term.recv() => Signal::TERM,
+            _ = self.hup.recv() => Signal::HUP,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Signals)
+    }
+
+    async fn recv(&mut self) -> Signal {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::INT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per subcommand; each parses nothing itself and calls the SDK.
+
+pub(crate) mod exec;
+pub(crate) mod info;
