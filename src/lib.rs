@@ -95,7 +95,9 @@ pub fn backends(platform: Platform) -> Vec<BackendStatus> {
             Platform::Linux | Platform::Wsl2 => {
                 "OCI containers on libcontainer are not built yet".into()
             }
-            Platform::Wsl1 => "WSL1 has no namespaces or cgroups; convert the distribution to WSL2".into(),
+            Platform::Wsl1 => {
+                "WSL1 has no namespaces or cgroups; convert the distribution to WSL2".into()
+            }
             _ => "needs a Linux kernel".into(),
         },
     };

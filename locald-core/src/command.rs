@@ -474,7 +474,9 @@ mod millis {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
@@ -517,7 +519,10 @@ mod tests {
         assert!(Command::new("a\0b").validate().is_err());
         assert!(Command::new("x").env("A=B", "1").validate().is_err());
         assert!(Command::new("x").env("", "1").validate().is_err());
-        assert!(Command::new("x").timeout(Duration::ZERO).validate().is_err());
+        assert!(Command::new("x")
+            .timeout(Duration::ZERO)
+            .validate()
+            .is_err());
         assert!(Command::new("x").arg("ok").validate().is_ok());
     }
 
@@ -544,7 +549,10 @@ mod tests {
         assert_eq!("10".parse::<Signal>().unwrap(), Signal::USR1);
         assert_eq!("40".parse::<Signal>().unwrap().to_string(), "signal 40");
         let err = "SIGNOPE".parse::<Signal>().unwrap_err().to_string();
-        assert_eq!(err, "invalid signal \"SIGNOPE\": not a known signal name or number");
+        assert_eq!(
+            err,
+            "invalid signal \"SIGNOPE\": not a known signal name or number"
+        );
         assert!("0".parse::<Signal>().is_err());
         assert!("65".parse::<Signal>().is_err());
     }
@@ -553,7 +561,10 @@ mod tests {
     fn exit_status_shell_codes() {
         assert_eq!(ExitStatus::Exited(7).shell_code(), 7);
         assert_eq!(ExitStatus::Signaled(Signal::KILL).shell_code(), 137);
-        assert_eq!(ExitStatus::Signaled(Signal::TERM).to_string(), "killed by SIGTERM");
+        assert_eq!(
+            ExitStatus::Signaled(Signal::TERM).to_string(),
+            "killed by SIGTERM"
+        );
         assert!(ExitStatus::Exited(0).success());
         assert!(!ExitStatus::Signaled(Signal::TERM).success());
     }

@@ -208,7 +208,9 @@ impl FromStr for PortMapping {
             }
         };
         if host_ip.is_some() && parts.len() == 1 {
-            return Err(reject("expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]"));
+            return Err(reject(
+                "expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]",
+            ));
         }
         Ok(PortMapping {
             host_ip,
@@ -280,7 +282,11 @@ pub struct Mount {
 
 impl Mount {
     /// A bind mount of a host path.
-    pub fn bind(source: impl Into<PathBuf>, destination: impl Into<PathBuf>, read_only: bool) -> Self {
+    pub fn bind(
+        source: impl Into<PathBuf>,
+        destination: impl Into<PathBuf>,
+        read_only: bool,
+    ) -> Self {
         Mount {
             source: MountSource::Bind(source.into()),
             destination: destination.into(),
@@ -311,14 +317,20 @@ impl Mount {
         for opt in opts.split(',').filter(|o| !o.is_empty()) {
             match opt.split_once('=') {
                 Some(("size", v)) => {
-                    size = Some(v.parse::<ByteSize>().map_err(|_| {
-                        reject(format!("size {v:?} is not a size such as 64m"))
-                    })?)
+                    size = Some(
+                        v.parse::<ByteSize>()
+                            .map_err(|_| reject(format!("size {v:?} is not a size such as 64m")))?,
+                    )
                 }
                 Some(("mode", v)) => {
-                    mode = Some(u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(
-                        || reject(format!("mode {v:?} is not an octal mode such as 1777")),
-                    )?)
+                    mode = Some(
+                        u32::from_str_radix(v, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o7777)
+                            .ok_or_else(|| {
+                                reject(format!("mode {v:?} is not an octal mode such as 1777"))
+                            })?,
+                    )
                 }
                 None if opt == "ro" => read_only = true,
                 None if opt == "rw" => read_only = false,
@@ -346,9 +358,16 @@ fn container_path(input: &str, what: &'static str, path: &str) -> Result<PathBuf
         ));
     }
     if path == "/" {
-        return Err(Error::invalid(what, input, "cannot mount over the container's root"));
+        return Err(Error::invalid(
+            what,
+            input,
+            "cannot mount over the container's root",
+        ));
     }
-    if Path::new(path).components().any(|c| c == std::path::Component::ParentDir) {
+    if Path::new(path)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
         return Err(Error::invalid(
             what,
             input,
@@ -827,7 +846,11 @@ impl ContainerSpecBuilder {
         let mut labels = BTreeMap::new();
         for (key, value) in self.labels {
             if key.is_empty() {
-                return Err(Error::invalid("label", format!("={value}"), "the key is empty"));
+                return Err(Error::invalid(
+                    "label",
+                    format!("={value}"),
+                    "the key is empty",
+                ));
             }
             labels.insert(key, value);
         }
@@ -858,8 +881,7 @@ fn validate_user(user: &str) -> Result<()> {
     let ok_part = |p: &str| {
         !p.is_empty()
             && p.len() <= 32
-            && p
-                .chars()
+            && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'))
     };
     let valid = match user.split_once(':') {
@@ -1057,7 +1079,11 @@ mod tests {
             .auto_remove(true)
             .build()
             .unwrap();
-        assert_eq!(spec.env.get("A").map(String::as_str), Some("2"), "last wins");
+        assert_eq!(
+            spec.env.get("A").map(String::as_str),
+            Some("2"),
+            "last wins"
+        );
         assert_eq!(spec.mounts.len(), 3);
         assert_eq!(spec.mounts[1].source, MountSource::Volume("data".into()));
         assert_eq!(
@@ -1139,31 +1165,61 @@ mod tests {
             "invalid port mapping \"8080:81\": the host port is published twice"
         );
         assert!(err(ContainerSpec::builder("UPPER")).starts_with("invalid image reference"));
-        assert!(err(ContainerSpec::builder_from_rootfs("rel")).starts_with("invalid root filesystem"));
+        assert!(
+            err(ContainerSpec::builder_from_rootfs("rel")).starts_with("invalid root filesystem")
+        );
     }
 
     #[test]
     fn unlimited_pids() {
-        let spec = ContainerSpec::builder("busybox").pids_limit(-1).build().unwrap();
+        let spec = ContainerSpec::builder("busybox")
+            .pids_limit(-1)
+            .build()
+            .unwrap();
         assert_eq!(spec.resources.pids, None);
     }
 
     #[test]
     fn port_mappings() {
         let p = |s: &str| s.parse::<PortMapping>().unwrap();
-        assert_eq!(p("80"), PortMapping { host_ip: None, host_port: None, container_port: 80, protocol: Protocol::Tcp });
+        assert_eq!(
+            p("80"),
+            PortMapping {
+                host_ip: None,
+                host_port: None,
+                container_port: 80,
+                protocol: Protocol::Tcp
+            }
+        );
         assert_eq!(p("8080:80"), PortMapping::tcp(8080, 80));
         assert_eq!(p("8080:80/udp").protocol, Protocol::Udp);
-        assert_eq!(p("127.0.0.1:8080:80").host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            p("127.0.0.1:8080:80").host_ip,
+            Some("127.0.0.1".parse().unwrap())
+        );
         assert_eq!(p("[::1]:8080:80").host_ip, Some("::1".parse().unwrap()));
         assert_eq!(p("[::1]:8080:80").to_string(), "[::1]:8080:80/tcp");
         assert_eq!(p("127.0.0.1::80").to_string(), "127.0.0.1::80/tcp");
         assert_eq!(p("80").to_string(), "80/tcp");
-        for bad in ["", "0", "abc", "80/sctp", "8000-8010:80", "1.2.3:80:80", "1:2:3:4", "[::1]80", "127.0.0.1:80:"] {
+        for bad in [
+            "",
+            "0",
+            "abc",
+            "80/sctp",
+            "8000-8010:80",
+            "1.2.3:80:80",
+            "1:2:3:4",
+            "[::1]80",
+            "127.0.0.1:80:",
+        ] {
             let e = bad.parse::<PortMapping>().unwrap_err().to_string();
             assert!(e.starts_with("invalid port mapping"), "{bad}: {e}");
         }
-        assert!("8000-8010:80".parse::<PortMapping>().unwrap_err().to_string().contains("ranges"));
+        assert!("8000-8010:80"
+            .parse::<PortMapping>()
+            .unwrap_err()
+            .to_string()
+            .contains("ranges"));
     }
 
     #[test]
@@ -1172,12 +1228,27 @@ mod tests {
         assert_eq!(m, Mount::bind("/a", "/b", false));
         let m: Mount = "vol_1:/data:rw".parse().unwrap();
         assert_eq!(m.source, MountSource::Volume("vol_1".into()));
-        for bad in ["/a", "/a:/", "/a:/b/../c", "./x:/y", "~/x:/y", "a:/b:ro:extra", "v:/b:bogus", "!:/x"] {
+        for bad in [
+            "/a",
+            "/a:/",
+            "/a:/b/../c",
+            "./x:/y",
+            "~/x:/y",
+            "a:/b:ro:extra",
+            "v:/b:bogus",
+            "!:/x",
+        ] {
             let e = bad.parse::<Mount>().unwrap_err().to_string();
             assert!(e.starts_with("invalid mount"), "{bad}: {e}");
         }
         let t = Mount::parse_tmpfs("/t:mode=1777,size=1g,ro").unwrap();
-        assert_eq!(t.source, MountSource::Tmpfs { size: Some(ByteSize::new(1 << 30)), mode: Some(0o1777) });
+        assert_eq!(
+            t.source,
+            MountSource::Tmpfs {
+                size: Some(ByteSize::new(1 << 30)),
+                mode: Some(0o1777)
+            }
+        );
         assert!(t.read_only);
         for bad in ["t", "/t:size=big", "/t:mode=999", "/t:uid=0"] {
             let e = Mount::parse_tmpfs(bad).unwrap_err().to_string();
@@ -1188,7 +1259,10 @@ mod tests {
     #[test]
     fn network_modes() {
         assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
-        assert_eq!("bridge".parse::<NetworkMode>().unwrap(), NetworkMode::Private);
+        assert_eq!(
+            "bridge".parse::<NetworkMode>().unwrap(),
+            NetworkMode::Private
+        );
         assert!("overlay".parse::<NetworkMode>().is_err());
     }
 }

@@ -98,7 +98,11 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::InvalidInput`].
-    pub fn invalid(what: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn invalid(
+        what: &'static str,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::InvalidInput {
             what,
             value: value.into(),

@@ -236,7 +236,10 @@ mod tests {
 
     #[test]
     fn familiar_names() {
-        assert_eq!(ImageRef::parse("busybox").unwrap().familiar(), "busybox:latest");
+        assert_eq!(
+            ImageRef::parse("busybox").unwrap().familiar(),
+            "busybox:latest"
+        );
         assert_eq!(ImageRef::parse("me/app:1").unwrap().familiar(), "me/app:1");
         assert_eq!(
             ImageRef::parse("127.0.0.1:5000/x").unwrap().familiar(),

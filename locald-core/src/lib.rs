@@ -110,9 +110,7 @@ pub use image::ImageRef;
 pub use paths::Paths;
 pub use platform::{Detection, Platform, PlatformProbe};
 pub use process::{Process, ProcessControl, ProcessOutput, ProcessStdin};
-pub use runtime::{
-    Capability, ImageSummary, LogChunks, PullOptions, Runtime, RuntimeInfo,
-};
+pub use runtime::{Capability, ImageSummary, LogChunks, PullOptions, Runtime, RuntimeInfo};
 pub use units::{ByteSize, Cpus};
 
 #[doc(hidden)]

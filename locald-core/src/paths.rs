@@ -38,7 +38,11 @@ impl Paths {
         };
         let data_home = abs("LOCALD_HOME")
             .or_else(|| abs("XDG_DATA_HOME").map(|d| d.join("locald")))
-            .or_else(|| abs("LOCALAPPDATA").filter(|_| cfg!(windows)).map(|d| d.join("locald")))
+            .or_else(|| {
+                abs("LOCALAPPDATA")
+                    .filter(|_| cfg!(windows))
+                    .map(|d| d.join("locald"))
+            })
             .or_else(|| abs("HOME").map(|h| h.join(".local/share/locald")))
             .unwrap_or_else(|| PathBuf::from("/var/lib/locald"));
         let runtime_dir = abs("XDG_RUNTIME_DIR").map(|d| d.join("locald"));
@@ -101,7 +105,11 @@ mod tests {
 
     #[test]
     fn relative_values_are_ignored() {
-        let p = paths(&[("LOCALD_HOME", "rel"), ("XDG_DATA_HOME", ""), ("HOME", "/h")]);
+        let p = paths(&[
+            ("LOCALD_HOME", "rel"),
+            ("XDG_DATA_HOME", ""),
+            ("HOME", "/h"),
+        ]);
         assert_eq!(p.data_home(), PathBuf::from("/h/.local/share/locald"));
     }
 

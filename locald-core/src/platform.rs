@@ -174,11 +174,14 @@ impl PlatformProbe {
             return detection;
         }
         let release = detection.kernel_release.as_deref().unwrap_or("");
+        let wsl_kernel = release.to_ascii_lowercase().contains("microsoft");
         let platform = if release.ends_with("-Microsoft") {
             Platform::Wsl1
-        } else if release.to_ascii_lowercase().contains("microsoft") {
-            Platform::Wsl2
-        } else if wsl_distro.is_some() || self.exists("/run/WSL") || self.has_wsl_interop() {
+        } else if wsl_kernel
+            || wsl_distro.is_some()
+            || self.exists("/run/WSL")
+            || self.has_wsl_interop()
+        {
             Platform::Wsl2
         } else {
             Platform::Linux

@@ -119,11 +119,8 @@ impl Process {
         self.stdin = None;
         let stdout = self.stdout.take();
         let stderr = self.stderr.take();
-        let (out, err, status) = tokio::join!(
-            read_all(stdout),
-            read_all(stderr),
-            self.control.wait()
-        );
+        let (out, err, status) =
+            tokio::join!(read_all(stdout), read_all(stderr), self.control.wait());
         let status = status?;
         Ok(Output::new(status, out?, err?))
     }

@@ -104,9 +104,8 @@ pub struct ImageSummary {
 }
 
 /// A stream of container log chunks, in the order they were written.
-pub type LogChunks = std::pin::Pin<
-    Box<dyn futures_core::Stream<Item = Result<(crate::LogStream, Vec<u8>)>> + Send>,
->;
+pub type LogChunks =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<(crate::LogStream, Vec<u8>)>> + Send>>;
 
 /// Runs commands and containers somewhere: on this host, in a Lima VM, in WSL2, or
 /// through a locald daemon. Object safe: hold it as `Arc<dyn Runtime>`.

@@ -133,7 +133,11 @@ impl FromStr for Cpus {
 
     fn from_str(input: &str) -> Result<Cpus> {
         let value: f64 = input.trim().parse().map_err(|_| {
-            Error::invalid("cpus", input, "expected a decimal number of CPUs such as 0.5 or 2")
+            Error::invalid(
+                "cpus",
+                input,
+                "expected a decimal number of CPUs such as 0.5 or 2",
+            )
         })?;
         if !value.is_finite() || value <= 0.0 || value > Self::MAX as f64 {
             return Err(Error::invalid(
@@ -175,7 +179,16 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(input.parse::<ByteSize>().unwrap().bytes(), want, "{input}");
         }
-        for bad in ["", "m", "-5m", "1.2.3m", "5x", "5mbps", "1e3", "99999999999p"] {
+        for bad in [
+            "",
+            "m",
+            "-5m",
+            "1.2.3m",
+            "5x",
+            "5mbps",
+            "1e3",
+            "99999999999p",
+        ] {
             let err = bad.parse::<ByteSize>().unwrap_err();
             assert!(err.to_string().starts_with("invalid size"), "{bad}: {err}");
         }
@@ -191,7 +204,10 @@ mod tests {
     #[test]
     fn cpus() {
         assert_eq!("2".parse::<Cpus>().unwrap().nano(), 2_000_000_000);
-        assert_eq!("0.01".parse::<Cpus>().unwrap().quota_per_period(100_000), 1_000);
+        assert_eq!(
+            "0.01".parse::<Cpus>().unwrap().quota_per_period(100_000),
+            1_000
+        );
         assert_eq!("1.5".parse::<Cpus>().unwrap().to_string(), "1.5");
         for bad in ["0", "-1", "abc", "NaN", "inf", "1025", ""] {
             assert!(bad.parse::<Cpus>().is_err(), "{bad}");

@@ -72,9 +72,20 @@ impl HostFeatures {
                     for opt in super_opts.split(',') {
                         if matches!(
                             opt,
-                            "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "blkio"
-                                | "devices" | "freezer" | "net_cls" | "net_prio"
-                                | "perf_event" | "hugetlb" | "rdma" | "misc"
+                            "cpu"
+                                | "cpuacct"
+                                | "cpuset"
+                                | "memory"
+                                | "pids"
+                                | "blkio"
+                                | "devices"
+                                | "freezer"
+                                | "net_cls"
+                                | "net_prio"
+                                | "perf_event"
+                                | "hugetlb"
+                                | "rdma"
+                                | "misc"
                         ) && !v1.iter().any(|c| c == opt)
                         {
                             v1.push(opt.to_owned());
@@ -156,14 +167,28 @@ mod tests {
     fn hybrid_host() {
         let root = tempfile::tempdir().unwrap();
         write(root.path(), "proc/self/mountinfo", HYBRID);
-        write(root.path(), "proc/filesystems", "nodev\tsysfs\nnodev\toverlay\n");
+        write(
+            root.path(),
+            "proc/filesystems",
+            "nodev\tsysfs\nnodev\toverlay\n",
+        );
         write(root.path(), "proc/sys/user/max_user_namespaces", "63704\n");
-        write(root.path(), "proc/sys/kernel/unprivileged_userns_clone", "0\n");
+        write(
+            root.path(),
+            "proc/sys/kernel/unprivileged_userns_clone",
+            "0\n",
+        );
         write(root.path(), "proc/self/status", "Name:\tx\nSeccomp:\t0\n");
         let f = HostFeatures::probe_root(root.path());
         assert_eq!(f.cgroup, CgroupMode::Hybrid);
-        assert_eq!(f.cgroup2_mount.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
-        assert_eq!(f.cgroup_v1_controllers, ["cpu", "cpuacct", "memory", "pids"]);
+        assert_eq!(
+            f.cgroup2_mount.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            f.cgroup_v1_controllers,
+            ["cpu", "cpuacct", "memory", "pids"]
+        );
         assert!(f.overlayfs);
         assert!(f.user_namespaces);
         assert!(!f.unprivileged_user_namespaces);
@@ -174,7 +199,11 @@ mod tests {
     fn unified_host() {
         let root = tempfile::tempdir().unwrap();
         write(root.path(), "proc/self/mountinfo", UNIFIED);
-        write(root.path(), "proc/sys/kernel/osrelease", "6.8.0-40-generic\n");
+        write(
+            root.path(),
+            "proc/sys/kernel/osrelease",
+            "6.8.0-40-generic\n",
+        );
         write(
             root.path(),
             "lib/modules/6.8.0-40-generic/modules.dep",
@@ -183,7 +212,10 @@ mod tests {
         write(root.path(), "proc/sys/user/max_user_namespaces", "0\n");
         let f = HostFeatures::probe_root(root.path());
         assert_eq!(f.cgroup, CgroupMode::V2);
-        assert_eq!(f.cgroup2_mount.as_deref(), Some(Path::new("/sys/fs/cgroup")));
+        assert_eq!(
+            f.cgroup2_mount.as_deref(),
+            Some(Path::new("/sys/fs/cgroup"))
+        );
         assert!(f.cgroup_v1_controllers.is_empty());
         assert!(f.overlayfs, "overlay found as a module");
         assert!(!f.user_namespaces);

@@ -58,7 +58,13 @@ mod tests {
 
     #[test]
     fn signal_numbers_round_trip() {
-        for sig in [Signal::HUP, Signal::INT, Signal::KILL, Signal::TERM, Signal::USR1] {
+        for sig in [
+            Signal::HUP,
+            Signal::INT,
+            Signal::KILL,
+            Signal::TERM,
+            Signal::USR1,
+        ] {
             assert_eq!(signal_from_os(signal_to_os(sig)), sig);
         }
         assert_eq!(signal_to_os(Signal::TERM), libc::SIGTERM);

@@ -50,7 +50,11 @@ fn read_pid(path: &Path) -> u32 {
                 return pid;
             }
         }
-        assert!(Instant::now() < give_up, "no pid written to {}", path.display());
+        assert!(
+            Instant::now() < give_up,
+            "no pid written to {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -131,7 +135,10 @@ async fn missing_program_is_named() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "program not found: locald-no-such-program");
-    let err = rt.spawn(Command::new("/no/such/program")).await.unwrap_err();
+    let err = rt
+        .spawn(Command::new("/no/such/program"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::ProgramNotFound { ref program } if program == "/no/such/program"));
 }
 
@@ -187,7 +194,10 @@ async fn timeout_kills_the_whole_process_group() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert_eq!(err.to_string(), "sh timed out after 500ms and was killed");
-    assert!(started.elapsed() < Duration::from_secs(30), "the timeout did not fire");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the timeout did not fire"
+    );
     assert_dies(read_pid(&pidfile)).await;
 }
 
@@ -211,7 +221,11 @@ async fn timeout_bounds_a_grandchild_holding_the_output_pipe() {
 #[tokio::test]
 async fn spawn_streams_output_as_it_comes() {
     let mut p = runtime()
-        .spawn(sh("echo one; read line; echo \"got $line\"").stdin(Stdin::Piped).stdout(Stdio::Piped))
+        .spawn(
+            sh("echo one; read line; echo \"got $line\"")
+                .stdin(Stdin::Piped)
+                .stdout(Stdio::Piped),
+        )
         .await
         .unwrap();
     assert!(p.id().is_some());
@@ -256,7 +270,10 @@ async fn kill_sends_the_signal_to_the_group() {
 
 #[tokio::test]
 async fn wait_is_cancel_safe_beside_kill() {
-    let mut p = runtime().spawn(Command::new("sleep").arg("60")).await.unwrap();
+    let mut p = runtime()
+        .spawn(Command::new("sleep").arg("60"))
+        .await
+        .unwrap();
     let status = loop {
         tokio::select! {
             status = p.wait() => break status.unwrap(),
@@ -284,7 +301,11 @@ async fn dropping_the_handle_kills_the_group() {
 #[tokio::test]
 async fn spawn_timeout_ends_wait() {
     let mut p = runtime()
-        .spawn(Command::new("sleep").arg("60").timeout(Duration::from_millis(300)))
+        .spawn(
+            Command::new("sleep")
+                .arg("60")
+                .timeout(Duration::from_millis(300)),
+        )
         .await
         .unwrap();
     let pid = p.id().unwrap();
@@ -301,7 +322,11 @@ async fn piped_stdout_can_be_read_to_end() {
         .await
         .unwrap();
     let mut s = String::new();
-    p.take_stdout().unwrap().read_to_string(&mut s).await.unwrap();
+    p.take_stdout()
+        .unwrap()
+        .read_to_string(&mut s)
+        .await
+        .unwrap();
     assert_eq!(s.lines().count(), 10000);
     assert!(p.wait().await.unwrap().success());
 }
@@ -312,7 +337,10 @@ async fn many_commands_at_once() {
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let rt = rt.clone();
-            tokio::spawn(async move { rt.run_command(sh(&format!("echo {i}; exit {}", i % 5))).await })
+            tokio::spawn(async move {
+                rt.run_command(sh(&format!("echo {i}; exit {}", i % 5)))
+                    .await
+            })
         })
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
@@ -326,9 +354,17 @@ async fn many_commands_at_once() {
 async fn invalid_commands_are_rejected_before_running() {
     let rt = runtime();
     let err = rt.run_command(Command::new("")).await.unwrap_err();
-    assert_eq!(err.to_string(), "invalid command \"\": the program name is empty");
-    let err = rt.run_command(Command::new("env").env("A=B", "1")).await.unwrap_err();
-    assert!(err.to_string().starts_with("invalid environment variable name"));
+    assert_eq!(
+        err.to_string(),
+        "invalid command \"\": the program name is empty"
+    );
+    let err = rt
+        .run_command(Command::new("env").env("A=B", "1"))
+        .await
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("invalid environment variable name"));
 }
 
 #[tokio::test]
@@ -342,9 +378,14 @@ async fn containers_are_unsupported_by_this_runtime() {
     let err = rt.run_container(spec).await.unwrap_err();
     assert!(err.is_unsupported());
     assert!(
-        err.to_string().starts_with("running containers is not supported by the process runtime on"),
+        err.to_string()
+            .starts_with("running containers is not supported by the process runtime on"),
         "{err}"
     );
     assert!(rt.list_containers(true).await.unwrap_err().is_unsupported());
-    assert!(rt.exec("x", Command::new("true")).await.unwrap_err().is_unsupported());
+    assert!(rt
+        .exec("x", Command::new("true"))
+        .await
+        .unwrap_err()
+        .is_unsupported());
 }

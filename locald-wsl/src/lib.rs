@@ -57,11 +57,15 @@ pub fn to_wsl_path(windows: &str) -> Result<String> {
     }
     let bytes = windows.as_bytes();
     if bytes.len() < 2 || !bytes[0].is_ascii_alphabetic() || bytes[1] != b':' {
-        return Err(reject("expected an absolute path with a drive letter, such as C:\\Users"));
+        return Err(reject(
+            "expected an absolute path with a drive letter, such as C:\\Users",
+        ));
     }
     let rest = &windows[2..];
     if !rest.is_empty() && !rest.starts_with(['\\', '/']) {
-        return Err(reject("a drive-relative path (C:dir) has no fixed location"));
+        return Err(reject(
+            "a drive-relative path (C:dir) has no fixed location",
+        ));
     }
     let drive = (bytes[0] as char).to_ascii_lowercase();
     let rest = rest.replace('\\', "/");

@@ -101,25 +101,45 @@ fn exec_sets_env_and_workdir() {
 #[test]
 fn exec_timeout_kills_and_exits_124() {
     let started = Instant::now();
-    let out = Locald::new().run(&["exec", "--timeout", "300ms", "--", "sh", "-c", "sleep 30; echo late"]);
+    let out = Locald::new().run(&[
+        "exec",
+        "--timeout",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "sleep 30; echo late",
+    ]);
     assert_eq!(out.status.code(), Some(124));
     assert_eq!(stdout(&out), "");
-    assert_eq!(stderr(&out), "locald: sh timed out after 300ms and was killed\n");
-    assert!(started.elapsed() < Duration::from_secs(25), "the timeout did not fire");
+    assert_eq!(
+        stderr(&out),
+        "locald: sh timed out after 300ms and was killed\n"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the timeout did not fire"
+    );
 }
 
 #[test]
 fn exec_missing_program_exits_127_naming_it() {
     let out = Locald::new().run(&["exec", "--", "locald-no-such-program", "arg"]);
     assert_eq!(out.status.code(), Some(127));
-    assert_eq!(stderr(&out), "locald: program not found: locald-no-such-program\n");
+    assert_eq!(
+        stderr(&out),
+        "locald: program not found: locald-no-such-program\n"
+    );
 }
 
 #[test]
 fn exec_missing_workdir_is_a_clear_error() {
     let out = Locald::new().run(&["exec", "-w", "/no/such/dir", "--", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert_eq!(stderr(&out), "locald: working directory not found: /no/such/dir\n");
+    assert_eq!(
+        stderr(&out),
+        "locald: working directory not found: /no/such/dir\n"
+    );
 }
 
 #[test]
@@ -133,7 +153,11 @@ fn exec_bad_flags_are_usage_errors() {
     assert!(stderr(&out).contains("not a duration"), "{}", stderr(&out));
     let out = l.run(&["exec", "-e", "=x", "--", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("invalid environment variable name"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid environment variable name"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -177,14 +201,22 @@ fn exec_forwards_ctrl_c_to_the_command() {
     let kill = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "sleep was interrupted and locald reports it");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "sleep was interrupted and locald reports it"
+    );
 }
 
 #[test]
 fn logs_go_to_stderr_never_into_the_command_output() {
     let out = Locald::new().run(&["-vvv", "exec", "--", "echo", "clean"]);
     assert_eq!(stdout(&out), "clean\n");
-    assert!(stderr(&out).contains("exec"), "expected logs on stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exec"),
+        "expected logs on stderr: {}",
+        stderr(&out)
+    );
     let out = Locald::new()
         .cmd(&["exec", "--", "echo", "clean"])
         .env("RUST_LOG", "trace")
@@ -218,22 +250,41 @@ fn info_json_reports_this_machine() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(info["kernel"], release.trim());
     assert_eq!(info["runtime"]["name"], "process");
-    assert_eq!(info["runtime"]["capabilities"], serde_json::json!(["commands"]));
+    assert_eq!(
+        info["runtime"]["capabilities"],
+        serde_json::json!(["commands"])
+    );
     assert_eq!(info["data_home"], l.home.path().to_str().unwrap());
     let backends: Vec<_> = info["backends"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|b| (b["name"].as_str().unwrap(), b["available"].as_bool().unwrap()))
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap(),
+                b["available"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         backends,
-        [("process", true), ("container", false), ("lima", false), ("wsl", false)]
+        [
+            ("process", true),
+            ("container", false),
+            ("lima", false),
+            ("wsl", false)
+        ]
     );
     let cgroup = info["host"]["cgroup"].as_str().unwrap();
     let unified = std::fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok();
     let hybrid = std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
-    let want = if unified { "v2" } else if hybrid { "hybrid" } else { "v1" };
+    let want = if unified {
+        "v2"
+    } else if hybrid {
+        "hybrid"
+    } else {
+        "v1"
+    };
     assert_eq!(cgroup, want);
     for key in ["overlayfs", "user_namespaces", "seccomp"] {
         assert!(info["host"][key].is_boolean(), "{key}");
@@ -245,7 +296,13 @@ fn info_text_is_readable() {
     let out = Locald::new().run(&["info"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    for needle in ["Platform:", "Runtime:       process", "Backends:", "cgroups", "Data:"] {
+    for needle in [
+        "Platform:",
+        "Runtime:       process",
+        "Backends:",
+        "cgroups",
+        "Data:",
+    ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
@@ -267,13 +324,25 @@ fn info_piped_into_a_closed_reader_exits_quietly() {
 #[test]
 fn every_command_has_help() {
     let l = Locald::new();
-    for args in [&["--help"][..], &["info", "--help"], &["exec", "--help"], &["help", "exec"]] {
+    for args in [
+        &["--help"][..],
+        &["info", "--help"],
+        &["exec", "--help"],
+        &["help", "exec"],
+    ] {
         let out = l.run(args);
         assert!(out.status.success(), "{args:?}");
-        assert!(stdout(&out).contains("Usage: locald"), "{args:?}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains("Usage: locald"),
+            "{args:?}: {}",
+            stdout(&out)
+        );
     }
     let out = l.run(&["--version"]);
-    assert_eq!(stdout(&out), format!("locald {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&out),
+        format!("locald {}\n", env!("CARGO_PKG_VERSION"))
+    );
     let out = l.run(&[]);
     assert_eq!(out.status.code(), Some(2));
     let out = l.run(&["frobnicate"]);

@@ -64,10 +64,7 @@ pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
 }
 
 fn build_command(args: &Args) -> anyhow::Result<Command> {
-    let (program, rest) = args
-        .command
-        .split_first()
-        .context("no command given")?;
+    let (program, rest) = args.command.split_first().context("no command given")?;
     let mut cmd = Command::new(program.as_str()).args(rest.iter().cloned());
     for entry in &args.env {
         match entry.split_once('=') {
@@ -86,7 +83,11 @@ fn build_command(args: &Args) -> anyhow::Result<Command> {
         cmd = cmd.timeout(timeout);
     }
     cmd = cmd
-        .stdin(if args.interactive { Stdin::Piped } else { Stdin::Null })
+        .stdin(if args.interactive {
+            Stdin::Piped
+        } else {
+            Stdin::Null
+        })
         .stdout(Stdio::Piped)
         .stderr(Stdio::Piped);
     cmd.validate()?;

@@ -75,7 +75,11 @@ fn yes_no(b: bool) -> &'static str {
 
 fn render(info: &Info, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "locald {}", info.version)?;
-    writeln!(out, "Platform:      {} ({}/{})", info.platform, info.os, info.arch)?;
+    writeln!(
+        out,
+        "Platform:      {} ({}/{})",
+        info.platform, info.os, info.arch
+    )?;
     if let Some(kernel) = &info.kernel {
         writeln!(out, "Kernel:        {kernel}")?;
     }
@@ -95,11 +99,19 @@ fn render(info: &Info, out: &mut impl Write) -> std::io::Result<()> {
         out,
         "Runtime:       {} ({})",
         info.runtime.name,
-        if caps.is_empty() { "nothing yet".to_owned() } else { caps.join(", ") }
+        if caps.is_empty() {
+            "nothing yet".to_owned()
+        } else {
+            caps.join(", ")
+        }
     )?;
     writeln!(out, "Backends:")?;
     for b in &info.backends {
-        let mark = if b.available { "available  " } else { "unavailable" };
+        let mark = if b.available {
+            "available  "
+        } else {
+            "unavailable"
+        };
         writeln!(out, "  {:<10} {mark}  {}", b.name, b.detail)?;
     }
     if let Some(host) = &info.host {
