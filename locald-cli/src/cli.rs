@@ -29,6 +29,23 @@ enum Commands {
     Info(cmd::info::Args),
     /// Run a host command through the locald runtime and exit with its exit code.
     Exec(cmd::exec::Args),
+    /// Pull an image from a registry.
+    Pull(cmd::image::PullArgs),
+    /// List images.
+    Images(cmd::image::ImagesArgs),
+    /// Untag images (their content goes with `locald image prune`).
+    Rmi(cmd::image::RmiArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
+    /// Load images from an OCI image layout directory or tar.
+    Load(cmd::image::LoadArgs),
+    /// Make a single-layer image from a root filesystem directory or tar.
+    Import(cmd::image::ImportArgs),
+    /// Store credentials for a registry.
+    Login(cmd::login::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(cmd::login::LogoutArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -64,6 +81,14 @@ pub(crate) fn main() -> ExitCode {
         match cli.command {
             Commands::Info(args) => cmd::info::run(args).await,
             Commands::Exec(args) => cmd::exec::run(args).await,
+            Commands::Pull(args) => cmd::image::pull(args).await,
+            Commands::Images(args) => cmd::image::images(args).await,
+            Commands::Rmi(args) => cmd::image::rmi(args).await,
+            Commands::Image(cmd) => cmd::image::image(cmd).await,
+            Commands::Load(args) => cmd::image::load(args).await,
+            Commands::Import(args) => cmd::image::import(args).await,
+            Commands::Login(args) => cmd::login::login(args).await,
+            Commands::Logout(args) => cmd::login::logout(args).await,
         }
     });
     // A blocking stdin reader may still wait for input nobody will send: do not wait

@@ -85,6 +85,65 @@ pub enum Error {
         name: String,
     },
 
+    /// A registry answered with an error.
+    #[error("registry {registry}: {message}")]
+    Registry {
+        /// The registry host.
+        registry: String,
+        /// What it said, or what went wrong talking to it.
+        message: String,
+    },
+
+    /// A registry refused the credentials (or their absence).
+    #[error("registry {registry} refused access: {detail}")]
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// What was tried, without secrets.
+        detail: String,
+    },
+
+    /// Content did not match the digest that names it.
+    #[error("{what} does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was checked (`layer sha256:…`, `manifest …`).
+        what: String,
+        /// The digest it should have.
+        expected: String,
+        /// The digest it has.
+        actual: String,
+    },
+
+    /// An image (manifest, config or layer) is malformed or unsafe.
+    #[error("invalid image {what}: {reason}")]
+    InvalidImage {
+        /// Which part (`layer sha256:…`, `manifest`, ...).
+        what: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A multi-platform image does not have the platform asked for.
+    #[error("{reference} has no image for {wanted}; it has {}", available.join(", "))]
+    PlatformNotFound {
+        /// The image.
+        reference: String,
+        /// The platform asked for.
+        wanted: String,
+        /// The platforms it has.
+        available: Vec<String>,
+    },
+
+    /// A network transfer failed.
+    #[error("{context}")]
+    Network {
+        /// What locald was doing.
+        context: String,
+        /// The underlying failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// An operating-system call failed.
     #[error("{context}")]
     Io {

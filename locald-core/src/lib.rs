@@ -110,7 +110,10 @@ pub use image::ImageRef;
 pub use paths::Paths;
 pub use platform::{Detection, Platform, PlatformProbe};
 pub use process::{Process, ProcessControl, ProcessOutput, ProcessStdin};
-pub use runtime::{Capability, ImageSummary, LogChunks, PullOptions, Runtime, RuntimeInfo};
+pub use runtime::{
+    Capability, ImageSummary, LogChunks, ProgressSender, PruneReport, PullOptions, PullProgress,
+    Runtime, RuntimeInfo,
+};
 pub use units::{ByteSize, Cpus};
 
 #[doc(hidden)]

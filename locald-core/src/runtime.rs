@@ -81,14 +81,82 @@ impl RuntimeInfo {
 }
 
 /// Options for [`Runtime::pull_image`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PullOptions {
     /// The platform to pick from a multi-platform image, as `os/arch[/variant]`
-    /// (default: the runtime's own).
+    /// (default: `linux/` and the host's architecture).
     pub platform: Option<String>,
     /// Allow plain HTTP or unverified TLS for this registry.
     pub insecure: bool,
+    /// Where to send progress events, if anywhere.
+    #[serde(skip)]
+    pub progress: Option<ProgressSender>,
+}
+
+impl PullOptions {
+    /// Picks `platform` (`linux/arm64`, `linux/arm/v7`) from multi-platform images.
+    pub fn platform(mut self, platform: impl Into<String>) -> Self {
+        self.platform = Some(platform.into());
+        self
+    }
+
+    /// Allows plain HTTP or unverified TLS for the image's registry.
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    /// Sends progress events to `sender`.
+    pub fn progress(mut self, sender: ProgressSender) -> Self {
+        self.progress = Some(sender);
+        self
+    }
+}
+
+/// Where a pull reports its progress.
+pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<PullProgress>;
+
+/// What a pull is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+#[non_exhaustive]
+pub enum PullProgress {
+    /// The reference resolved to a manifest with this many layers.
+    Resolved {
+        /// The manifest digest.
+        digest: String,
+        /// How many layers the image has.
+        layers: usize,
+    },
+    /// A layer is already in the store.
+    LayerCached {
+        /// The layer's blob digest.
+        digest: String,
+    },
+    /// Bytes of a layer have arrived.
+    LayerProgress {
+        /// The layer's blob digest.
+        digest: String,
+        /// Bytes received so far.
+        done: u64,
+        /// The layer's size.
+        size: u64,
+    },
+    /// A transfer failed and is being retried.
+    LayerRetry {
+        /// The layer's blob digest.
+        digest: String,
+        /// Which try comes next (2 for the first retry).
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+    },
+    /// A layer is downloaded, verified and unpacked.
+    LayerDone {
+        /// The layer's blob digest.
+        digest: String,
+    },
 }
 
 /// What a pulled or stored image is.
@@ -99,8 +167,47 @@ pub struct ImageSummary {
     pub reference: ImageRef,
     /// The manifest digest.
     pub digest: String,
-    /// The total size of its layers in bytes (compressed, as stored).
+    /// The image id: the digest of its configuration.
+    pub id: String,
+    /// The total size of its layers in bytes, as stored (compressed).
     pub size: u64,
+    /// When the image was built (RFC 3339), if its configuration says.
+    pub created: Option<String>,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+}
+
+impl ImageSummary {
+    /// A summary of an image.
+    pub fn new(
+        reference: ImageRef,
+        digest: String,
+        id: String,
+        size: u64,
+        created: Option<String>,
+        platform: String,
+    ) -> Self {
+        ImageSummary {
+            reference,
+            digest,
+            id,
+            size,
+            created,
+            platform,
+        }
+    }
+}
+
+/// What [`Runtime::prune_images`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Blobs (manifests, configs, compressed layers) removed.
+    pub blobs: usize,
+    /// Unpacked layer directories removed.
+    pub layers: usize,
+    /// Bytes freed.
+    pub bytes: u64,
 }
 
 /// A stream of container log chunks, in the order they were written.
@@ -185,6 +292,36 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// Pulls an image into the runtime's store.
     async fn pull_image(&self, image: &ImageRef, options: PullOptions) -> Result<ImageSummary> {
         let _ = (image, options);
+        Err(self.info().unsupported(Capability::Images))
+    }
+
+    /// Lists the images in the runtime's store.
+    async fn list_images(&self) -> Result<Vec<ImageSummary>> {
+        Err(self.info().unsupported(Capability::Images))
+    }
+
+    /// Removes an image reference; its blobs stay until [`Runtime::prune_images`].
+    async fn remove_image(&self, image: &ImageRef) -> Result<ImageSummary> {
+        let _ = image;
+        Err(self.info().unsupported(Capability::Images))
+    }
+
+    /// Removes blobs and unpacked layers no image refers to.
+    async fn prune_images(&self) -> Result<PruneReport> {
+        Err(self.info().unsupported(Capability::Images))
+    }
+
+    /// Loads the images of an OCI image layout (a directory or a tar of one), as seen
+    /// from where the runtime runs.
+    async fn load_image(&self, path: &std::path::Path) -> Result<Vec<ImageSummary>> {
+        let _ = path;
+        Err(self.info().unsupported(Capability::Images))
+    }
+
+    /// Makes a single-layer image named `image` from a root filesystem (a directory or
+    /// a tar), as seen from where the runtime runs.
+    async fn import_image(&self, rootfs: &std::path::Path, image: &ImageRef) -> Result<ImageSummary> {
+        let _ = (rootfs, image);
         Err(self.info().unsupported(Capability::Images))
     }
 }

@@ -20,6 +20,8 @@
 //! ```
 
 pub mod host;
+#[cfg(target_os = "linux")]
+pub mod image;
 mod process;
 #[cfg(unix)]
 mod process_unix;

@@ -1,0 +1,456 @@
+//! Unpacking one layer tar into its own directory, safely.
+//!
+//! Every entry's path is confined to the target: absolute paths are made relative,
+//! `..` is rejected, and no entry is ever written through a symlink (a parent that is a
+//! symlink is an error, and existing final components are removed, never opened). The
+//! target directory is private to the unpacker until it is complete, so these checks
+//! cannot race with anyone.
+//!
+//! Whiteouts are stored in the form overlayfs reads, when running as root: a `.wh.NAME`
+//! entry becomes a 0:0 character device `NAME`, and `.wh..wh..opq` sets the
+//! `trusted.overlay.opaque` attribute on its directory. Without root (no `mknod`, no
+//! `trusted.*` attributes) the markers are kept as empty files, which only the copying
+//! snapshot understands.
+
+use std::{
+    collections::HashMap,
+    fs::{self, OpenOptions},
+    io::{self, Read},
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Component, Path, PathBuf},
+};
+
+use filetime::FileTime;
+use locald_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of a whiteout entry's name.
+pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
+/// The name of an opaque-directory marker.
+pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The attribute overlayfs reads to hide a lower directory's contents.
+pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// How whiteouts are stored in an unpacked layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhiteoutFormat {
+    /// overlayfs' own: 0:0 character devices and the opaque attribute (needs root).
+    Overlay,
+    /// The OCI tar markers kept as empty files.
+    Marker,
+}
+
+/// How to unpack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnpackOptions {
+    pub(crate) whiteouts: WhiteoutFormat,
+    /// Apply owners from the tar, create device nodes and privileged attributes.
+    pub(crate) privileged: bool,
+}
+
+impl UnpackOptions {
+    /// The richest unpacking the current user can do.
+    pub(crate) fn for_current_user() -> Self {
+        let root = nix::unistd::geteuid().is_root();
+        UnpackOptions {
+            whiteouts: if root {
+                WhiteoutFormat::Overlay
+            } else {
+                WhiteoutFormat::Marker
+            },
+            privileged: root,
+        }
+    }
+}
+
+/// What an unpack wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct UnpackStats {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+}
+
+struct DirMeta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+}
+
+/// Unpacks the tar stream `reader` into the directory `root` (which must exist and be
+/// private to the caller). `what` names the layer in errors.
+pub(crate) fn unpack(
+    reader: impl Read,
+    root: &Path,
+    what: &str,
+    opts: UnpackOptions,
+) -> Result<UnpackStats> {
+    let mut archive = tar::Archive::new(reader);
+    let mut dirs: HashMap<PathBuf, DirMeta> = HashMap::new();
+    let mut stats = UnpackStats::default();
+    let io_err = |ctx: String| move |e: io::Error| Error::io(ctx, e);
+    for entry in archive
+        .entries()
+        .map_err(|e| invalid(what, format!("not a tar archive: {e}")))?
+    {
+        let mut entry = entry.map_err(|e| invalid(what, format!("corrupt tar stream: {e}")))?;
+        let raw_path = entry
+            .path()
+            .map_err(|e| invalid(what, format!("bad entry name: {e}")))?
+            .into_owned();
+        let Some(rel) = confine(&raw_path).map_err(|reason| invalid(what, reason))? else {
+            continue; // the root directory itself
+        };
+        stats.entries += 1;
+        let name = rel
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let parent = ensure_parents(root, parent_rel, what)?;
+
+        if name == OPAQUE_MARKER {
+            match opts.whiteouts {
+                WhiteoutFormat::Overlay => xattr::set(&parent, OPAQUE_XATTR, b"y")
+                    .map_err(io_err(format!("marking {} opaque", parent.display())))?,
+                WhiteoutFormat::Marker => {
+                    create_empty(&parent.join(OPAQUE_MARKER)).map_err(io_err(format!(
+                        "writing whiteout in {}",
+                        parent.display()
+                    )))?
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+                return Err(invalid(what, format!("bad whiteout entry {:?}", raw_path)));
+            }
+            match opts.whiteouts {
+                WhiteoutFormat::Overlay => {
+                    let target = parent.join(hidden);
+                    remove_existing(&target)
+                        .map_err(io_err(format!("replacing {}", target.display())))?;
+                    nix::sys::stat::mknod(
+                        &target,
+                        nix::sys::stat::SFlag::S_IFCHR,
+                        nix::sys::stat::Mode::empty(),
+                        0,
+                    )
+                    .map_err(|e| {
+                        Error::io(format!("creating whiteout {}", target.display()), e.into())
+                    })?;
+                }
+                WhiteoutFormat::Marker => create_empty(&parent.join(&name))
+                    .map_err(io_err(format!("writing whiteout {name}")))?,
+            }
+            continue;
+        }
+
+        let target = root.join(&rel);
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
+        let mtime = header.mtime().unwrap_or(0) as i64;
+        let existing = fs::symlink_metadata(&target).ok();
+        if kind.is_dir() {
+            match existing {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    remove_existing(&target)
+                        .map_err(io_err(format!("replacing {}", target.display())))?;
+                    create_dir(&target).map_err(io_err(format!("creating {}", target.display())))?;
+                }
+                None => {
+                    create_dir(&target).map_err(io_err(format!("creating {}", target.display())))?
+                }
+            }
+            dirs.insert(
+                target.clone(),
+                DirMeta {
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                },
+            );
+            apply_xattrs(&mut entry, &target, opts, what)?;
+            continue;
+        }
+        if existing.is_some() {
+            remove_existing(&target).map_err(io_err(format!("replacing {}", target.display())))?;
+        }
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(io_err(format!("creating {}", target.display())))?;
+                stats.bytes += io::copy(&mut entry, &mut file)
+                    .map_err(|e| invalid(what, format!("reading {}: {e}", rel.display())))?;
+            }
+            tar::EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .map_err(|e| invalid(what, format!("bad symlink {}: {e}", rel.display())))?
+                    .ok_or_else(|| invalid(what, format!("symlink {} has no target", rel.display())))?;
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(io_err(format!("creating symlink {}", target.display())))?;
+            }
+            tar::EntryType::Link => {
+                let link = entry
+                    .link_name()
+                    .map_err(|e| invalid(what, format!("bad hard link {}: {e}", rel.display())))?
+                    .ok_or_else(|| invalid(what, format!("hard link {} has no target", rel.display())))?
+                    .into_owned();
+                let source_rel = confine(&link)
+                    .map_err(|reason| invalid(what, format!("hard link {}: {reason}", rel.display())))?
+                    .ok_or_else(|| invalid(what, format!("hard link {} to the root", rel.display())))?;
+                let source_parent = check_parents(root, source_rel.parent().unwrap_or(Path::new("")))
+                    .map_err(|reason| invalid(what, format!("hard link {}: {reason}", rel.display())))?;
+                let source = source_parent.join(source_rel.file_name().unwrap_or_default());
+                match fs::symlink_metadata(&source) {
+                    Ok(m) if !m.is_dir() => {}
+                    _ => {
+                        return Err(invalid(
+                            what,
+                            format!(
+                                "hard link {} points to {}, which is not a file unpacked before it",
+                                rel.display(),
+                                source_rel.display()
+                            ),
+                        ))
+                    }
+                }
+                fs::hard_link(&source, &target)
+                    .map_err(io_err(format!("linking {}", target.display())))?;
+                // A hard link shares its source's metadata: nothing more to apply.
+                continue;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (sflag, dev) = match kind {
+                    tar::EntryType::Char => (nix::sys::stat::SFlag::S_IFCHR, true),
+                    tar::EntryType::Block => (nix::sys::stat::SFlag::S_IFBLK, true),
+                    _ => (nix::sys::stat::SFlag::S_IFIFO, false),
+                };
+                if dev && !opts.privileged {
+                    tracing::debug!(path = %rel.display(), "skipping device node: needs root");
+                    continue;
+                }
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                nix::sys::stat::mknod(
+                    &target,
+                    sflag,
+                    nix::sys::stat::Mode::from_bits_truncate(mode),
+                    nix::sys::stat::makedev(major.into(), minor.into()),
+                )
+                .map_err(|e| Error::io(format!("creating {}", target.display()), e.into()))?;
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+            other => {
+                tracing::debug!(path = %rel.display(), kind = ?other, "skipping unsupported tar entry");
+                continue;
+            }
+        }
+        if opts.privileged {
+            std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32))
+                .map_err(io_err(format!("setting the owner of {}", target.display())))?;
+        }
+        if kind != tar::EntryType::Symlink {
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(io_err(format!("setting the mode of {}", target.display())))?;
+        }
+        apply_xattrs(&mut entry, &target, opts, what)?;
+        let t = FileTime::from_unix_time(mtime, 0);
+        filetime::set_symlink_file_times(&target, t, t)
+            .map_err(io_err(format!("setting the times of {}", target.display())))?;
+    }
+    // Directories last, deepest first: their modes may forbid writing into them and
+    // writing into them changes their times.
+    let mut dirs: Vec<_> = dirs.into_iter().collect();
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (path, meta) in dirs {
+        if opts.privileged {
+            std::os::unix::fs::lchown(&path, Some(meta.uid as u32), Some(meta.gid as u32))
+                .map_err(io_err(format!("setting the owner of {}", path.display())))?;
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode))
+            .map_err(io_err(format!("setting the mode of {}", path.display())))?;
+        let t = FileTime::from_unix_time(meta.mtime, 0);
+        filetime::set_symlink_file_times(&path, t, t)
+            .map_err(io_err(format!("setting the times of {}", path.display())))?;
+    }
+    Ok(stats)
+}
+
+fn invalid(what: &str, reason: String) -> Error {
+    Error::InvalidImage {
+        what: what.to_owned(),
+        reason,
+    }
+}
+
+/// Turns an entry name into a path relative to the root, or says why it cannot be.
+/// `None` is the root itself.
+pub(crate) fn confine(path: &Path) -> std::result::Result<Option<PathBuf>, String> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                return Err(format!(
+                    "entry {:?} has a '..' component and could escape the root filesystem",
+                    path
+                ))
+            }
+            Component::Prefix(_) => return Err(format!("entry {:?} is not a Unix path", path)),
+        }
+    }
+    Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+/// Checks that every existing component of `rel` under `root` is a real directory.
+fn check_parents(root: &Path, rel: &Path) -> std::result::Result<PathBuf, String> {
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symlink and will not be written through",
+                    cur.strip_prefix(root).unwrap_or(&cur).display()
+                ))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(format!(
+                    "{} is not a directory",
+                    cur.strip_prefix(root).unwrap_or(&cur).display()
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(cur)
+}
+
+/// Creates the missing parent directories of an entry, refusing to pass through
+/// anything but real directories.
+fn ensure_parents(root: &Path, rel: &Path, what: &str) -> Result<PathBuf> {
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(invalid(
+                    what,
+                    format!(
+                        "an entry would be written through the symlink {}",
+                        cur.strip_prefix(root).unwrap_or(&cur).display()
+                    ),
+                ))
+            }
+            Ok(_) => {
+                return Err(invalid(
+                    what,
+                    format!(
+                        "an entry needs {} to be a directory, but it is a file",
+                        cur.strip_prefix(root).unwrap_or(&cur).display()
+                    ),
+                ))
+            }
+            Err(_) => create_dir(&cur).map_err(|e| Error::io(format!("creating {}", cur.display()), e))?,
+        }
+    }
+    Ok(cur)
+}
+
+fn create_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o755).create(path)
+}
+
+fn create_empty(path: &Path) -> io::Result<()> {
+    remove_existing(path)?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)
+        .map(drop)
+}
+
+/// Removes whatever is at `path` (never following a symlink there).
+pub(crate) fn remove_existing(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => {
+            make_writable(path)?;
+            fs::remove_dir_all(path)
+        }
+        Ok(_) => fs::remove_file(path),
+    }
+}
+
+/// Gives the owner write permission on a directory tree so it can be removed even
+/// where an image made directories read-only (only matters without root).
+pub(crate) fn make_writable(path: &Path) -> io::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        if meta.mode() & 0o700 != 0o700 {
+            fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() | 0o700))?;
+        }
+        for entry in fs::read_dir(path)? {
+            make_writable(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    target: &Path,
+    opts: UnpackOptions,
+    what: &str,
+) -> Result<()> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Ok(());
+    };
+    for ext in exts {
+        let Ok(ext) = ext else { continue };
+        let Ok(key) = ext.key() else { continue };
+        let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
+            continue;
+        };
+        let privileged_ns = name.starts_with("trusted.") || name.starts_with("security.");
+        if name.starts_with("trusted.overlay.") || (privileged_ns && !opts.privileged) {
+            continue;
+        }
+        if let Err(e) = xattr::set(target, name, ext.value_bytes()) {
+            // Filesystems without xattr support, or attributes the kernel refuses: the
+            // file is still usable; say so rather than failing the whole image.
+            tracing::warn!(what, path = %target.display(), attr = name, error = %e, "could not set extended attribute");
+        }
+    }
+    Ok(())
+}
+
+/// True when `meta` is an overlayfs whiteout (a 0:0 character device).
+pub(crate) fn is_overlay_whiteout(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
