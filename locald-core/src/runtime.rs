@@ -320,7 +320,11 @@ pub trait Runtime: Send + Sync + fmt::Debug {
 
     /// Makes a single-layer image named `image` from a root filesystem (a directory or
     /// a tar), as seen from where the runtime runs.
-    async fn import_image(&self, rootfs: &std::path::Path, image: &ImageRef) -> Result<ImageSummary> {
+    async fn import_image(
+        &self,
+        rootfs: &std::path::Path,
+        image: &ImageRef,
+    ) -> Result<ImageSummary> {
         let _ = (rootfs, image);
         Err(self.info().unsupported(Capability::Images))
     }

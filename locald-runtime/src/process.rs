@@ -122,6 +122,8 @@ impl Runtime for ProcessRuntime {
 
     #[cfg(target_os = "linux")]
     async fn import_image(&self, rootfs: &Path, image: &ImageRef) -> Result<ImageSummary> {
-        self.images()?.import(rootfs, image, PullOptions::default()).await
+        self.images()?
+            .import(rootfs, image, PullOptions::default())
+            .await
     }
 }

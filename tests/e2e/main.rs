@@ -252,7 +252,7 @@ fn info_json_reports_this_machine() {
     assert_eq!(info["runtime"]["name"], "process");
     assert_eq!(
         info["runtime"]["capabilities"],
-        serde_json::json!(["commands"])
+        serde_json::json!(["commands", "images"])
     );
     assert_eq!(info["data_home"], l.home.path().to_str().unwrap());
     let backends: Vec<_> = info["backends"]
@@ -348,4 +348,90 @@ fn every_command_has_help() {
     let out = l.run(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unrecognized subcommand"));
+}
+
+#[test]
+fn pull_then_images_lists_it() {
+    use locald_test_support as support;
+    if !support::require(
+        "pull_then_images_lists_it",
+        true,
+        &["docker-registry", "skopeo"],
+    ) {
+        return;
+    }
+    let registry = support::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = support::Layout::new(dir.path().join("oci"));
+    let image = layout.image(
+        "amd64",
+        &[(support::busybox_layer(), support::Compression::Gzip)],
+        serde_json::json!({"Cmd": ["sh"]}),
+    );
+    layout.name_image("img", &image);
+    let name = format!("{}/busybox:latest", registry.addr);
+    support::push(&layout.dir, "img", &name, &[]);
+
+    let l = Locald::new();
+    let out = l.run(&["pull", &name]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("needs --insecure"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = l.run(&["pull", "--insecure", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "Digest: {}\nStatus: pulled linux/amd64 for {name}\n{name}\n",
+            image.manifest_digest
+        )
+    );
+    assert!(
+        stderr(&out).contains(": done"),
+        "plain progress lines when not a terminal: {}",
+        stderr(&out)
+    );
+
+    let out = l.run(&["images"]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("REPOSITORY"));
+    let cols: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cols[0], format!("{}/busybox", registry.addr));
+    assert_eq!(cols[1], "latest");
+    assert_eq!(
+        cols[2],
+        &image.config_digest["sha256:".len().."sha256:".len() + 12]
+    );
+
+    let out = l.run(&["images", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["digest"], image.manifest_digest);
+
+    let out = l.run(&["rmi", &name, "nope:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), format!("Untagged: {name}\n"));
+    assert_eq!(stderr(&out), "locald: no such image: nope:1\n");
+    let out = l.run(&["image", "prune"]);
+    assert!(
+        stdout(&out).starts_with("Removed 3 blobs and 1 layers"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stdout(&l.run(&["images", "-q"])), "");
+}
+
+#[test]
+fn bad_image_references_are_usage_errors() {
+    let out = Locald::new().run(&["pull", "Not/Valid"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        stderr(&out),
+        "locald: invalid image reference \"Not/Valid\": repository name must be lowercase\n"
+    );
 }

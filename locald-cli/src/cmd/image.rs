@@ -39,7 +39,12 @@ impl ProgressView {
 
     #[allow(clippy::print_stderr)]
     fn show(&mut self, event: PullProgress) {
-        let short = |d: &str| d.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+        let short = |d: &str| {
+            d.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
         match (&mut self.bars, event) {
             (_, PullProgress::Resolved { digest, layers }) => {
                 eprintln!("resolved {digest} ({layers} layers)");
@@ -48,31 +53,50 @@ impl ProgressView {
                 let bar = bars.entry(digest.clone()).or_insert_with(|| {
                     let bar = multi.add(ProgressBar::new(size));
                     bar.set_style(
-                        ProgressStyle::with_template("{prefix}: {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-                            .expect("a valid template"),
+                        ProgressStyle::with_template(
+                            "{prefix}: {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                        )
+                        .expect("a valid template"),
                     );
                     bar.set_prefix(short(&digest));
                     bar
                 });
                 bar.set_position(done);
             }
-            (Some((multi, bars)), PullProgress::LayerDone { digest }) => {
-                match bars.get(&digest) {
-                    Some(bar) => bar.finish_with_message("done"),
-                    None => {
-                        let _ = multi.println(format!("{}: done", short(&digest)));
-                    }
+            (Some((multi, bars)), PullProgress::LayerDone { digest }) => match bars.get(&digest) {
+                Some(bar) => bar.finish_with_message("done"),
+                None => {
+                    let _ = multi.println(format!("{}: done", short(&digest)));
                 }
-            }
+            },
             (Some((multi, _)), PullProgress::LayerCached { digest }) => {
                 let _ = multi.println(format!("{}: already stored", short(&digest)));
             }
-            (Some((multi, _)), PullProgress::LayerRetry { digest, attempt, error }) => {
-                let _ = multi.println(format!("{}: retrying (try {attempt}): {error}", short(&digest)));
+            (
+                Some((multi, _)),
+                PullProgress::LayerRetry {
+                    digest,
+                    attempt,
+                    error,
+                },
+            ) => {
+                let _ = multi.println(format!(
+                    "{}: retrying (try {attempt}): {error}",
+                    short(&digest)
+                ));
             }
             (None, PullProgress::LayerDone { digest }) => eprintln!("{}: done", short(&digest)),
-            (None, PullProgress::LayerCached { digest }) => eprintln!("{}: already stored", short(&digest)),
-            (None, PullProgress::LayerRetry { digest, attempt, error }) => {
+            (None, PullProgress::LayerCached { digest }) => {
+                eprintln!("{}: already stored", short(&digest))
+            }
+            (
+                None,
+                PullProgress::LayerRetry {
+                    digest,
+                    attempt,
+                    error,
+                },
+            ) => {
                 eprintln!("{}: retrying (try {attempt}): {error}", short(&digest))
             }
             (None, PullProgress::LayerProgress { .. }) => {}
@@ -84,7 +108,9 @@ impl ProgressView {
 /// Runs `work` with a progress channel drained into a view.
 async fn with_progress<T>(
     quiet: bool,
-    work: impl FnOnce(PullOptions) -> std::pin::Pin<Box<dyn std::future::Future<Output = locald::Result<T>>>>,
+    work: impl FnOnce(
+        PullOptions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = locald::Result<T>>>>,
 ) -> locald::Result<T> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut view = ProgressView::new(quiet);
@@ -121,7 +147,11 @@ pub(crate) async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if !args.quiet {
         writeln!(out, "Digest: {}", summary.digest)?;
-        writeln!(out, "Status: pulled {} for {}", summary.platform, summary.reference)?;
+        writeln!(
+            out,
+            "Status: pulled {} for {}",
+            summary.platform, summary.reference
+        )?;
     }
     writeln!(out, "{}", summary.reference)?;
     Ok(ExitCode::SUCCESS)
@@ -209,7 +239,7 @@ fn split_name(summary: &ImageSummary) -> (String, String) {
 
 pub(crate) async fn images(args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let mut images = locald::runtime()?.list_images().await?;
-    images.sort_by(|a, b| a.reference.to_string().cmp(&b.reference.to_string()));
+    images.sort_by_key(|i| i.reference.to_string());
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &images).map_err(std::io::Error::from)?;
@@ -226,7 +256,10 @@ pub(crate) async fn images(args: ImagesArgs) -> anyhow::Result<ExitCode> {
                 [
                     repo,
                     tag,
-                    i.id.trim_start_matches("sha256:").chars().take(12).collect(),
+                    i.id.trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect(),
                     ago(i.created.as_deref()),
                     human_size(i.size),
                 ]
@@ -234,7 +267,13 @@ pub(crate) async fn images(args: ImagesArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"];
         let widths: Vec<usize> = (0..5)
-            .map(|c| rows.iter().map(|r| r[c].len()).chain([header[c].len()]).max().unwrap_or(0))
+            .map(|c| {
+                rows.iter()
+                    .map(|r| r[c].len())
+                    .chain([header[c].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |cells: [&str; 5]| {
             let mut s = String::new();
@@ -344,7 +383,9 @@ pub(crate) struct ImportArgs {
 
 pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let image: ImageRef = args.reference.parse()?;
-    let summary = locald::runtime()?.import_image(&args.rootfs, &image).await?;
+    let summary = locald::runtime()?
+        .import_image(&args.rootfs, &image)
+        .await?;
     writeln!(std::io::stdout().lock(), "{}", summary.id)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -364,7 +405,10 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2024-03-01T12:30:05.123456789Z"), Some(1_709_296_205));
+        assert_eq!(
+            parse_rfc3339("2024-03-01T12:30:05.123456789Z"),
+            Some(1_709_296_205)
+        );
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(ago(None), "N/A");
     }

@@ -69,7 +69,11 @@ impl AuthSources {
     /// The standard places for this process's environment, with locald's own file in
     /// `locald_home`.
     pub fn standard(locald_home: &Path) -> AuthSources {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let own = locald_home.join("auth.json");
         let mut files = vec![own.clone()];
         files.extend(env("REGISTRY_AUTH_FILE"));
@@ -118,8 +122,10 @@ impl AuthSources {
     /// Stores credentials for `registry` in locald's own file (mode 0600, atomically).
     pub fn store(&self, registry: &str, username: &str, password: &str) -> Result<()> {
         let mut file = read_auth_file(&self.own)?.unwrap_or_default();
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-        file.auths.retain(|k, _| normalize_key(k) != normalize_key(registry));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        file.auths
+            .retain(|k, _| normalize_key(k) != normalize_key(registry));
         file.auths.insert(
             normalize_key(registry),
             AuthEntry {
@@ -136,7 +142,8 @@ impl AuthSources {
             return Ok(false);
         };
         let before = file.auths.len();
-        file.auths.retain(|k, _| normalize_key(k) != normalize_key(registry));
+        file.auths
+            .retain(|k, _| normalize_key(k) != normalize_key(registry));
         if file.auths.len() == before {
             return Ok(false);
         }
@@ -190,7 +197,10 @@ fn decode(entry: &AuthEntry, file: &Path) -> Result<Option<Credentials>> {
     let bad = || {
         Error::io(
             format!("reading credentials from {}", file.display()),
-            io::Error::new(io::ErrorKind::InvalidData, "an \"auth\" value is not base64 of user:password"),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an \"auth\" value is not base64 of user:password",
+            ),
         )
     };
     let decoded = base64::engine::general_purpose::STANDARD
@@ -240,7 +250,10 @@ mod tests {
         .unwrap();
         let sources = AuthSources::new(own.clone(), vec![docker.clone()]);
         let hub = sources.lookup("docker.io").unwrap().unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("hubuser", "hubpass"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hubuser", "hubpass")
+        );
         let reg = sources.lookup("reg.example:5000").unwrap().unwrap();
         assert_eq!(reg.password, "p:with:colons");
         assert_eq!(reg.source, docker);
@@ -251,10 +264,20 @@ mod tests {
         let reg = sources.lookup("reg.example:5000").unwrap().unwrap();
         assert_eq!(reg.username, "mine");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&own).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&own).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(!format!("{reg:?}").contains("secret"));
         assert!(sources.erase("reg.example:5000").unwrap());
-        assert_eq!(sources.lookup("reg.example:5000").unwrap().unwrap().username, "u");
+        assert_eq!(
+            sources
+                .lookup("reg.example:5000")
+                .unwrap()
+                .unwrap()
+                .username,
+            "u"
+        );
     }
 
     #[test]
@@ -262,7 +285,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let own = dir.path().join("auth.json");
         fs::write(&own, "{not json").unwrap();
-        let err = AuthSources::new(own.clone(), vec![]).lookup("x").unwrap_err();
+        let err = AuthSources::new(own.clone(), vec![])
+            .lookup("x")
+            .unwrap_err();
         assert!(err.to_string().contains("auth.json"), "{err}");
         fs::write(&own, r#"{"auths": {"x": {"auth": "!!!"}}}"#).unwrap();
         let err = AuthSources::new(own, vec![]).lookup("x").unwrap_err();

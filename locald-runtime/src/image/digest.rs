@@ -144,7 +144,13 @@ mod tests {
         let d = Digest::parse(&format!("sha256:{hex}")).unwrap();
         assert_eq!(d.to_string(), format!("sha256:{hex}"));
         assert_eq!(d.short(), &hex[..12]);
-        for bad in ["", "sha256:", "sha512:abc", "sha256:ABC", &format!("sha256:{}", "g".repeat(64))] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:abc",
+            "sha256:ABC",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
             assert!(Digest::parse(bad).is_err(), "{bad}");
         }
     }

@@ -45,7 +45,11 @@ impl LayerSource for FileSource {
                     return Err(Error::io(format!("reading {}", self.path.display()), e));
                 }
             };
-            if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+            if tx
+                .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }
@@ -88,14 +92,20 @@ fn entry_name(desc: &Descriptor) -> Option<Result<ImageRef>> {
 }
 
 /// Loads every named image of the OCI layout at `path` (a directory, or a tar of one).
-pub(crate) async fn load(store: &Store, path: &Path, progress: &Option<ProgressSender>) -> Result<Vec<ImageSummary>> {
-    let meta = fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+pub(crate) async fn load(
+    store: &Store,
+    path: &Path,
+    progress: &Option<ProgressSender>,
+) -> Result<Vec<ImageSummary>> {
+    let meta =
+        fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let _extracted;
     let root = if meta.is_dir() {
         path.to_owned()
     } else {
         let dir = store.temp_dir("load-")?;
-        let file = fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file = fs::File::open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let what = format!("archive {}", path.display());
         let target = dir.path().to_owned();
         tokio::task::spawn_blocking(move || {
@@ -119,8 +129,10 @@ pub(crate) async fn load(store: &Store, path: &Path, progress: &Option<ProgressS
         what: format!("layout {}", path.display()),
         reason: reason.to_owned(),
     };
-    let marker = fs::read(root.join("oci-layout")).map_err(|_| not_layout("no oci-layout file: not an OCI image layout"))?;
-    let version: serde_json::Value = serde_json::from_slice(&marker).map_err(|_| not_layout("oci-layout is not JSON"))?;
+    let marker = fs::read(root.join("oci-layout"))
+        .map_err(|_| not_layout("no oci-layout file: not an OCI image layout"))?;
+    let version: serde_json::Value =
+        serde_json::from_slice(&marker).map_err(|_| not_layout("oci-layout is not JSON"))?;
     if version["imageLayoutVersion"] != "1.0.0" {
         return Err(not_layout("unsupported imageLayoutVersion"));
     }
@@ -147,7 +159,9 @@ pub(crate) async fn load(store: &Store, path: &Path, progress: &Option<ProgressS
         loaded.push(summary);
     }
     if loaded.is_empty() {
-        return Err(not_layout("it names no images (org.opencontainers.image.ref.name)"));
+        return Err(not_layout(
+            "it names no images (org.opencontainers.image.ref.name)",
+        ));
     }
     Ok(loaded)
 }
@@ -190,7 +204,11 @@ async fn ingest(
         ensure_layer(store, &record, &source, progress).await?;
         records.push(record);
     }
-    store.put_blob(&config_digest, &config_bytes, &format!("config of {reference}"))?;
+    store.put_blob(
+        &config_digest,
+        &config_bytes,
+        &format!("config of {reference}"),
+    )?;
     let manifest = Digest::parse(&desc.digest)?;
     store.put_blob(&manifest, bytes, &format!("manifest of {reference}"))?;
     let record = ImageRecord {
@@ -211,10 +229,13 @@ pub(crate) async fn import(
     reference: &ImageRef,
     progress: &Option<ProgressSender>,
 ) -> Result<ImageSummary> {
-    let meta = fs::metadata(rootfs).map_err(|e| Error::io(format!("reading {}", rootfs.display()), e))?;
+    let meta =
+        fs::metadata(rootfs).map_err(|e| Error::io(format!("reading {}", rootfs.display()), e))?;
     let layer_file = store.temp_file()?;
     let src = rootfs.to_owned();
-    let out = layer_file.reopen().map_err(|e| Error::io("writing a layer", e))?;
+    let out = layer_file
+        .reopen()
+        .map_err(|e| Error::io("writing a layer", e))?;
     let (blob, size, diff_id, media_type) = tokio::task::spawn_blocking(move || -> Result<_> {
         if meta.is_dir() {
             // A gzip-compressed tar of the directory, hashing both forms as it goes.
@@ -228,27 +249,41 @@ pub(crate) async fn import(
                 builder
                     .append_dir_all(".", &src)
                     .map_err(|e| Error::io(format!("archiving {}", src.display()), e))?;
-                builder.finish().map_err(|e| Error::io("writing a layer", e))?;
+                builder
+                    .finish()
+                    .map_err(|e| Error::io("writing a layer", e))?;
             }
             let (diff_id, _, gz) = plain.finish();
             gz.finish().map_err(|e| Error::io("writing a layer", e))?;
             let (blob, size, _) = counter.finish();
-            Ok((blob, size, diff_id, "application/vnd.oci.image.layer.v1.tar+gzip"))
+            Ok((
+                blob,
+                size,
+                diff_id,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            ))
         } else {
-            let mut input = fs::File::open(&src).map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
+            let mut input = fs::File::open(&src)
+                .map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
             let mut magic = [0u8; 2];
             let gz = input.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
             drop(input);
-            let input = fs::File::open(&src).map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
+            let input = fs::File::open(&src)
+                .map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
             let mut raw = HashingReader::with_tee(input, out);
             let diff_id = if gz {
                 let mut plain = HashingReader::new(flate2::read::MultiGzDecoder::new(&mut raw));
-                plain
-                    .drain()
-                    .map_err(|e| Error::invalid("root filesystem archive", src.display().to_string(), format!("not a gzip file: {e}")))?;
+                plain.drain().map_err(|e| {
+                    Error::invalid(
+                        "root filesystem archive",
+                        src.display().to_string(),
+                        format!("not a gzip file: {e}"),
+                    )
+                })?;
                 plain.finish().0
             } else {
-                raw.drain().map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
+                raw.drain()
+                    .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
                 Digest::parse(&format!("sha256:{}", "0".repeat(64)))?
             };
             let (blob, size, _) = raw.finish();

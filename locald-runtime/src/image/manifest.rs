@@ -71,7 +71,10 @@ impl Document {
 
     pub(crate) fn is_index(&self) -> bool {
         self.manifests.is_some()
-            || self.media_type.as_deref().is_some_and(|m| m.contains("index") || m.contains("manifest.list"))
+            || self
+                .media_type
+                .as_deref()
+                .is_some_and(|m| m.contains("index") || m.contains("manifest.list"))
     }
 }
 
@@ -114,7 +117,11 @@ impl WantedPlatform {
                     variant: Some(variant.to_string()),
                 })
             }
-            _ => Err(Error::invalid("platform", s, "expected os/arch or os/arch/variant, such as linux/arm64")),
+            _ => Err(Error::invalid(
+                "platform",
+                s,
+                "expected os/arch or os/arch/variant, such as linux/arm64",
+            )),
         }
     }
 
@@ -134,11 +141,16 @@ impl WantedPlatform {
         p.os == self.os
             && p.architecture == self.arch
             && (self.variant.is_none()
-                || norm(&self.arch, self.variant.as_deref()) == norm(&p.architecture, p.variant.as_deref()))
+                || norm(&self.arch, self.variant.as_deref())
+                    == norm(&p.architecture, p.variant.as_deref()))
     }
 
     /// Picks the entry of an index for this platform.
-    pub(crate) fn select<'a>(&self, entries: &'a [Descriptor], reference: &str) -> Result<&'a Descriptor> {
+    pub(crate) fn select<'a>(
+        &self,
+        entries: &'a [Descriptor],
+        reference: &str,
+    ) -> Result<&'a Descriptor> {
         entries
             .iter()
             .find(|d| d.platform.as_ref().is_some_and(|p| self.matches(p)))
@@ -222,10 +234,11 @@ pub(crate) struct RootFs {
 
 impl ConfigDocument {
     pub(crate) fn parse(bytes: &[u8], what: &str) -> Result<ConfigDocument> {
-        let doc: ConfigDocument = serde_json::from_slice(bytes).map_err(|e| Error::InvalidImage {
-            what: what.to_owned(),
-            reason: format!("not an image config: {e}"),
-        })?;
+        let doc: ConfigDocument =
+            serde_json::from_slice(bytes).map_err(|e| Error::InvalidImage {
+                what: what.to_owned(),
+                reason: format!("not an image config: {e}"),
+            })?;
         if doc.rootfs.kind != "layers" {
             return Err(Error::InvalidImage {
                 what: what.to_owned(),
@@ -250,7 +263,10 @@ impl ConfigDocument {
             env: raw.env.unwrap_or_default(),
             workdir: raw.working_dir.filter(|w| !w.is_empty()),
             user: raw.user.filter(|u| !u.is_empty()),
-            exposed_ports: raw.exposed_ports.map(|p| p.into_keys().collect()).unwrap_or_default(),
+            exposed_ports: raw
+                .exposed_ports
+                .map(|p| p.into_keys().collect())
+                .unwrap_or_default(),
             labels: raw.labels.unwrap_or_default(),
             stop_signal: raw.stop_signal,
         }
@@ -308,13 +324,21 @@ mod tests {
             desc("linux", "arm64", Some("v8")),
             desc("unknown", "unknown", None),
         ];
-        let pick = |s: &str| WantedPlatform::parse(Some(s)).unwrap().select(&entries, "x").map(|d| d.platform.clone().unwrap().name());
+        let pick = |s: &str| {
+            WantedPlatform::parse(Some(s))
+                .unwrap()
+                .select(&entries, "x")
+                .map(|d| d.platform.clone().unwrap().name())
+        };
         assert_eq!(pick("linux/amd64").unwrap(), "linux/amd64");
         assert_eq!(pick("linux/arm64").unwrap(), "linux/arm64/v8");
         assert_eq!(pick("linux/arm64/v8").unwrap(), "linux/arm64/v8");
         assert_eq!(pick("linux/arm/v7").unwrap(), "linux/arm/v7");
         let err = pick("linux/s390x").unwrap_err().to_string();
-        assert_eq!(err, "x has no image for linux/s390x; it has linux/amd64, linux/arm/v7, linux/arm64/v8");
+        assert_eq!(
+            err,
+            "x has no image for linux/s390x; it has linux/amd64, linux/arm/v7, linux/arm64/v8"
+        );
         assert!(WantedPlatform::parse(Some("linux")).is_err());
         assert!(WantedPlatform::parse(None).unwrap().os == "linux");
     }
@@ -327,7 +351,10 @@ mod tests {
             ("application/vnd.oci.image.layer.v1.tar+zstd", Zstd),
             ("application/vnd.oci.image.layer.v1.tar", None),
             ("application/vnd.docker.image.rootfs.diff.tar.gzip", Gzip),
-            ("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Gzip),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Gzip,
+            ),
         ] {
             assert_eq!(Compression::of_media_type(mt, "l").unwrap(), want, "{mt}");
         }

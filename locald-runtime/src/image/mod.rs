@@ -113,19 +113,35 @@ impl ImageStore {
     }
 
     /// Makes a single-layer image from a root filesystem directory or tar.
-    pub async fn import(&self, rootfs: &Path, reference: &ImageRef, options: PullOptions) -> Result<ImageSummary> {
+    pub async fn import(
+        &self,
+        rootfs: &Path,
+        reference: &ImageRef,
+        options: PullOptions,
+    ) -> Result<ImageSummary> {
         layout::import(&self.store, rootfs, reference, &options.progress).await
     }
 
     /// Checks credentials against a registry and stores them in locald's own file.
-    pub async fn login(&self, registry: &str, username: &str, password: &str, insecure: bool) -> Result<()> {
+    pub async fn login(
+        &self,
+        registry: &str,
+        username: &str,
+        password: &str,
+        insecure: bool,
+    ) -> Result<()> {
         let mut config = self.registry.clone();
-        let own = tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
+        let own =
+            tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
         let probe = AuthSources::new(own.path().join("auth.json"), vec![]);
         probe.store(registry, username, password)?;
         config.auth = probe;
         config.max_attempts = 1;
-        let endpoint = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
+        let endpoint = if registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
         let client = registry::Registry::connect(registry, endpoint, "", &config, insecure).await?;
         client.check_login().await?;
         self.registry.auth.store(registry, username, password)
@@ -143,13 +159,20 @@ impl ImageStore {
             name: reference.familiar(),
         })?;
         let config_bytes = self.store.read_blob(&record.config)?;
-        let doc = manifest::ConfigDocument::parse(&config_bytes, &format!("config of {reference}"))?;
+        let doc =
+            manifest::ConfigDocument::parse(&config_bytes, &format!("config of {reference}"))?;
         let mut layers = Vec::new();
         for layer in &record.layers {
-            let meta = self.store.layer_meta(&layer.diff_id).ok_or_else(|| Error::InvalidImage {
-                what: format!("layer {}", layer.blob),
-                reason: format!("it is missing from the store; pull {} again", reference.familiar()),
-            })?;
+            let meta =
+                self.store
+                    .layer_meta(&layer.diff_id)
+                    .ok_or_else(|| Error::InvalidImage {
+                        what: format!("layer {}", layer.blob),
+                        reason: format!(
+                            "it is missing from the store; pull {} again",
+                            reference.familiar()
+                        ),
+                    })?;
             layers.push(LayerDir {
                 path: self.store.layer_path(&layer.diff_id),
                 whiteouts: meta.whiteouts,

@@ -51,7 +51,8 @@ pub(crate) async fn pull(
         )
         .await?,
     );
-    let (mut bytes, mut digest) = fetch_manifest(&registry, reference, reference.reference()).await?;
+    let (mut bytes, mut digest) =
+        fetch_manifest(&registry, reference, reference.reference()).await?;
     if let Some(pinned) = reference.digest() {
         check_digest(&digest, pinned, &format!("manifest of {reference}"))?;
     }
@@ -60,7 +61,11 @@ pub(crate) async fn pull(
         let entries = doc.manifests.clone().unwrap_or_default();
         let chosen = wanted.select(&entries, &reference.familiar())?;
         let (b, d) = fetch_manifest(&registry, reference, &chosen.digest).await?;
-        check_digest(&d, &chosen.digest, &format!("manifest of {reference} for {}", wanted.name()))?;
+        check_digest(
+            &d,
+            &chosen.digest,
+            &format!("manifest of {reference} for {}", wanted.name()),
+        )?;
         bytes = b;
         digest = d;
         doc = Document::parse(&bytes, &format!("manifest of {reference}"))?;
@@ -168,7 +173,11 @@ async fn read_limited(mut resp: reqwest::Response, what: &str, host: &str) -> Re
     Ok(out)
 }
 
-async fn fetch_manifest(registry: &Registry, image: &ImageRef, reference: &str) -> Result<(Vec<u8>, Digest)> {
+async fn fetch_manifest(
+    registry: &Registry,
+    image: &ImageRef,
+    reference: &str,
+) -> Result<(Vec<u8>, Digest)> {
     let mut attempt = 1;
     loop {
         let result = async {
@@ -181,10 +190,15 @@ async fn fetch_manifest(registry: &Registry, image: &ImageRef, reference: &str) 
                 }
                 StatusCode::NOT_FOUND => Err(Error::NotFound {
                     kind: "image",
-                    name: format!("{} (the registry has no manifest {reference})", image.familiar()),
+                    name: format!(
+                        "{} (the registry has no manifest {reference})",
+                        image.familiar()
+                    ),
                 }),
                 s if is_transient_status(s) => Ok(None),
-                _ => Err(registry.status_error(resp, &format!("fetching manifest {reference}")).await),
+                _ => Err(registry
+                    .status_error(resp, &format!("fetching manifest {reference}"))
+                    .await),
             }
         }
         .await;
@@ -197,7 +211,9 @@ async fn fetch_manifest(registry: &Registry, image: &ImageRef, reference: &str) 
             Ok(None) => {
                 return Err(Error::Registry {
                     registry: registry.host().to_owned(),
-                    message: format!("fetching manifest {reference} kept failing after {attempt} tries"),
+                    message: format!(
+                        "fetching manifest {reference} kept failing after {attempt} tries"
+                    ),
                 })
             }
             Err(e) => return Err(e),
@@ -226,14 +242,21 @@ async fn fetch_small_blob(registry: &Registry, desc: &Descriptor, what: &str) ->
                 }
             }
             Ok(resp) if is_transient_status(resp.status()) => resp.status().to_string(),
-            Ok(resp) => return Err(registry.status_error(resp, &format!("fetching {what} {}", desc.digest)).await),
+            Ok(resp) => {
+                return Err(registry
+                    .status_error(resp, &format!("fetching {what} {}", desc.digest))
+                    .await)
+            }
             Err(e @ Error::Network { .. }) => e.to_string(),
             Err(e) => return Err(e),
         };
         if attempt >= registry.max_attempts {
             return Err(Error::Registry {
                 registry: registry.host().to_owned(),
-                message: format!("fetching {what} {} failed after {attempt} tries: {retry}", desc.digest),
+                message: format!(
+                    "fetching {what} {} failed after {attempt} tries: {retry}",
+                    desc.digest
+                ),
             });
         }
         attempt += 1;
@@ -298,14 +321,22 @@ async fn download(
                     message: format!("layer {digest} is missing from the registry"),
                 })
             }
-            Ok(resp) if is_transient_status(resp.status()) => format!("the registry answered {}", resp.status()),
+            Ok(resp) if is_transient_status(resp.status()) => {
+                format!("the registry answered {}", resp.status())
+            }
             Ok(resp) if !resp.status().is_success() => {
-                return Err(registry.status_error(resp, &format!("fetching layer {digest}")).await)
+                return Err(registry
+                    .status_error(resp, &format!("fetching layer {digest}"))
+                    .await)
             }
             Ok(resp) => {
                 // 206: the registry resumed where we asked. 200: it sent everything
                 // again; skip what the unpacker already has.
-                let mut skip = if resp.status() == StatusCode::PARTIAL_CONTENT { 0 } else { sent };
+                let mut skip = if resp.status() == StatusCode::PARTIAL_CONTENT {
+                    0
+                } else {
+                    sent
+                };
                 let mut body = resp.bytes_stream();
                 let mut failure = None;
                 while let Some(chunk) = body.next().await {
@@ -435,7 +466,12 @@ impl UnpackJob {
     /// Reads the compressed blob from `reader`, copying it to `blob`, and unpacks it into
     /// `dir`, checking both digests. A digest mismatch is reported as such even when
     /// the damage also broke decompression or the tar stream.
-    pub(crate) fn run(&self, reader: impl Read, blob: &tempfile::NamedTempFile, dir: &std::path::Path) -> Result<LayerMeta> {
+    pub(crate) fn run(
+        &self,
+        reader: impl Read,
+        blob: &tempfile::NamedTempFile,
+        dir: &std::path::Path,
+    ) -> Result<LayerMeta> {
         let what = format!("layer {}", self.layer.blob);
         let compression = Compression::of_media_type(&self.layer.media_type, &what)?;
         let mut tee = BufWriter::with_capacity(256 << 10, blob.as_file());
@@ -451,16 +487,18 @@ impl UnpackJob {
             };
             let mut plain = HashingReader::new(decoder);
             let stats = unpack::unpack(&mut plain, dir, &what, self.opts)?;
-            plain
-                .drain()
-                .map_err(|e| Error::InvalidImage { what: what.clone(), reason: format!("corrupt data after the tar stream: {e}") })?;
+            plain.drain().map_err(|e| Error::InvalidImage {
+                what: what.clone(),
+                reason: format!("corrupt data after the tar stream: {e}"),
+            })?;
             let (diff_id, _, _) = plain.finish();
             Ok((stats, diff_id))
         })();
         // Whatever happened above, read the rest so the digest covers the whole blob.
         let drained = raw.drain();
         let (digest, count, _) = raw.finish();
-        tee.flush().map_err(|e| Error::io("writing a layer blob", e))?;
+        tee.flush()
+            .map_err(|e| Error::io("writing a layer blob", e))?;
         drop(tee);
         if let Err(e) = drained {
             // The source failed (it already retried): that is the error to tell.

@@ -75,10 +75,11 @@ fn build_client(host: &str, config: &RegistryConfig, insecure: bool) -> Result<r
             if path.extension().and_then(|e| e.to_str()) == Some("crt") {
                 let pem = std::fs::read(&path)
                     .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Network {
-                    context: format!("reading CA certificates from {}", path.display()),
-                    source: Box::new(e),
-                })?;
+                let certs =
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Network {
+                        context: format!("reading CA certificates from {}", path.display()),
+                        source: Box::new(e),
+                    })?;
                 for cert in certs {
                     builder = builder.add_root_certificate(cert);
                 }
@@ -88,7 +89,9 @@ fn build_client(host: &str, config: &RegistryConfig, insecure: bool) -> Result<r
     if insecure {
         builder = builder.danger_accept_invalid_certs(true);
     }
-    builder.build().map_err(net(format!("setting up a client for {host}")))
+    builder
+        .build()
+        .map_err(net(format!("setting up a client for {host}")))
 }
 
 impl Registry {
@@ -158,8 +161,12 @@ impl Registry {
 
     /// Fetches a manifest by tag or digest.
     pub(crate) async fn manifest(&self, reference: &str) -> Result<Response> {
-        let url = format!("{}/v2/{}/manifests/{}", self.base, self.repository, reference);
-        self.get(&url, &[(header::ACCEPT, MANIFEST_TYPES.join(", "))]).await
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            self.base, self.repository, reference
+        );
+        self.get(&url, &[(header::ACCEPT, MANIFEST_TYPES.join(", "))])
+            .await
     }
 
     /// Starts fetching a blob, from byte `from` on.
@@ -238,17 +245,23 @@ impl Registry {
                 let Some(basic) = basic else {
                     return Err(Error::Unauthorized {
                         registry: self.host.clone(),
-                        detail: format!("the registry wants a user name and password; {}", self.tried()),
+                        detail: format!(
+                            "the registry wants a user name and password; {}",
+                            self.tried()
+                        ),
                     });
                 };
                 *self.authorization.lock().await = Some(basic);
                 Ok(())
             }
             "bearer" => {
-                let realm = challenge.params.get("realm").ok_or_else(|| Error::Registry {
-                    registry: self.host.clone(),
-                    message: "bearer challenge without a realm".into(),
-                })?;
+                let realm = challenge
+                    .params
+                    .get("realm")
+                    .ok_or_else(|| Error::Registry {
+                        registry: self.host.clone(),
+                        message: "bearer challenge without a realm".into(),
+                    })?;
                 let mut req = self.http.get(realm);
                 let mut query = vec![(
                     "scope",
@@ -272,7 +285,11 @@ impl Registry {
                 if !resp.status().is_success() {
                     return Err(Error::Unauthorized {
                         registry: self.host.clone(),
-                        detail: format!("the token service answered {}; {}", resp.status(), self.tried()),
+                        detail: format!(
+                            "the token service answered {}; {}",
+                            resp.status(),
+                            self.tried()
+                        ),
                     });
                 }
                 #[derive(serde::Deserialize)]
@@ -284,10 +301,13 @@ impl Registry {
                     .json()
                     .await
                     .map_err(net(format!("reading the token from {realm}")))?;
-                let token = token.token.or(token.access_token).ok_or_else(|| Error::Registry {
-                    registry: self.host.clone(),
-                    message: "the token service answered without a token".into(),
-                })?;
+                let token = token
+                    .token
+                    .or(token.access_token)
+                    .ok_or_else(|| Error::Registry {
+                        registry: self.host.clone(),
+                        message: "the token service answered without a token".into(),
+                    })?;
                 *self.authorization.lock().await = Some(format!("Bearer {token}"));
                 Ok(())
             }
@@ -308,13 +328,23 @@ impl Registry {
             .unwrap_or_else(|| body.chars().take(200).collect());
         Error::Registry {
             registry: self.host.clone(),
-            message: format!("{what}: {status}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") }),
+            message: format!(
+                "{what}: {status}{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                }
+            ),
         }
     }
 }
 
 fn is_loopback(endpoint: &str) -> bool {
-    let host = endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or(endpoint);
+    let host = endpoint
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(endpoint);
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 

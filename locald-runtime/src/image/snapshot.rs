@@ -60,7 +60,9 @@ impl Snapshot {
 
     fn create_in(layers: &[LayerDir], dir: &Path, mode: SnapshotMode) -> Result<Snapshot> {
         let rootfs = dir.join("rootfs");
-        let overlay_ok = layers.iter().all(|l| l.whiteouts == WhiteoutFormat::Overlay)
+        let overlay_ok = layers
+            .iter()
+            .all(|l| l.whiteouts == WhiteoutFormat::Overlay)
             && !layers.is_empty();
         if mode != SnapshotMode::Copy {
             if !overlay_ok && mode == SnapshotMode::Overlay {
@@ -89,7 +91,8 @@ impl Snapshot {
                 }
             }
         }
-        fs::create_dir(&rootfs).map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
+        fs::create_dir(&rootfs)
+            .map_err(|e| Error::io(format!("creating {}", rootfs.display()), e))?;
         for layer in layers {
             apply_layer(&layer.path, &rootfs, layer.whiteouts)?;
         }
@@ -123,9 +126,8 @@ pub fn remove_snapshot_dir(dir: &Path) -> Result<()> {
     if is_mount_point(&rootfs) {
         if let Err(e) = nix::mount::umount2(&rootfs, nix::mount::MntFlags::empty()) {
             tracing::debug!(error = %e, "umount busy, detaching");
-            nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
-                Error::io(format!("unmounting {}", rootfs.display()), e.into())
-            })?;
+            nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| Error::io(format!("unmounting {}", rootfs.display()), e.into()))?;
         }
     }
     remove_existing(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
@@ -164,7 +166,10 @@ fn mount_overlay(layers: &[LayerDir], dir: &Path, rootfs: &Path) -> Result<()> {
     if options.len() >= 4000 {
         return Err(Error::io(
             "mounting overlayfs",
-            io::Error::other(format!("{} layers make the mount options too long", layers.len())),
+            io::Error::other(format!(
+                "{} layers make the mount options too long",
+                layers.len()
+            )),
         ));
     }
     nix::mount::mount(
@@ -174,7 +179,12 @@ fn mount_overlay(layers: &[LayerDir], dir: &Path, rootfs: &Path) -> Result<()> {
         nix::mount::MsFlags::empty(),
         Some(options.as_str()),
     )
-    .map_err(|e| Error::io(format!("mounting overlayfs at {}", rootfs.display()), e.into()))
+    .map_err(|e| {
+        Error::io(
+            format!("mounting overlayfs at {}", rootfs.display()),
+            e.into(),
+        )
+    })
 }
 
 /// Applies one unpacked layer onto `target` the way overlayfs would show it.
@@ -324,5 +334,6 @@ fn copy_metadata(from: &Path, path: &Path, meta: &fs::Metadata) -> Result<()> {
         }
     }
     let mtime = FileTime::from_last_modification_time(meta);
-    filetime::set_symlink_file_times(path, mtime, mtime).map_err(io_at(path, "setting the times of"))
+    filetime::set_symlink_file_times(path, mtime, mtime)
+        .map_err(io_at(path, "setting the times of"))
 }

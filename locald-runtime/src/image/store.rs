@@ -119,7 +119,9 @@ impl Store {
     }
 
     fn layer_meta_path(&self, diff_id: &Digest) -> PathBuf {
-        self.root.join("layers").join(format!("{}.json", diff_id.hex()))
+        self.root
+            .join("layers")
+            .join(format!("{}.json", diff_id.hex()))
     }
 
     pub(crate) fn has_blob(&self, digest: &Digest) -> bool {
@@ -267,13 +269,14 @@ impl Store {
     pub fn remove(&self, reference: &ImageRef) -> Result<ImageRecord> {
         let _lock = self.lock("index")?;
         let mut index = self.read_index()?;
-        let record = index
-            .images
-            .remove(&reference.to_string())
-            .ok_or_else(|| Error::NotFound {
-                kind: "image",
-                name: reference.familiar(),
-            })?;
+        let record =
+            index
+                .images
+                .remove(&reference.to_string())
+                .ok_or_else(|| Error::NotFound {
+                    kind: "image",
+                    name: reference.familiar(),
+                })?;
         self.write_index(&index)?;
         Ok(record)
     }

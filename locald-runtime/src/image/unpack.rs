@@ -115,12 +115,8 @@ pub(crate) fn unpack(
             match opts.whiteouts {
                 WhiteoutFormat::Overlay => xattr::set(&parent, OPAQUE_XATTR, b"y")
                     .map_err(io_err(format!("marking {} opaque", parent.display())))?,
-                WhiteoutFormat::Marker => {
-                    create_empty(&parent.join(OPAQUE_MARKER)).map_err(io_err(format!(
-                        "writing whiteout in {}",
-                        parent.display()
-                    )))?
-                }
+                WhiteoutFormat::Marker => create_empty(&parent.join(OPAQUE_MARKER))
+                    .map_err(io_err(format!("writing whiteout in {}", parent.display())))?,
             }
             continue;
         }
@@ -163,7 +159,8 @@ pub(crate) fn unpack(
                 Some(_) => {
                     remove_existing(&target)
                         .map_err(io_err(format!("replacing {}", target.display())))?;
-                    create_dir(&target).map_err(io_err(format!("creating {}", target.display())))?;
+                    create_dir(&target)
+                        .map_err(io_err(format!("creating {}", target.display())))?;
                 }
                 None => {
                     create_dir(&target).map_err(io_err(format!("creating {}", target.display())))?
@@ -200,7 +197,9 @@ pub(crate) fn unpack(
                 let link = entry
                     .link_name()
                     .map_err(|e| invalid(what, format!("bad symlink {}: {e}", rel.display())))?
-                    .ok_or_else(|| invalid(what, format!("symlink {} has no target", rel.display())))?;
+                    .ok_or_else(|| {
+                        invalid(what, format!("symlink {} has no target", rel.display()))
+                    })?;
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(io_err(format!("creating symlink {}", target.display())))?;
             }
@@ -208,13 +207,21 @@ pub(crate) fn unpack(
                 let link = entry
                     .link_name()
                     .map_err(|e| invalid(what, format!("bad hard link {}: {e}", rel.display())))?
-                    .ok_or_else(|| invalid(what, format!("hard link {} has no target", rel.display())))?
+                    .ok_or_else(|| {
+                        invalid(what, format!("hard link {} has no target", rel.display()))
+                    })?
                     .into_owned();
                 let source_rel = confine(&link)
-                    .map_err(|reason| invalid(what, format!("hard link {}: {reason}", rel.display())))?
-                    .ok_or_else(|| invalid(what, format!("hard link {} to the root", rel.display())))?;
-                let source_parent = check_parents(root, source_rel.parent().unwrap_or(Path::new("")))
-                    .map_err(|reason| invalid(what, format!("hard link {}: {reason}", rel.display())))?;
+                    .map_err(|reason| {
+                        invalid(what, format!("hard link {}: {reason}", rel.display()))
+                    })?
+                    .ok_or_else(|| {
+                        invalid(what, format!("hard link {} to the root", rel.display()))
+                    })?;
+                let source_parent =
+                    check_parents(root, source_rel.parent().unwrap_or(Path::new(""))).map_err(
+                        |reason| invalid(what, format!("hard link {}: {reason}", rel.display())),
+                    )?;
                 let source = source_parent.join(source_rel.file_name().unwrap_or_default());
                 match fs::symlink_metadata(&source) {
                     Ok(m) if !m.is_dir() => {}
@@ -368,7 +375,9 @@ fn ensure_parents(root: &Path, rel: &Path, what: &str) -> Result<PathBuf> {
                     ),
                 ))
             }
-            Err(_) => create_dir(&cur).map_err(|e| Error::io(format!("creating {}", cur.display()), e))?,
+            Err(_) => {
+                create_dir(&cur).map_err(|e| Error::io(format!("creating {}", cur.display()), e))?
+            }
         }
     }
     Ok(cur)
