@@ -540,15 +540,7 @@ fn assert_store_has_no_image(e: &Env) {
 
 fn big_layer() -> Layer {
     // Incompressible, so the transfer is long enough to interrupt.
-    let mut data = vec![0u8; 6 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    Layer::new().file("big", data)
+    Layer::new().file("big", support::noise(6 << 20))
 }
 
 #[tokio::test]

@@ -435,3 +435,218 @@ fn bad_image_references_are_usage_errors() {
         "locald: invalid image reference \"Not/Valid\": repository name must be lowercase\n"
     );
 }
+
+#[test]
+fn a_pull_killed_mid_layer_leaves_no_image_and_the_next_pull_works() {
+    use locald_test_support as support;
+    use std::sync::atomic::Ordering;
+    if !support::require(
+        "a_pull_killed_mid_layer_leaves_no_image_and_the_next_pull_works",
+        true,
+        &["docker-registry", "skopeo"],
+    ) {
+        return;
+    }
+    let registry = support::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = support::Layout::new(dir.path().join("oci"));
+    let data = support::noise(4 << 20);
+    let image = layout.image(
+        "amd64",
+        &[(
+            support::Layer::new().file("big", data),
+            support::Compression::Gzip,
+        )],
+        serde_json::json!({}),
+    );
+    layout.name_image("img", &image);
+    support::push(&layout.dir, "img", &format!("{}/big:1", registry.addr), &[]);
+    let proxy = support::Proxy::start(&registry.addr);
+    proxy.faults.delay_us.store(20_000, Ordering::SeqCst);
+
+    let l = Locald::new();
+    let name = format!("{}/big:1", proxy.addr);
+    let mut child = l
+        .cmd(&["pull", "--insecure", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while proxy.relayed.load(Ordering::SeqCst) < (1 << 20) {
+        assert!(Instant::now() < give_up, "the pull never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+
+    let out = l.run(&["images", "-q"]);
+    assert_eq!(stdout(&out), "", "a half-pulled image is visible");
+    let layers = l.home.path().join("images/layers");
+    assert_eq!(
+        std::fs::read_dir(&layers).unwrap().count(),
+        0,
+        "a half-unpacked layer is visible"
+    );
+
+    proxy.faults.delay_us.store(0, Ordering::SeqCst);
+    let out = l.run(&["pull", "--insecure", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = l.run(&["image", "prune"]);
+    assert!(out.status.success());
+    let tmp = l.home.path().join("images/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "prune left the killed pull's temp files"
+    );
+    assert_eq!(stdout(&l.run(&["images", "-q"])).lines().count(), 1);
+}
+
+#[test]
+fn import_a_directory_and_load_a_layout() {
+    use locald_test_support as support;
+    if !support::require("import_a_directory_and_load_a_layout", true, &[]) {
+        return;
+    }
+    let l = Locald::new();
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/hostname"), "imported\n").unwrap();
+    let out = l.run(&["import", rootfs.to_str().unwrap(), "local/imported:1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("sha256:"));
+
+    let mut layout = support::Layout::new(dir.path().join("oci"));
+    let image = layout.image(
+        "amd64",
+        &[(
+            support::Layer::new().file("x", "y"),
+            support::Compression::Gzip,
+        )],
+        serde_json::json!({}),
+    );
+    layout.name_image("example.com/loaded:2", &image);
+    let out = l.run(&["load", layout.dir.to_str().unwrap()]);
+    assert_eq!(
+        stdout(&out),
+        "Loaded image: example.com/loaded:2\n",
+        "{}",
+        stderr(&out)
+    );
+
+    let out = l.run(&["images"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("local/imported") && text.contains("example.com/loaded"),
+        "{text}"
+    );
+
+    let out = l.run(&["import", "/no/such/dir", "x:1"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        stderr(&out),
+        "locald: reading /no/such/dir: No such file or directory (os error 2)\n"
+    );
+    let out = l.run(&["load", rootfs.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("not an OCI image layout"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn login_stores_private_credentials_and_pull_uses_them() {
+    use locald_test_support as support;
+    if !support::require(
+        "login_stores_private_credentials_and_pull_uses_them",
+        true,
+        &["docker-registry", "skopeo", "openssl", "htpasswd"],
+    ) {
+        return;
+    }
+    let registry = support::Registry::start_with(support::RegistryOptions {
+        tls: true,
+        basic_auth: Some(("bob".into(), "pa55word".into())),
+    });
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        registry.ca_cert.as_ref().unwrap(),
+        certs.path().join("ca.crt"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = support::Layout::new(dir.path().join("oci"));
+    let image = layout.image(
+        "amd64",
+        &[(
+            support::Layer::new().file("x", "y"),
+            support::Compression::Gzip,
+        )],
+        serde_json::json!({}),
+    );
+    layout.name_image("img", &image);
+    let name = format!("{}/private:1", registry.addr);
+    support::push(
+        &layout.dir,
+        "img",
+        &name,
+        &[
+            "--dest-cert-dir",
+            certs.path().to_str().unwrap(),
+            "--dest-creds",
+            "bob:pa55word",
+        ],
+    );
+
+    let l = Locald::new();
+    let ca_dir = l.home.path().join("certs.d").join(&registry.addr);
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::copy(registry.ca_cert.as_ref().unwrap(), ca_dir.join("ca.crt")).unwrap();
+
+    let out = l.run(&["pull", &name]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("refused access") && stderr(&out).contains("locald login"),
+        "{}",
+        stderr(&out)
+    );
+
+    let login = |password: &str| {
+        let mut child = l
+            .cmd(&["login", &registry.addr, "-u", "bob", "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("nope");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(!stderr(&out).contains("nope"), "the password was printed");
+    let out = login("pa55word");
+    assert_eq!(stdout(&out), "Login Succeeded\n", "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let auth = l.home.path().join("auth.json");
+    assert_eq!(
+        std::fs::metadata(&auth).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let out = l.run(&["pull", "-q", &name]);
+    assert_eq!(stdout(&out), format!("{name}\n"), "{}", stderr(&out));
+    let out = l.run(&["logout", &registry.addr]);
+    assert_eq!(
+        stdout(&out),
+        format!("Removed login credentials for {}\n", registry.addr)
+    );
+}

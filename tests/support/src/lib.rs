@@ -792,3 +792,17 @@ fn relay(
     let _ = c_write.shutdown(std::net::Shutdown::Both);
     let _ = s_read.shutdown(std::net::Shutdown::Both);
 }
+
+/// `n` incompressible bytes (a fixed xorshift sequence), for layers big enough to
+/// interrupt mid-transfer.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut data = vec![0u8; n];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    data
+}
