@@ -1071,3 +1071,48 @@ async fn rmi_then_prune_frees_everything() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_during_a_pull_waits_and_removes_nothing_it_needs() {
+    if !support::require(
+        "prune_during_a_pull_waits_and_removes_nothing_it_needs",
+        false,
+        TOOLS,
+    ) {
+        return;
+    }
+    let registry = Registry::start();
+    publish(
+        &registry.addr,
+        "slow:1",
+        &[
+            (big_layer(), Compression::Gzip),
+            (Layer::new().file("s", "s"), Compression::Gzip),
+        ],
+        &[],
+    );
+    let proxy = Proxy::start(&registry.addr);
+    proxy.faults.delay_us.store(5_000, Ordering::SeqCst);
+    let e = Arc::new(env());
+    let reference = r(&format!("{}/slow:1", proxy.addr));
+    let pulling = {
+        let (e, reference) = (e.clone(), reference.clone());
+        tokio::spawn(async move { e.store.pull(&reference, insecure()).await })
+    };
+    while proxy.relayed.load(Ordering::SeqCst) < (1 << 20) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let pruner = {
+        let e = e.clone();
+        tokio::task::spawn_blocking(move || e.store.prune())
+    };
+    pulling.await.unwrap().unwrap();
+    pruner.await.unwrap().unwrap();
+    let resolved = e.store.resolve(&reference).unwrap();
+    for layer in &resolved.layers {
+        assert!(
+            layer.path.is_dir(),
+            "prune removed a layer of the image being pulled"
+        );
+    }
+}

@@ -84,7 +84,15 @@ impl ImageStore {
     /// Pulls an image: manifest (picking the platform from an index), config, and every
     /// layer not already stored, verified and unpacked.
     pub async fn pull(&self, reference: &ImageRef, options: PullOptions) -> Result<ImageSummary> {
+        let _working = self.work_lock().await?;
         pull::pull(&self.store, reference, &options, &self.registry).await
+    }
+
+    async fn work_lock(&self) -> Result<store::Lock> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.work_lock())
+            .await
+            .map_err(|e| Error::io("waiting for the image store", std::io::Error::other(e)))?
     }
 
     /// Every stored image.
@@ -109,6 +117,7 @@ impl ImageStore {
 
     /// Loads the named images of an OCI layout directory or tar.
     pub async fn load(&self, path: &Path, options: PullOptions) -> Result<Vec<ImageSummary>> {
+        let _working = self.work_lock().await?;
         layout::load(&self.store, path, &options.progress).await
     }
 
@@ -119,6 +128,7 @@ impl ImageStore {
         reference: &ImageRef,
         options: PullOptions,
     ) -> Result<ImageSummary> {
+        let _working = self.work_lock().await?;
         layout::import(&self.store, rootfs, reference, &options.progress).await
     }
 

@@ -152,6 +152,17 @@ impl Store {
 
     /// Takes the lock named `name`, waiting for whoever holds it.
     pub(crate) fn lock(&self, name: &str) -> Result<Lock> {
+        self.flock(name, nix::fcntl::FlockArg::LockExclusive)
+    }
+
+    /// Marks a pull (or load, or import) in progress until the lock is dropped: many may
+    /// run at once, and [`Store::prune`] waits for all of them (and they for it), so it
+    /// never removes what one of them has stored but not yet recorded.
+    pub(crate) fn work_lock(&self) -> Result<Lock> {
+        self.flock("gc", nix::fcntl::FlockArg::LockShared)
+    }
+
+    fn flock(&self, name: &str, arg: nix::fcntl::FlockArg) -> Result<Lock> {
         let path = self.root.join("locks").join(format!("{name}.lock"));
         let file = fs::OpenOptions::new()
             .create(true)
@@ -160,7 +171,7 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        nix::fcntl::Flock::lock(file, arg)
             .map(|locked| Lock { _file: locked })
             .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
     }
@@ -281,12 +292,10 @@ impl Store {
         Ok(record)
     }
 
-    /// Removes every blob and layer no reference needs, and stale temp files.
-    ///
-    /// Holds the index lock throughout, so it cannot remove what a pull is about to
-    /// record. A pull in progress keeps its own downloads in `tmp/` under a lock of
-    /// their blob; those are left alone.
+    /// Removes every blob and layer no reference needs, and leftovers of interrupted
+    /// pulls. Waits for running pulls to finish first (see [`Store::work_lock`]).
     pub fn prune(&self) -> Result<PruneReport> {
+        let _no_pulls = self.flock("gc", nix::fcntl::FlockArg::LockExclusive)?;
         let _lock = self.lock("index")?;
         let index = self.read_index()?;
         let mut keep_blobs = BTreeSet::new();
@@ -305,10 +314,6 @@ impl Store {
             let entry = entry.map_err(|e| Error::io("reading the blob store", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep_blobs.contains(&name) {
-                // Someone fetching this very blob holds its lock: skip it.
-                if self.try_lock(&name).is_none() {
-                    continue;
-                }
                 report.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
                 fs::remove_file(entry.path()).map_err(|e| Error::io("removing a blob", e))?;
                 report.blobs += 1;
@@ -318,8 +323,7 @@ impl Store {
         for entry in fs::read_dir(&layers).map_err(|e| Error::io("reading the layer store", e))? {
             let entry = entry.map_err(|e| Error::io("reading the layer store", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let hex = name.trim_end_matches(".json");
-            if keep_layers.contains(hex) || self.try_lock(&format!("layer-{hex}")).is_none() {
+            if keep_layers.contains(name.trim_end_matches(".json")) {
                 continue;
             }
             let path = entry.path();
@@ -332,52 +336,15 @@ impl Store {
                 let _ = fs::remove_file(&path);
             }
         }
-        // Leftovers of interrupted work. A live pull's temp files belong to a blob
-        // whose lock it holds, but temp names do not say which: only remove what is
-        // older than a day, or everything when no pull can be running (index lock held
-        // and no blob lock taken).
-        let tmp = self.root.join("tmp");
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            let day = std::time::Duration::from_secs(24 * 3600);
+        // No pull runs now: everything in tmp/ was left by one that was killed.
+        if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
             for entry in entries.flatten() {
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > day);
-                if old || !self.any_fetch_running() {
-                    report.bytes += dir_size(&entry.path());
-                    let _ = super::unpack::remove_existing(&entry.path());
-                }
+                report.bytes += dir_size(&entry.path());
+                super::unpack::remove_existing(&entry.path())
+                    .map_err(|e| Error::io(format!("removing {}", entry.path().display()), e))?;
             }
         }
         Ok(report)
-    }
-
-    fn try_lock(&self, name: &str) -> Option<Lock> {
-        let path = self.root.join("locks").join(format!("{name}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .ok()?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .ok()
-            .map(|locked| Lock { _file: locked })
-    }
-
-    fn any_fetch_running(&self) -> bool {
-        let Ok(entries) = fs::read_dir(self.root.join("locks")) else {
-            return false;
-        };
-        entries.flatten().any(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let name = name.trim_end_matches(".lock");
-            name != "index" && self.try_lock(name).is_none()
-        })
     }
 }
 
