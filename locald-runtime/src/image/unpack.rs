@@ -463,3 +463,100 @@ pub(crate) fn is_overlay_whiteout(meta: &fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locald_test_support::Layer;
+
+    #[test]
+    fn confine_paths() {
+        let c = |s: &str| confine(Path::new(s));
+        assert_eq!(c("a/b").unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(c("/etc/passwd").unwrap(), Some(PathBuf::from("etc/passwd")));
+        assert_eq!(c("./x/./y").unwrap(), Some(PathBuf::from("x/y")));
+        assert_eq!(c("./").unwrap(), None);
+        assert!(c("../x").is_err());
+        assert!(c("a/../../x").is_err());
+        assert!(c("a/..").is_err());
+    }
+
+    #[test]
+    fn marker_format_keeps_whiteouts_as_files_and_applies_them_when_copying() {
+        // Runs without root: marker-form layers and a copied snapshot.
+        let opts = UnpackOptions {
+            whiteouts: WhiteoutFormat::Marker,
+            privileged: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (l1, l2, out) = (
+            dir.path().join("l1"),
+            dir.path().join("l2"),
+            dir.path().join("out"),
+        );
+        for d in [&l1, &l2, &out] {
+            fs::create_dir(d).unwrap();
+        }
+        let lower = Layer::new()
+            .dir("d")
+            .file("d/a", "a")
+            .file("d/b", "b")
+            .file("gone", "x")
+            .dir("o")
+            .file("o/old", "o");
+        let upper = Layer::new()
+            .whiteout("gone")
+            .whiteout("d/a")
+            .opaque("o")
+            .file("o/new", "n");
+        unpack(&lower.tar()[..], &l1, "l1", opts).unwrap();
+        unpack(&upper.tar()[..], &l2, "l2", opts).unwrap();
+        assert!(l2.join(".wh.gone").is_file());
+        assert!(l2.join("o/.wh..wh..opq").is_file());
+        crate::image::snapshot::apply_layer(&l1, &out, WhiteoutFormat::Marker).unwrap();
+        crate::image::snapshot::apply_layer(&l2, &out, WhiteoutFormat::Marker).unwrap();
+        let mut names: Vec<String> = Vec::new();
+        for e in walk(&out) {
+            names.push(e.strip_prefix(&out).unwrap().display().to_string());
+        }
+        names.sort();
+        assert_eq!(names, ["d", "d/b", "o", "o/new"]);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.clone());
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_replacing_a_symlink_does_not_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "safe").unwrap();
+        let layer = Layer::new()
+            .symlink("link", victim.to_str().unwrap())
+            .file("link", "replaced");
+        let opts = UnpackOptions {
+            whiteouts: WhiteoutFormat::Marker,
+            privileged: false,
+        };
+        unpack(&layer.tar()[..], dir.path(), "l", opts).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "safe");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("link")).unwrap(),
+            "replaced"
+        );
+        assert!(!fs::symlink_metadata(dir.path().join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}
