@@ -396,6 +396,13 @@ fn pull_then_images_lists_it() {
         stderr(&out)
     );
 
+    let out = l.run(&["pull", "--insecure", &name]);
+    assert!(
+        stdout(&out).contains("Status: image is up to date for"),
+        "{}",
+        stdout(&out)
+    );
+
     let out = l.run(&["images"]);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();

@@ -105,30 +105,37 @@ impl ProgressView {
     }
 }
 
-/// Runs `work` with a progress channel drained into a view.
+/// Runs `work` with a progress channel drained into a view; also says whether any
+/// layer had to be fetched.
 async fn with_progress<T>(
     quiet: bool,
     work: impl FnOnce(
         PullOptions,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = locald::Result<T>>>>,
-) -> locald::Result<T> {
+) -> locald::Result<(T, bool)> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut view = ProgressView::new(quiet);
+    let mut fetched = false;
+    let mut show = |event: PullProgress| {
+        fetched |= matches!(event, PullProgress::LayerDone { .. });
+        if let Some(v) = &mut view {
+            v.show(event)
+        }
+    };
     let fut = work(PullOptions::default().progress(tx));
     tokio::pin!(fut);
-    loop {
+    let result = loop {
         tokio::select! {
             result = &mut fut => {
                 while let Ok(event) = rx.try_recv() {
-                    if let Some(v) = &mut view { v.show(event) }
+                    show(event);
                 }
-                return result;
+                break result;
             }
-            Some(event) = rx.recv() => {
-                if let Some(v) = &mut view { v.show(event) }
-            }
+            Some(event) = rx.recv() => show(event),
         }
-    }
+    };
+    result.map(|r| (r, fetched))
 }
 
 pub(crate) async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
@@ -136,7 +143,7 @@ pub(crate) async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let runtime = locald::runtime()?;
     let platform = args.platform.clone();
     let insecure = args.insecure;
-    let summary = with_progress(args.quiet, |mut opts| {
+    let (summary, fetched) = with_progress(args.quiet, |mut opts| {
         opts.platform = platform;
         opts.insecure = insecure;
         let image = image.clone();
@@ -147,11 +154,15 @@ pub(crate) async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if !args.quiet {
         writeln!(out, "Digest: {}", summary.digest)?;
-        writeln!(
-            out,
-            "Status: pulled {} for {}",
-            summary.platform, summary.reference
-        )?;
+        if fetched {
+            writeln!(
+                out,
+                "Status: pulled {} for {}",
+                summary.platform, summary.reference
+            )?;
+        } else {
+            writeln!(out, "Status: image is up to date for {}", summary.reference)?;
+        }
     }
     writeln!(out, "{}", summary.reference)?;
     Ok(ExitCode::SUCCESS)
