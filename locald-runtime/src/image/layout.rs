@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use super::{
     digest::{Digest, HashingReader},
     manifest::{ConfigDocument, Descriptor, Document, WantedPlatform},
-    pull::{ensure_layer, LayerSource},
-    store::{ImageRecord, LayerRecord, Store},
+    pull::{ensure_layer, layer_records, record_image, LayerSource},
+    store::{LayerRecord, Store},
     unpack::{self, UnpackOptions, WhiteoutFormat},
 };
 
@@ -184,25 +184,12 @@ async fn ingest(
     let config_bytes = read_verified(root, config_desc, &format!("config of {reference}"))?;
     let config_digest = Digest::parse(&config_desc.digest)?;
     let cfg = ConfigDocument::parse(&config_bytes, &format!("config of {reference}"))?;
-    if cfg.rootfs.diff_ids.len() != layers.len() {
-        return Err(Error::InvalidImage {
-            what: format!("manifest of {reference}"),
-            reason: "its layers and its config's diff ids differ in number".into(),
-        });
-    }
-    let mut records = Vec::new();
-    for (layer, diff_id) in layers.iter().zip(&cfg.rootfs.diff_ids) {
-        let record = LayerRecord {
-            blob: Digest::parse(&layer.digest)?,
-            diff_id: Digest::parse(diff_id)?,
-            size: layer.size,
-            media_type: layer.media_type.clone(),
-        };
+    let records = layer_records(layers, &cfg, reference)?;
+    for record in &records {
         let source = FileSource {
             path: layout_blob(root, &record.blob),
         };
-        ensure_layer(store, &record, &source, progress).await?;
-        records.push(record);
+        ensure_layer(store, record, &source, progress).await?;
     }
     store.put_blob(
         &config_digest,
@@ -210,16 +197,14 @@ async fn ingest(
         &format!("config of {reference}"),
     )?;
     let manifest = Digest::parse(&desc.digest)?;
-    store.put_blob(&manifest, bytes, &format!("manifest of {reference}"))?;
-    let record = ImageRecord {
-        manifest,
-        config: config_digest,
-        layers: records,
-        platform: cfg.platform(),
-        created: cfg.created.clone(),
-    };
-    store.tag(reference, record.clone())?;
-    Ok(record.summary(reference.clone()))
+    record_image(
+        store,
+        reference,
+        (manifest, bytes),
+        config_digest,
+        records,
+        &cfg,
+    )
 }
 
 /// Makes a single-layer image from a root filesystem directory or tar.
@@ -329,17 +314,15 @@ pub(crate) async fn import(
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
     let manifest_digest = Digest::of(&manifest_bytes);
-    store.put_blob(&manifest_digest, &manifest_bytes, "image manifest")?;
     let cfg = ConfigDocument::parse(&config_bytes, "image config")?;
-    let image = ImageRecord {
-        manifest: manifest_digest,
-        config: config_digest,
-        layers: vec![record],
-        platform: cfg.platform(),
-        created: Some(now),
-    };
-    store.tag(reference, image.clone())?;
-    Ok(image.summary(reference.clone()))
+    record_image(
+        store,
+        reference,
+        (manifest_digest, &manifest_bytes),
+        config_digest,
+        vec![record],
+        &cfg,
+    )
 }
 
 /// Now, as RFC 3339 UTC.

@@ -101,26 +101,7 @@ pub(crate) async fn pull(
         b
     };
     let cfg = ConfigDocument::parse(&config_bytes, &format!("config of {reference}"))?;
-    if cfg.rootfs.diff_ids.len() != layers.len() {
-        return Err(Error::InvalidImage {
-            what: format!("manifest of {reference}"),
-            reason: format!(
-                "it lists {} layers but its config {} diff ids",
-                layers.len(),
-                cfg.rootfs.diff_ids.len()
-            ),
-        });
-    }
-    let mut records = Vec::new();
-    for (layer, diff_id) in layers.iter().zip(&cfg.rootfs.diff_ids) {
-        Compression::of_media_type(&layer.media_type, &format!("layer {}", layer.digest))?;
-        records.push(LayerRecord {
-            blob: Digest::parse(&layer.digest)?,
-            diff_id: Digest::parse(diff_id)?,
-            size: layer.size,
-            media_type: layer.media_type.clone(),
-        });
-    }
+    let records = layer_records(&layers, &cfg, reference)?;
     stream::iter(records.clone())
         .map(|layer| {
             let registry = registry.clone();
@@ -133,11 +114,61 @@ pub(crate) async fn pull(
         .buffer_unordered(CONCURRENT_LAYERS)
         .try_collect::<Vec<()>>()
         .await?;
-    store.put_blob(&digest, &bytes, &format!("manifest of {reference}"))?;
+    record_image(
+        store,
+        reference,
+        (digest, &bytes),
+        config_digest,
+        records,
+        &cfg,
+    )
+}
+
+/// Pairs a manifest's layers with its config's diff ids, checking both.
+pub(crate) fn layer_records(
+    layers: &[Descriptor],
+    cfg: &ConfigDocument,
+    reference: &ImageRef,
+) -> Result<Vec<LayerRecord>> {
+    if cfg.rootfs.diff_ids.len() != layers.len() {
+        return Err(Error::InvalidImage {
+            what: format!("manifest of {reference}"),
+            reason: format!(
+                "it lists {} layers but its config {} diff ids",
+                layers.len(),
+                cfg.rootfs.diff_ids.len()
+            ),
+        });
+    }
+    layers
+        .iter()
+        .zip(&cfg.rootfs.diff_ids)
+        .map(|(layer, diff_id)| {
+            Compression::of_media_type(&layer.media_type, &format!("layer {}", layer.digest))?;
+            Ok(LayerRecord {
+                blob: Digest::parse(&layer.digest)?,
+                diff_id: Digest::parse(diff_id)?,
+                size: layer.size,
+                media_type: layer.media_type.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Stores the manifest and names the image: the last step, once every layer is in.
+pub(crate) fn record_image(
+    store: &Store,
+    reference: &ImageRef,
+    (manifest, bytes): (Digest, &[u8]),
+    config: Digest,
+    layers: Vec<LayerRecord>,
+    cfg: &ConfigDocument,
+) -> Result<ImageSummary> {
+    store.put_blob(&manifest, bytes, &format!("manifest of {reference}"))?;
     let record = ImageRecord {
-        manifest: digest,
-        config: config_digest,
-        layers: records,
+        manifest,
+        config,
+        layers,
         platform: cfg.platform(),
         created: cfg.created.clone(),
     };
