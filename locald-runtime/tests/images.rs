@@ -1005,6 +1005,7 @@ async fn load_a_layout_and_import_a_rootfs() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not an OCI image layout"), "{err}");
+    // A layout naming its image by tag only (skopeo's and umoci's oci:DIR:TAG) gets a local name.
 
     let rootfs = dir.path().join("rootfs");
     fs::create_dir_all(rootfs.join("etc")).unwrap();

@@ -75,20 +75,44 @@ fn read_verified(root: &Path, desc: &Descriptor, what: &str) -> Result<Vec<u8>> 
     Ok(bytes)
 }
 
-/// The name an index entry gives its image, if any.
-fn entry_name(desc: &Descriptor) -> Option<Result<ImageRef>> {
+/// The name an index entry gives its image, if any. A bare tag (`latest`, as skopeo and
+/// umoci write `oci:DIR:TAG`) is named `localhost/<layout name>:<tag>`, as podman names
+/// images that come without a registry.
+fn entry_name(desc: &Descriptor, layout_name: &str) -> Option<Result<ImageRef>> {
     let name = desc
         .annotations
         .get("io.containerd.image.name")
         .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))?;
     if !name.contains(['/', ':']) {
-        return Some(Err(Error::invalid(
-            "image name",
-            name,
-            "the layout names an image by tag only; name it with a repository (org.opencontainers.image.ref.name = REPOSITORY:TAG)",
-        )));
+        return Some(ImageRef::parse(&format!("localhost/{layout_name}:{name}")));
     }
     Some(ImageRef::parse(name))
+}
+
+/// A repository name made from a layout's file name: lowercase, with anything a
+/// repository cannot hold turned into `-`.
+fn layout_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image")
+        .to_ascii_lowercase();
+    let cleaned: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.is_empty() {
+        "image".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 /// Loads every named image of the OCI layout at `path` (a directory, or a tar of one).
@@ -141,7 +165,7 @@ pub(crate) async fn load(
     let wanted = WantedPlatform::parse(None)?;
     let mut loaded = Vec::new();
     for entry in index.manifests.clone().unwrap_or_default() {
-        let Some(name) = entry_name(&entry) else {
+        let Some(name) = entry_name(&entry, &layout_name(path)) else {
             tracing::warn!(digest = %entry.digest, "skipping an unnamed image in the layout");
             continue;
         };
@@ -396,6 +420,14 @@ impl<W: Write> Write for HashingWriter<W> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn layout_names() {
+        use std::path::Path;
+        assert_eq!(super::layout_name(Path::new("/x/My Image.tar")), "my-image");
+        assert_eq!(super::layout_name(Path::new("/x/oci")), "oci");
+        assert_eq!(super::layout_name(Path::new("/x/__")), "image");
+    }
+
     #[test]
     fn rfc3339_now_has_the_right_shape() {
         let now = super::humantime_now();

@@ -13,9 +13,9 @@
 //! snapshot understands.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::{self, OpenOptions},
-    io::{self, Read},
+    io::{self, Read, Write},
     os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Component, Path, PathBuf},
 };
@@ -88,6 +88,10 @@ pub(crate) fn unpack(
 ) -> Result<UnpackStats> {
     let mut archive = tar::Archive::new(reader);
     let mut dirs: HashMap<PathBuf, DirMeta> = HashMap::new();
+    // Directories already known to be real directories: saves walking every parent of
+    // every entry. Anything removed is forgotten with everything below it.
+    let mut known: HashSet<PathBuf> = HashSet::new();
+    let mut buf = vec![0u8; 128 << 10];
     let mut stats = UnpackStats::default();
     let io_err = |ctx: String| move |e: io::Error| Error::io(ctx, e);
     for entry in archive
@@ -109,7 +113,7 @@ pub(crate) fn unpack(
             .unwrap_or_default()
             .to_owned();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let parent = ensure_parents(root, parent_rel, what)?;
+        let parent = ensure_parents(root, parent_rel, what, &mut known)?;
 
         if name == OPAQUE_MARKER {
             match opts.whiteouts {
@@ -127,6 +131,7 @@ pub(crate) fn unpack(
             match opts.whiteouts {
                 WhiteoutFormat::Overlay => {
                     let target = parent.join(hidden);
+                    forget(&mut known, &target);
                     remove_existing(&target)
                         .map_err(io_err(format!("replacing {}", target.display())))?;
                     nix::sys::stat::mknod(
@@ -179,6 +184,7 @@ pub(crate) fn unpack(
             continue;
         }
         if existing.is_some() {
+            forget(&mut known, &target);
             remove_existing(&target).map_err(io_err(format!("replacing {}", target.display())))?;
         }
         match kind {
@@ -190,8 +196,17 @@ pub(crate) fn unpack(
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(io_err(format!("creating {}", target.display())))?;
-                stats.bytes += io::copy(&mut entry, &mut file)
-                    .map_err(|e| invalid(what, format!("reading {}: {e}", rel.display())))?;
+                loop {
+                    let n = entry
+                        .read(&mut buf)
+                        .map_err(|e| invalid(what, format!("reading {}: {e}", rel.display())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&buf[..n])
+                        .map_err(io_err(format!("writing {}", target.display())))?;
+                    stats.bytes += n as u64;
+                }
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -351,29 +366,40 @@ fn check_parents(root: &Path, rel: &Path) -> std::result::Result<PathBuf, String
 
 /// Creates the missing parent directories of an entry, refusing to pass through
 /// anything but real directories.
-fn ensure_parents(root: &Path, rel: &Path, what: &str) -> Result<PathBuf> {
+fn ensure_parents(
+    root: &Path,
+    rel: &Path,
+    what: &str,
+    known: &mut HashSet<PathBuf>,
+) -> Result<PathBuf> {
     let mut cur = root.to_path_buf();
     for c in rel.components() {
         cur.push(c);
+        if known.contains(&cur) {
+            continue;
+        }
+        known.insert(cur.clone());
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
+                known.remove(&cur);
                 return Err(invalid(
                     what,
                     format!(
                         "an entry would be written through the symlink {}",
                         cur.strip_prefix(root).unwrap_or(&cur).display()
                     ),
-                ))
+                ));
             }
             Ok(_) => {
+                known.remove(&cur);
                 return Err(invalid(
                     what,
                     format!(
                         "an entry needs {} to be a directory, but it is a file",
                         cur.strip_prefix(root).unwrap_or(&cur).display()
                     ),
-                ))
+                ));
             }
             Err(_) => {
                 create_dir(&cur).map_err(|e| Error::io(format!("creating {}", cur.display()), e))?
@@ -381,6 +407,13 @@ fn ensure_parents(root: &Path, rel: &Path, what: &str) -> Result<PathBuf> {
         }
     }
     Ok(cur)
+}
+
+/// Forgets `path` and everything below it as known directories.
+fn forget(known: &mut HashSet<PathBuf>, path: &Path) {
+    if !known.is_empty() {
+        known.retain(|p| !p.starts_with(path));
+    }
 }
 
 fn create_dir(path: &Path) -> io::Result<()> {
