@@ -1,4 +1,5 @@
 //! One module per subcommand; each parses nothing itself and calls the SDK.
 
+pub(crate) mod daemon;
 pub(crate) mod exec;
 pub(crate) mod info;
