@@ -49,29 +49,42 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Tasks {
     next: AtomicU64,
-    live: Mutex<HashMap<u64, AbortHandle>>,
+    live: Mutex<Live>,
     idle: Notify,
 }
 
+#[derive(Debug, Default)]
+struct Live {
+    tasks: HashMap<u64, AbortHandle>,
+    /// Tasks that ended before they were listed.
+    ended: std::collections::HashSet<u64>,
+}
+
 impl Tasks {
-    pub(crate) fn spawn(self: &Arc<Self>, session: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let this = self.clone();
-        // Registered under the lock, so the task cannot finish before it is listed.
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let task = tokio::spawn(async move {
-            session.await;
-            let mut live = this.live.lock().unwrap_or_else(|p| p.into_inner());
-            live.remove(&id);
-            if live.is_empty() {
-                this.idle.notify_waiters();
-            }
+        let done = Done {
+            tasks: self.clone(),
+            id,
+        };
+        let handle = tokio::spawn(async move {
+            // Dropped last, also when the task is aborted.
+            let _done = done;
+            task.await;
         });
-        live.insert(id, task.abort_handle());
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        // A task that already ended left its id in `ended` instead.
+        if !live.ended.remove(&id) {
+            live.tasks.insert(id, handle.abort_handle());
+        }
     }
 
     fn count(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tasks
+            .len()
     }
 
     async fn wait_idle(&self) {
@@ -84,9 +97,44 @@ impl Tasks {
         }
     }
 
-    fn abort_all(&self) {
-        for (_, task) in self.live.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+    /// Aborts every task and waits (briefly) until each has dropped what it held.
+    async fn abort_all(&self) {
+        for task in self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tasks
+            .values()
+        {
             task.abort();
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.count(),
+                "tasks did not end after being aborted"
+            );
+        }
+    }
+}
+
+/// Unlists a task when it ends or is aborted.
+#[derive(Debug)]
+struct Done {
+    tasks: Arc<Tasks>,
+    id: u64,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let mut live = self.tasks.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.tasks.remove(&self.id).is_none() {
+            live.ended.insert(self.id);
+        }
+        if live.tasks.is_empty() {
+            self.tasks.idle.notify_waiters();
         }
     }
 }
@@ -406,9 +454,8 @@ impl Server {
             );
         }
         // Dropping a session's process kills its process group.
-        connections.abort_all();
-        sessions.abort_all();
-        tokio::task::yield_now().await;
+        connections.abort_all().await;
+        sessions.abort_all().await;
     }
 }
 

@@ -174,7 +174,7 @@ impl Host {
                 }
                 Ok(Box::new(ChildConnection {
                     _child: child,
-                    stdin,
+                    stdin: Some(stdin),
                     stdout,
                 }))
             }
@@ -186,11 +186,17 @@ impl Host {
 pub(crate) trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
 
-/// A bridge command's stdout (read) and stdin (write). Dropping it kills the command.
+/// A bridge command's stdout (read) and stdin (write). Shutting it down closes the
+/// command's stdin (end of file, as a socket's half-close); dropping it kills the
+/// command.
 struct ChildConnection {
     _child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
+    stdin: Option<tokio::process::ChildStdin>,
     stdout: tokio::process::ChildStdout,
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::BrokenPipe)
 }
 
 impl AsyncRead for ChildConnection {
@@ -209,14 +215,24 @@ impl AsyncWrite for ChildConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stdin).poll_write(cx, buf)
+        match &mut self.stdin {
+            Some(stdin) => Pin::new(stdin).poll_write(cx, buf),
+            None => Poll::Ready(Err(closed())),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_flush(cx)
+        match &mut self.stdin {
+            Some(stdin) => Pin::new(stdin).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_shutdown(cx)
+        if let Some(stdin) = &mut self.stdin {
+            std::task::ready!(Pin::new(stdin).poll_flush(cx))?;
+        }
+        self.stdin = None;
+        Poll::Ready(Ok(()))
     }
 }
