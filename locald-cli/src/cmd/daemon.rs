@@ -129,16 +129,18 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         exited = recovery.exited_containers.len(),
         "containers found"
     );
-    let socket = args
-        .socket
-        .unwrap_or_else(|| locald_daemon::default_socket(&paths));
-    let mut listeners = vec![Listener::Unix(locald_daemon::bind_unix(&socket)?)];
+    let mut listeners = Vec::new();
     if let Some(addr) = args.tcp {
         let token_file = args.token_file.unwrap_or_else(|| state_dir.join("token"));
         let token = Token::load_or_create(&token_file)?;
         listeners.push(Listener::Tcp(locald_daemon::bind_tcp(addr)?, token));
         tracing::info!(%addr, token_file = %token_file.display(), "listening on TCP");
     }
+    // The socket last: once it answers, everything is ready.
+    let socket = args
+        .socket
+        .unwrap_or_else(|| locald_daemon::default_socket(&paths));
+    listeners.push(Listener::Unix(locald_daemon::bind_unix(&socket)?));
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "locald daemon ready");
     let result = server.serve(listeners, stop, args.grace).await;
     let _ = std::fs::remove_file(&socket);
