@@ -31,6 +31,10 @@ use crate::{
 /// Idle connections kept for the next request.
 const MAX_IDLE: usize = 8;
 
+/// How long an idle connection is reused; the daemon closes idle connections after
+/// 30 s, and a request must not race that.
+const IDLE_REUSE: Duration = Duration::from_secs(20);
+
 /// A [`Runtime`] served by a locald daemon. Cheap to clone; clones share connections.
 ///
 /// [`RemoteRuntime::connect`] asks the daemon for its [`DaemonInfo`] once; after that
@@ -43,7 +47,7 @@ pub struct RemoteRuntime {
 struct Inner {
     host: Host,
     daemon: DaemonInfo,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<(std::time::Instant, SendRequest<Full<Bytes>>)>>,
 }
 
 impl fmt::Debug for RemoteRuntime {
@@ -157,10 +161,10 @@ impl Inner {
 
     async fn connection(&self) -> Result<SendRequest<Full<Bytes>>> {
         loop {
-            let Some(mut sender) = self.idle.lock().await.pop() else {
+            let Some((since, mut sender)) = self.idle.lock().await.pop() else {
                 break;
             };
-            if !sender.is_closed() && sender.ready().await.is_ok() {
+            if since.elapsed() < IDLE_REUSE && !sender.is_closed() && sender.ready().await.is_ok() {
                 return Ok(sender);
             }
         }
@@ -217,7 +221,7 @@ impl Inner {
     async fn release(&self, sender: SendRequest<Full<Bytes>>) {
         let mut idle = self.idle.lock().await;
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push((std::time::Instant::now(), sender));
         }
     }
 
