@@ -405,9 +405,9 @@ async fn a_restarted_daemon_removes_auto_remove_containers_that_ended() {
 
     let second = Server::with_state(standin.clone(), StateDir::open(&state_path).unwrap());
     let recovery = second.recover().await;
-    assert_eq!(recovery.removed_containers, [ended.clone()]);
-    assert_eq!(recovery.watch_containers, [still.clone()]);
-    assert_eq!(recovery.running_containers, [still.clone()]);
+    assert_eq!(recovery.removed_containers, vec![ended.clone()]);
+    assert_eq!(recovery.watch_containers, vec![still.clone()]);
+    assert_eq!(recovery.running_containers, vec![still.clone()]);
     assert_eq!(recovery.exited_containers.len(), 2);
     assert!(standin.inspect_container(&ended).await.is_err(), "removed");
     assert!(
