@@ -176,7 +176,7 @@ impl Token {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let token = random_token()
                     .map_err(|e| Error::io("cannot read random bytes for a token", e))?;
-                write_private(path, token.as_bytes())
+                crate::state::write_atomic(path, token.as_bytes())
                     .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
                 Ok(Token(token.into()))
             }
@@ -195,25 +195,6 @@ fn random_token() -> io::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A socket the daemon accepts connections on.

@@ -72,9 +72,17 @@ pub(crate) async fn serve<IO>(
         }
         let _ = wr.shutdown().await;
     });
-    let pumps = [
-        tokio::spawn(pump(pipes.stdout, FrameKind::Stdout, out_tx.clone())),
-        tokio::spawn(pump(pipes.stderr, FrameKind::Stderr, out_tx.clone())),
+    let mut pumps = [
+        Some(tokio::spawn(pump(
+            pipes.stdout,
+            FrameKind::Stdout,
+            out_tx.clone(),
+        ))),
+        Some(tokio::spawn(pump(
+            pipes.stderr,
+            FrameKind::Stderr,
+            out_tx.clone(),
+        ))),
     ];
     let stdin_tx = pipes.stdin.map(|mut stdin| {
         let (tx, mut rx) = mpsc::channel::<Bytes>(STDIN_QUEUE);
@@ -101,8 +109,11 @@ pub(crate) async fn serve<IO>(
             status = async { process.as_mut().expect("kept until the client leaves").wait().await }, if !ended => {
                 ended = true;
                 let _ = tokio::time::timeout(DRAIN_BEFORE_EXIT, async {
-                    while pumps.iter().any(|p| !p.is_finished()) {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    for pump in pumps.iter_mut() {
+                        if let Some(handle) = pump.as_mut() {
+                            let _ = handle.await;
+                            *pump = None;
+                        }
                     }
                 })
                 .await;
@@ -150,8 +161,8 @@ pub(crate) async fn serve<IO>(
     drop(process);
     drop(stdin_tx);
     drop(out_tx);
-    for p in pumps {
-        let _ = p.await;
+    for pump in pumps.into_iter().flatten() {
+        let _ = pump.await;
     }
     let _ = writer.await;
 }

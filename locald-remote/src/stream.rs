@@ -128,13 +128,13 @@ where
     let reader_pending = pending.clone();
     tokio::spawn(async move {
         let mut feeds = [stdout_feed, stderr_feed];
-        let end = loop {
+        loop {
             let frame = match Frame::read(&mut rd).await {
                 Ok(Some(frame)) => frame,
-                Ok(None) => break None,
+                Ok(None) => break,
                 Err(err) => {
                     tracing::debug!(%err, "process stream from the daemon ended");
-                    break None;
+                    break;
                 }
             };
             match frame.kind {
@@ -178,8 +178,7 @@ where
                     tracing::debug!(kind = ?frame.kind, "ignoring a frame only clients send");
                 }
             }
-        };
-        let _: Option<()> = end;
+        }
         for feed in feeds.iter_mut() {
             if let Some(mut feed) = feed.take() {
                 let _ = feed.shutdown().await;

@@ -180,7 +180,7 @@ async fn status(args: StatusArgs, host: Option<&str>) -> anyhow::Result<ExitCode
     let mut out = stdout.lock();
     let running = found.is_ok();
     if args.json {
-        let value = match &found {
+        let value = match found {
             Ok(remote) => serde_json::json!({
                 "running": true,
                 "host": host.to_string(),
@@ -189,13 +189,13 @@ async fn status(args: StatusArgs, host: Option<&str>) -> anyhow::Result<ExitCode
             Err(err) => serde_json::json!({
                 "running": false,
                 "host": host.to_string(),
-                "error": chain(err),
+                "error": format!("{:#}", anyhow::Error::new(err)),
             }),
         };
         serde_json::to_writer_pretty(&mut out, &value).map_err(std::io::Error::from)?;
         writeln!(out)?;
     } else {
-        match &found {
+        match found {
             Ok(remote) => {
                 let d = remote.daemon();
                 writeln!(
@@ -205,7 +205,11 @@ async fn status(args: StatusArgs, host: Option<&str>) -> anyhow::Result<ExitCode
                 )?;
             }
             Err(err) => {
-                writeln!(out, "no locald daemon runs at {host}: {}", chain(err))?;
+                writeln!(
+                    out,
+                    "no locald daemon runs at {host}: {:#}",
+                    anyhow::Error::new(err)
+                )?;
             }
         }
     }
@@ -215,16 +219,4 @@ async fn status(args: StatusArgs, host: Option<&str>) -> anyhow::Result<ExitCode
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The error's message and its causes, as `locald: what: why` prints them.
-fn chain(err: &locald::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
