@@ -158,7 +158,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Starts `locald exec` of a script printing its pid through the daemon; returns the
-/// client and the remote command's pid.
+/// client and the remote command's pid. The script prints it once it is ready.
 fn spawn_remote_sleeper(daemon: &Daemon, script: &str) -> (Child, u32) {
     let mut client = daemon
         .locald(&["exec", "--", "sh", "-c", script])
@@ -299,7 +299,7 @@ fn sigterm_stops_gracefully_and_terminates_spawned_commands() {
     let mut daemon = Daemon::start(home.path(), &["--grace", "5s"]);
     let (client, pid) = spawn_remote_sleeper(
         &daemon,
-        "echo $$; trap 'echo got TERM; exit 3' TERM; while :; do sleep 0.05; done",
+        "trap 'echo got TERM; exit 3' TERM; echo $$; while :; do sleep 0.05; done",
     );
     let started = Instant::now();
     daemon.signal("-TERM");
@@ -320,7 +320,7 @@ fn sigterm_stops_gracefully_and_terminates_spawned_commands() {
 fn sigterm_kills_commands_that_outlive_the_grace_period() {
     let home = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(home.path(), &["--grace", "300ms"]);
-    let (client, pid) = spawn_remote_sleeper(&daemon, "echo $$; trap '' TERM; exec sleep 1000");
+    let (client, pid) = spawn_remote_sleeper(&daemon, "trap '' TERM; echo $$; exec sleep 1000");
     daemon.signal("-TERM");
     let (status, _) = daemon.wait(Duration::from_secs(10));
     assert!(status.success(), "{status}");
