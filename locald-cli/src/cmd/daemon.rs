@@ -140,7 +140,13 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     let socket = args
         .socket
         .unwrap_or_else(|| locald_daemon::default_socket(&paths));
+    #[cfg(unix)]
     listeners.push(Listener::Unix(locald_daemon::bind_unix(&socket)?));
+    #[cfg(not(unix))]
+    anyhow::ensure!(
+        !listeners.is_empty(),
+        "Unix sockets are not available here: serve with --tcp or --stdio"
+    );
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "locald daemon ready");
     let result = server.serve(listeners, stop, args.grace).await;
     let _ = std::fs::remove_file(&socket);
