@@ -75,6 +75,21 @@ fn daemon_round_trip(c: &mut Criterion) {
     }
     group.finish();
 
+    // The streaming path (an upgraded connection per process), as `locald exec` uses it.
+    let mut group = c.benchmark_group("spawn_true_daemon");
+    for (name, runtime) in [("in_process", &local), ("daemon", &remote)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let process = runtime
+                    .spawn(Command::new("true"))
+                    .await
+                    .expect("true starts");
+                assert!(process.output().await.expect("true runs").status.success());
+            })
+        });
+    }
+    group.finish();
+
     let rootfs = std::env::var("LOCALD_BENCH_ROOTFS").ok();
     match rootfs {
         Some(rootfs) if local.info().supports(Capability::Containers) => {
