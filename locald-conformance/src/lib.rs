@@ -66,6 +66,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $factory;
             output_and_exit_code,
             exact_bytes_through_stdin_and_stdout,
+            large_stdin_and_output,
             large_output_in_order_per_stream,
             killed_by_a_signal,
             run_command_timeout,
@@ -153,6 +154,23 @@ pub mod cases {
         writer.await.unwrap();
         assert!(got == input, "spawned cat changed the bytes");
         assert_eq!(p.wait().await.unwrap(), ExitStatus::Exited(0));
+    }
+
+    /// Input and output far larger than any single message still arrive whole.
+    pub async fn large_stdin_and_output(rt: Arc<dyn Runtime>) {
+        let input = every_byte(6 << 20);
+        let out = rt
+            .run_command(
+                Command::new("sh")
+                    .args(["-c", "cat; echo done >&2"])
+                    .stdin_bytes(input.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout.len(), input.len());
+        assert!(out.stdout == input, "stdout differs from stdin");
+        assert_eq!(out.stderr, b"done\n");
     }
 
     /// Interleaved writes to stdout and stderr keep their order within each stream.

@@ -17,13 +17,13 @@ use locald_core::{
     RuntimeInfo, Signal, Stdin, Stdio,
 };
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::Mutex;
+use tokio::{io::AsyncWriteExt, sync::Mutex};
 
 use crate::{
     protocol::{
         DaemonInfo, ErrorBody, KillRequest, PullRequest, StopRequest, WireError,
-        HEADER_CONTAINER_ID, HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, PREFIX,
-        UPGRADE_PROTOCOL,
+        HEADER_CONTAINER_ID, HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES,
+        PREFIX, UPGRADE_PROTOCOL,
     },
     stream, Host,
 };
@@ -303,9 +303,24 @@ impl Runtime for RemoteRuntime {
         if inherit.any() {
             return self.spawn(command).await?.output().await;
         }
-        self.inner
-            .call(Method::POST, "/commands/run", Body::json(&wire))
-            .await
+        let body = Body::json(&wire);
+        if let (Body::Json(json), Stdin::Bytes(bytes)) = (&body, command.get_stdin()) {
+            if json.len() > MAX_REQUEST_BYTES {
+                // Too large for one request: stream the input instead.
+                let bytes = bytes.clone();
+                let mut process = self.spawn(command.stdin(Stdin::Piped)).await?;
+                if let Some(mut stdin) = process.take_stdin() {
+                    tokio::spawn(async move {
+                        // A command that exits without reading all of its input closes
+                        // the pipe: that is its business, as in process.
+                        let _ = stdin.write_all(&bytes).await;
+                        let _ = stdin.shutdown().await;
+                    });
+                }
+                return process.output().await;
+            }
+        }
+        self.inner.call(Method::POST, "/commands/run", body).await
     }
 
     async fn run_container(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
