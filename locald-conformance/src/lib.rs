@@ -80,6 +80,7 @@ macro_rules! conformance_suite {
             stdin_end_of_file,
             kill_reaches_the_process_group,
             kill_after_exit_is_fine,
+            kill_while_stdin_is_full,
             wait_is_cancel_safe,
             dropping_a_process_kills_it,
             concurrent_commands,
@@ -384,6 +385,28 @@ pub mod cases {
         p.kill(Signal::TERM).await.unwrap();
         assert_eq!(p.wait().await.unwrap(), ExitStatus::Signaled(Signal::TERM));
         assert_gone(&rt, child).await;
+    }
+
+    /// A process that does not read its input can still be killed while the caller
+    /// is stuck writing to it.
+    pub async fn kill_while_stdin_is_full(rt: Arc<dyn Runtime>) {
+        let mut p = rt
+            .spawn(Command::new("sleep").arg("30").stdin(Stdin::Piped))
+            .await
+            .unwrap();
+        let mut stdin = p.take_stdin().unwrap();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..32 {
+                if stdin.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.kill(Signal::TERM).await.unwrap();
+        assert_eq!(p.wait().await.unwrap(), ExitStatus::Signaled(Signal::TERM));
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
 
     /// Killing a process that already ended is not an error.

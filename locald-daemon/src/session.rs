@@ -1,21 +1,29 @@
 //! The daemon side of a process stream: stdin in, stdout and stderr out, signals in,
 //! the exit status out.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use locald_core::{Process, ProcessOutput, ProcessStdin, Signal};
 use locald_remote::protocol::{Frame, FrameKind, KillRequest, Outcome};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    sync::{mpsc, watch},
+    sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore},
 };
 
 /// Bytes read from a process pipe at once.
 const CHUNK: usize = 32 << 10;
 
-/// Stdin frames queued for a process that does not read them yet.
-const STDIN_QUEUE: usize = 64;
+/// Bytes of stdin queued for a process that does not read them yet.
+const STDIN_BUDGET: usize = 8 << 20;
+
+/// What the frame reader passes on.
+enum Control {
+    /// A kill frame (or why it could not be read).
+    Kill(locald_core::Result<Signal>),
+    /// The client closed its side.
+    Closed,
+}
 
 /// How long, once the process ended, the exit frame waits for its output to drain,
 /// so that a client usually sees the output's end before the exit status.
@@ -84,13 +92,18 @@ pub(crate) async fn serve<IO>(
             out_tx.clone(),
         ))),
     ];
+    // Stdin: frames are queued for the process up to a byte budget, so that a process
+    // that does not read its input slows the client down without holding up its kill
+    // frames until that much is pending.
+    let budget = Arc::new(Semaphore::new(STDIN_BUDGET));
     let stdin_tx = pipes.stdin.map(|mut stdin| {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(STDIN_QUEUE);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, OwnedSemaphorePermit)>();
         tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                if chunk.is_empty() || stdin.write_all(&chunk).await.is_err() {
+            while let Some((chunk, permit)) = rx.recv().await {
+                if stdin.write_all(&chunk).await.is_err() {
                     break;
                 }
+                drop(permit);
                 // Interactive programs answer each line: let it through now.
                 if rx.is_empty() && stdin.flush().await.is_err() {
                     break;
@@ -100,7 +113,49 @@ pub(crate) async fn serve<IO>(
         });
         tx
     });
-    let mut stdin_tx = stdin_tx;
+    // Frames from the client are read by a task of their own: reading one is not
+    // cancel-safe, so it must not sit in the `select!` below.
+    let (control_tx, mut control) = mpsc::channel::<Control>(8);
+    let reader = tokio::spawn(async move {
+        let mut stdin_tx = stdin_tx;
+        loop {
+            let frame = match Frame::read(&mut rd).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::debug!(%err, "ending a process stream");
+                    break;
+                }
+            };
+            match frame.kind {
+                FrameKind::Stdin if frame.payload.is_empty() => stdin_tx = None,
+                FrameKind::Stdin => {
+                    let Some(tx) = &stdin_tx else { continue };
+                    let n = u32::try_from(frame.payload.len()).unwrap_or(u32::MAX);
+                    let Ok(permit) = budget.clone().acquire_many_owned(n).await else {
+                        break;
+                    };
+                    if tx.send((frame.payload, permit)).is_err() {
+                        stdin_tx = None;
+                    }
+                }
+                FrameKind::Kill => {
+                    let request = frame.parse::<KillRequest>().map(|k| k.signal).map_err(|e| {
+                        locald_core::Error::invalid(
+                            "kill request",
+                            String::from_utf8_lossy(&frame.payload),
+                            e.to_string(),
+                        )
+                    });
+                    if control_tx.send(Control::Kill(request)).await.is_err() {
+                        return;
+                    }
+                }
+                other => tracing::debug!(kind = ?other, "ignoring a frame only the daemon sends"),
+            }
+        }
+        let _ = control_tx.send(Control::Closed).await;
+    });
     let mut ended = false;
     let mut terminated = false;
     let mut process = Some(process);
@@ -119,34 +174,17 @@ pub(crate) async fn serve<IO>(
                 .await;
                 let _ = out_tx.send(Frame::json(FrameKind::End, &Outcome::from_result(&status))).await;
             }
-            frame = Frame::read(&mut rd) => match frame {
-                Ok(Some(frame)) => match frame.kind {
-                    FrameKind::Stdin => {
-                        let eof = frame.payload.is_empty();
-                        if let Some(tx) = &stdin_tx {
-                            if tx.send(frame.payload).await.is_err() || eof {
-                                stdin_tx = None;
-                            }
-                        }
-                    }
-                    FrameKind::Kill => {
-                        let result = match frame.parse::<KillRequest>() {
-                            Ok(KillRequest { signal }) => {
-                                process.as_mut().expect("kept until the client leaves").kill(signal).await
-                            }
-                            Err(e) => Err(locald_core::Error::invalid("kill request", String::from_utf8_lossy(&frame.payload), e.to_string())),
-                        };
-                        let _ = out_tx.send(Frame::json(FrameKind::Killed, &Outcome::from_result(&result))).await;
-                    }
-                    other => {
-                        tracing::debug!(kind = ?other, "ignoring a frame only the daemon sends");
-                    }
-                },
-                Ok(None) | Err(_) => {
-                    // The client dropped the process or went away. Dropping a process
-                    // that was not waited for kills it.
-                    break;
+            control = control.recv() => match control {
+                Some(Control::Kill(request)) => {
+                    let result = match request {
+                        Ok(signal) => process.as_mut().expect("kept until the client leaves").kill(signal).await,
+                        Err(err) => Err(err),
+                    };
+                    let _ = out_tx.send(Frame::json(FrameKind::Killed, &Outcome::from_result(&result))).await;
                 }
+                // The client dropped the process or went away. Dropping a process that
+                // was not waited for kills it.
+                Some(Control::Closed) | None => break,
             },
             changed = terminate.changed(), if !terminated => {
                 terminated = true;
@@ -158,8 +196,8 @@ pub(crate) async fn serve<IO>(
             }
         }
     }
+    reader.abort();
     drop(process);
-    drop(stdin_tx);
     drop(out_tx);
     for pump in pumps.into_iter().flatten() {
         let _ = pump.await;
