@@ -1,8 +1,9 @@
 //! Argument parsing, logging and exit codes shared by every subcommand.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
+use locald::Runtime;
 use tracing_subscriber::EnvFilter;
 
 use crate::cmd;
@@ -17,6 +18,17 @@ pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// Work through the locald daemon at this address (unix:///path or
+    /// tcp://127.0.0.1:PORT) instead of in this process.
+    #[arg(
+        short = 'H',
+        long,
+        global = true,
+        env = "LOCALD_HOST",
+        value_name = "ADDRESS"
+    )]
+    host: Option<String>,
 
     #[command(subcommand)]
     command: Commands,
@@ -46,6 +58,17 @@ enum Commands {
     Login(cmd::login::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(cmd::login::LogoutArgs),
+    /// Serve the runtime over the daemon API, or tell whether a daemon runs.
+    Daemon(cmd::daemon::Args),
+}
+
+/// The runtime commands use: in this process, or through the daemon at `host`
+/// (`--host`, `LOCALD_HOST`).
+pub(crate) async fn runtime(host: Option<&str>) -> anyhow::Result<Arc<dyn Runtime>> {
+    match host.filter(|h| !h.is_empty()) {
+        None => Ok(locald::runtime()?),
+        Some(host) => cmd::daemon::connect(host).await,
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -67,26 +90,30 @@ fn init_logging(verbose: u8) {
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.command {
+        // The daemon serves many clients at once: give it every core.
+        Commands::Daemon(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             report(&anyhow::Error::new(err).context("cannot start the async runtime"));
             return ExitCode::from(EXIT_LOCALD_ERROR);
         }
     };
+    let host = cli.host.as_deref();
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Info(args) => cmd::info::run(args).await,
-            Commands::Exec(args) => cmd::exec::run(args).await,
-            Commands::Pull(args) => cmd::image::pull(args).await,
-            Commands::Images(args) => cmd::image::images(args).await,
-            Commands::Rmi(args) => cmd::image::rmi(args).await,
-            Commands::Image(cmd) => cmd::image::image(cmd).await,
-            Commands::Load(args) => cmd::image::load(args).await,
-            Commands::Import(args) => cmd::image::import(args).await,
+            Commands::Info(args) => cmd::info::run(args, host).await,
+            Commands::Exec(args) => cmd::exec::run(args, host).await,
+            Commands::Daemon(args) => cmd::daemon::run(args, host).await,
+            Commands::Pull(args) => cmd::image::pull(args, host).await,
+            Commands::Images(args) => cmd::image::images(args, host).await,
+            Commands::Rmi(args) => cmd::image::rmi(args, host).await,
+            Commands::Image(cmd) => cmd::image::image(cmd, host).await,
+            Commands::Load(args) => cmd::image::load(args, host).await,
+            Commands::Import(args) => cmd::image::import(args, host).await,
             Commands::Login(args) => cmd::login::login(args).await,
             Commands::Logout(args) => cmd::login::logout(args).await,
         }

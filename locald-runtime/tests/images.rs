@@ -1007,9 +1007,17 @@ async fn load_a_layout_and_import_a_rootfs() {
     assert!(err.to_string().contains("not an OCI image layout"), "{err}");
     // A layout naming its image by tag only (skopeo's and umoci's oci:DIR:TAG) gets a local name.
     let mut bare = Layout::new(dir.path().join("My Layout"));
-    let img = bare.image("amd64", &[(Layer::new().file("b", "b"), Compression::Gzip)], serde_json::json!({}));
+    let img = bare.image(
+        "amd64",
+        &[(Layer::new().file("b", "b"), Compression::Gzip)],
+        serde_json::json!({}),
+    );
     bare.name_image("v1", &img);
-    let loaded = e2.store.load(&bare.dir, PullOptions::default()).await.unwrap();
+    let loaded = e2
+        .store
+        .load(&bare.dir, PullOptions::default())
+        .await
+        .unwrap();
     assert_eq!(loaded[0].reference, r("localhost/my-layout:v1"));
 
     let rootfs = dir.path().join("rootfs");

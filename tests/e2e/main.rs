@@ -1,22 +1,43 @@
 //! End-to-end tests of the `locald` binary, run as a user runs it.
 //!
-//! Each test gets its own `LOCALD_HOME` in a temporary directory.
+//! Each test gets its own `LOCALD_HOME` in a temporary directory. Every test of the
+//! CLI runs twice: in process, and again (module `through_daemon`) with a `locald
+//! daemon` started on that home and `LOCALD_HOST` pointing every invocation at it;
+//! output and exit codes must be the same.
 
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Command, Output, Stdio},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
+mod daemon;
+
 struct Locald {
-    home: tempfile::TempDir,
+    home: Rc<tempfile::TempDir>,
+    host: Option<String>,
+}
+
+thread_local! {
+    /// Set by the `through_daemon` copies of the tests.
+    static THROUGH_DAEMON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The daemons (and their homes) of the running test: they live until the test
+    /// ends, even when a test drops its `Locald` while the CLI still runs.
+    static DAEMONS: std::cell::RefCell<Vec<(Rc<tempfile::TempDir>, daemon::Daemon)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Locald {
     fn new() -> Self {
-        Locald {
-            home: tempfile::tempdir().expect("a temporary LOCALD_HOME"),
+        let home = Rc::new(tempfile::tempdir().expect("a temporary LOCALD_HOME"));
+        let mut host = None;
+        if THROUGH_DAEMON.with(|d| d.get()) {
+            let daemon = daemon::Daemon::start(home.path(), &[]);
+            host = Some(daemon.host());
+            DAEMONS.with(|d| d.borrow_mut().push((home.clone(), daemon)));
         }
+        Locald { home, host }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -24,7 +45,11 @@ impl Locald {
         cmd.args(args)
             .env("LOCALD_HOME", self.home.path())
             .env_remove("RUST_LOG")
+            .env_remove("LOCALD_HOST")
             .stdin(Stdio::null());
+        if let Some(host) = &self.host {
+            cmd.env("LOCALD_HOST", host);
+        }
         cmd
     }
 
@@ -657,3 +682,46 @@ fn login_stores_private_credentials_and_pull_uses_them() {
         format!("Removed login credentials for {}\n", registry.addr)
     );
 }
+/// Runs a test of the CLI with a daemon behind it.
+fn run_through_daemon(test: fn()) {
+    THROUGH_DAEMON.with(|d| d.set(true));
+    test();
+    DAEMONS.with(|d| d.borrow_mut().clear());
+}
+
+/// The same tests again, every CLI invocation going through a daemon.
+macro_rules! through_daemon {
+    ($($test:ident),* $(,)?) => {
+        mod through_daemon {
+            $(
+                #[test]
+                fn $test() {
+                    super::run_through_daemon(super::$test);
+                }
+            )*
+        }
+    };
+}
+
+through_daemon!(
+    exec_prints_output_and_exits_with_the_command_code,
+    exec_keeps_stdout_and_stderr_apart,
+    exec_reports_a_signal_as_128_plus_n,
+    exec_sets_env_and_workdir,
+    exec_timeout_kills_and_exits_124,
+    exec_missing_program_exits_127_naming_it,
+    exec_missing_workdir_is_a_clear_error,
+    exec_bad_flags_are_usage_errors,
+    exec_interactive_forwards_stdin,
+    exec_without_interactive_gives_empty_stdin,
+    exec_forwards_ctrl_c_to_the_command,
+    logs_go_to_stderr_never_into_the_command_output,
+    info_json_reports_this_machine,
+    info_text_is_readable,
+    info_piped_into_a_closed_reader_exits_quietly,
+    every_command_has_help,
+    pull_then_images_lists_it,
+    bad_image_references_are_usage_errors,
+    import_a_directory_and_load_a_layout,
+    login_stores_private_credentials_and_pull_uses_them,
+);

@@ -110,9 +110,9 @@ async fn pump(
     Ok(())
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
     let command = build_command(&args)?;
-    let runtime = locald::runtime()?;
+    let runtime = crate::cli::runtime(host).await?;
     // The command leads its own process group, so a Ctrl-C at the terminal reaches
     // only locald: pass the usual termination signals on. Installed before the command
     // starts so that no signal can arrive in between and kill locald instead.

@@ -138,9 +138,9 @@ async fn with_progress<T>(
     result.map(|r| (r, fetched))
 }
 
-pub(crate) async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn pull(args: PullArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
     let image: ImageRef = args.image.parse()?;
-    let runtime = locald::runtime()?;
+    let runtime = crate::cli::runtime(host).await?;
     let platform = args.platform.clone();
     let insecure = args.insecure;
     let (summary, fetched) = with_progress(args.quiet, |mut opts| {
@@ -248,8 +248,8 @@ fn split_name(summary: &ImageSummary) -> (String, String) {
     }
 }
 
-pub(crate) async fn images(args: ImagesArgs) -> anyhow::Result<ExitCode> {
-    let mut images = locald::runtime()?.list_images().await?;
+pub(crate) async fn images(args: ImagesArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut images = crate::cli::runtime(host).await?.list_images().await?;
     images.sort_by_key(|i| i.reference.to_string());
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -313,8 +313,8 @@ pub(crate) struct RmiArgs {
     images: Vec<String>,
 }
 
-pub(crate) async fn rmi(args: RmiArgs) -> anyhow::Result<ExitCode> {
-    let runtime = locald::runtime()?;
+pub(crate) async fn rmi(args: RmiArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let runtime = crate::cli::runtime(host).await?;
     let mut out = std::io::stdout().lock();
     let mut failed = None;
     for name in &args.images {
@@ -347,10 +347,10 @@ pub(crate) enum ImageCommand {
     Rm(RmiArgs),
 }
 
-pub(crate) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn image(cmd: ImageCommand, host: Option<&str>) -> anyhow::Result<ExitCode> {
     match cmd {
         ImageCommand::Prune => {
-            let report = locald::runtime()?.prune_images().await?;
+            let report = crate::cli::runtime(host).await?.prune_images().await?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
@@ -361,9 +361,9 @@ pub(crate) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        ImageCommand::Ls(args) => images(args).await,
-        ImageCommand::Pull(args) => pull(args).await,
-        ImageCommand::Rm(args) => rmi(args).await,
+        ImageCommand::Ls(args) => images(args, host).await,
+        ImageCommand::Pull(args) => pull(args, host).await,
+        ImageCommand::Rm(args) => rmi(args, host).await,
     }
 }
 
@@ -374,8 +374,11 @@ pub(crate) struct LoadArgs {
     path: PathBuf,
 }
 
-pub(crate) async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let loaded = locald::runtime()?.load_image(&args.path).await?;
+pub(crate) async fn load(args: LoadArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let loaded = crate::cli::runtime(host)
+        .await?
+        .load_image(&args.path)
+        .await?;
     let mut out = std::io::stdout().lock();
     for image in loaded {
         writeln!(out, "Loaded image: {}", image.reference.familiar())?;
@@ -392,9 +395,10 @@ pub(crate) struct ImportArgs {
     reference: String,
 }
 
-pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn import(args: ImportArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
     let image: ImageRef = args.reference.parse()?;
-    let summary = locald::runtime()?
+    let summary = crate::cli::runtime(host)
+        .await?
         .import_image(&args.rootfs, &image)
         .await?;
     writeln!(std::io::stdout().lock(), "{}", summary.id)?;

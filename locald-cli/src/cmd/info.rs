@@ -36,14 +36,17 @@ struct RuntimeReport {
     capabilities: Vec<Capability>,
 }
 
-fn gather() -> anyhow::Result<Info> {
+async fn gather(host: Option<&str>) -> anyhow::Result<Info> {
     let platform = locald::Platform::detect();
     let detection = if cfg!(target_os = "linux") {
         Some(PlatformProbe::host().detect())
     } else {
         None
     };
-    let runtime = locald::runtime().context("no runtime for this platform")?;
+    let runtime = match host {
+        None => locald::runtime().context("no runtime for this platform")?,
+        Some(_) => crate::cli::runtime(host).await?,
+    };
     let info = runtime.info();
     let paths = Paths::from_process_env();
     Ok(Info {
@@ -144,8 +147,8 @@ fn render(info: &Info, out: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let info = gather()?;
+pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let info = gather(host).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
