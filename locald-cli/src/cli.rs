@@ -14,8 +14,9 @@ pub(crate) const EXIT_LOCALD_ERROR: u8 = 125;
 #[derive(Debug, Parser)]
 #[command(name = "locald", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
-    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More log output on stderr (once: info, twice: debug, three times: trace);
+    /// RUST_LOG overrides. Long form only: `-v` is `run`'s volume flag, as in docker.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
     #[command(subcommand)]
@@ -27,8 +28,23 @@ enum Commands {
     /// Show the platform, the backends and kernel features available here, and where
     /// locald keeps its data.
     Info(cmd::info::Args),
-    /// Run a host command through the locald runtime and exit with its exit code.
+    /// Run a command on the host (`exec -- CMD`) or in a running container
+    /// (`exec CONTAINER CMD`) and exit with its exit code.
     Exec(cmd::exec::Args),
+    /// Run a container and exit with its exit code (like `docker run`).
+    Run(cmd::run::Args),
+    /// List containers.
+    Ps(cmd::ps::Args),
+    /// Print a container's output.
+    Logs(cmd::logs::Args),
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(cmd::stop::Args),
+    /// Send a signal to containers.
+    Kill(cmd::kill::Args),
+    /// Remove containers.
+    Rm(cmd::rm::Args),
+    /// Show a container's details as JSON.
+    Inspect(cmd::inspect::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -64,6 +80,13 @@ pub(crate) fn main() -> ExitCode {
         match cli.command {
             Commands::Info(args) => cmd::info::run(args).await,
             Commands::Exec(args) => cmd::exec::run(args).await,
+            Commands::Run(args) => cmd::run::run(args).await,
+            Commands::Ps(args) => cmd::ps::run(args).await,
+            Commands::Logs(args) => cmd::logs::run(args).await,
+            Commands::Stop(args) => cmd::stop::run(args).await,
+            Commands::Kill(args) => cmd::kill::run(args).await,
+            Commands::Rm(args) => cmd::rm::run(args).await,
+            Commands::Inspect(args) => cmd::inspect::run(args).await,
         }
     });
     // A blocking stdin reader may still wait for input nobody will send: do not wait

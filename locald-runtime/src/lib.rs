@@ -19,6 +19,10 @@
 //! # Ok::<(), locald_core::Error>(()) }).unwrap();
 //! ```
 
+#[cfg(target_os = "linux")]
+mod container;
+#[cfg(not(target_os = "linux"))]
+mod container_other;
 pub mod host;
 mod process;
 #[cfg(unix)]
@@ -26,4 +30,8 @@ mod process_unix;
 #[cfg(unix)]
 mod sys;
 
+#[cfg(target_os = "linux")]
+pub use container::{run_if_requested, shim_main, ContainerRuntime, ImageConfig, SHIM_ARG};
+#[cfg(not(target_os = "linux"))]
+pub use container_other::{run_if_requested, shim_main, ContainerRuntime, ImageConfig, SHIM_ARG};
 pub use process::ProcessRuntime;

@@ -249,10 +249,10 @@ fn info_json_reports_this_machine() {
     assert_eq!(info["arch"], std::env::consts::ARCH);
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(info["kernel"], release.trim());
-    assert_eq!(info["runtime"]["name"], "process");
+    assert_eq!(info["runtime"]["name"], "container");
     assert_eq!(
         info["runtime"]["capabilities"],
-        serde_json::json!(["commands"])
+        serde_json::json!(["commands", "containers", "exec", "safe-mode"])
     );
     assert_eq!(info["data_home"], l.home.path().to_str().unwrap());
     let backends: Vec<_> = info["backends"]
@@ -270,7 +270,7 @@ fn info_json_reports_this_machine() {
         backends,
         [
             ("process", true),
-            ("container", false),
+            ("container", true),
             ("lima", false),
             ("wsl", false)
         ]
@@ -298,7 +298,7 @@ fn info_text_is_readable() {
     let text = stdout(&out);
     for needle in [
         "Platform:",
-        "Runtime:       process",
+        "Runtime:       container",
         "Backends:",
         "cgroups",
         "Data:",

@@ -2,3 +2,10 @@
 
 pub(crate) mod exec;
 pub(crate) mod info;
+pub(crate) mod inspect;
+pub(crate) mod kill;
+pub(crate) mod logs;
+pub(crate) mod ps;
+pub(crate) mod rm;
+pub(crate) mod run;
+pub(crate) mod stop;
