@@ -356,7 +356,7 @@ pub(crate) fn oci_config(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<V
     if b.user_namespace {
         // A sysfs cannot be mounted from a user namespace that does not own the
         // network namespace: bind the host's, read-only.
-        mounts.push(json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}));
+        mounts.push(json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev"]}));
     } else {
         mounts.push(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}));
         mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));

@@ -601,7 +601,7 @@ impl Runtime for ContainerRuntime {
         let (id, dir) = self.dir(id)?;
         let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
         if state::shim_alive(&dir) {
-            if !force {
+            if !force && st.phase != Phase::Exited {
                 return Err(Error::invalid(
                     "container",
                     st.name,

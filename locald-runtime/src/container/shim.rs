@@ -213,8 +213,29 @@ struct Started {
 }
 
 fn run(dir: &Path) -> i32 {
+    // Take every inherited descriptor before opening anything: a descriptor number the
+    // caller did not pass would otherwise be reused by the next file opened here.
+    let cfg: std::io::Result<ShimConfig> = state::read_json(&dir.join("shim.json"));
     let sync = take_fd(fds::SYNC);
     let exit_fd = take_fd(fds::EXIT);
+    let client_out = take_fd(fds::OUT);
+    let client_err = take_fd(fds::ERR);
+    let stdin = take_fd(fds::IN);
+    let listeners: Vec<OwnedFd> = match &cfg {
+        Ok(cfg) => (0..cfg.ports.len() as i32)
+            .filter_map(|i| take_fd(fds::FIRST_LISTENER + i))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(s) = &sync {
+                write_fd(s, &format!("err reading shim.json: {e}\n"));
+            }
+            return 1;
+        }
+    };
     if detach().is_err() || std::env::set_current_dir(dir).is_err() {
         if let Some(s) = &sync {
             write_fd(s, "err could not start the container shim\n");
@@ -225,7 +246,7 @@ fn run(dir: &Path) -> i32 {
         .create(true)
         .truncate(false)
         .write(true)
-        .open("lock")
+        .open(dir.join("lock"))
     {
         Ok(f) => f,
         Err(e) => {
@@ -237,25 +258,16 @@ fn run(dir: &Path) -> i32 {
     };
     // SAFETY: flock on a descriptor we own.
     unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    let cfg: ShimConfig = match state::read_json(Path::new("shim.json")) {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(s) = &sync {
-                write_fd(s, &format!("err reading shim.json: {e}\n"));
-            }
-            return 1;
-        }
-    };
-    let client_out = take_fd(fds::OUT);
-    let client_err = take_fd(fds::ERR);
-    let stdin = take_fd(fds::IN);
-    let listeners: Vec<OwnedFd> = (0..cfg.ports.len() as i32)
-        .filter_map(|i| take_fd(fds::FIRST_LISTENER + i))
-        .collect();
-    let started = match start(dir, &cfg, stdin) {
+    let started = start(dir, &cfg, stdin);
+    // The runtime library changes the working directory: come back.
+    let _ = std::env::set_current_dir(dir);
+    let started = match started {
         Ok(s) => s,
         Err(msg) => {
             shim_log(&format!("start failed: {msg}"));
+            if std::env::var_os("LOCALD_SHIM_KEEP_FAILED").is_some() {
+                let _ = std::fs::copy("config.json", "/tmp/failed-config.json");
+            }
             cleanup(dir, &cfg);
             let mut st = state::read_state(dir).ok();
             if let Some(st) = st.as_mut() {
