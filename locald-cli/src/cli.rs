@@ -14,9 +14,9 @@ pub(crate) const EXIT_LOCALD_ERROR: u8 = 125;
 #[derive(Debug, Parser)]
 #[command(name = "locald", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
-    /// More log output on stderr (once: info, twice: debug, three times: trace);
-    /// RUST_LOG overrides. Long form only: `-v` is `run`'s volume flag, as in docker.
-    #[arg(long, global = true, action = clap::ArgAction::Count)]
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    /// Give it before the subcommand: after `run`, `-v` mounts a volume, as in docker.
+    #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
     #[command(subcommand)]
@@ -32,7 +32,7 @@ enum Commands {
     /// (`exec CONTAINER CMD`) and exit with its exit code.
     Exec(cmd::exec::Args),
     /// Run a container and exit with its exit code (like `docker run`).
-    Run(cmd::run::Args),
+    Run(Box<cmd::run::Args>),
     /// List containers.
     Ps(cmd::ps::Args),
     /// Print a container's output.
@@ -80,7 +80,7 @@ pub(crate) fn main() -> ExitCode {
         match cli.command {
             Commands::Info(args) => cmd::info::run(args).await,
             Commands::Exec(args) => cmd::exec::run(args).await,
-            Commands::Run(args) => cmd::run::run(args).await,
+            Commands::Run(args) => cmd::run::run(*args).await,
             Commands::Ps(args) => cmd::ps::run(args).await,
             Commands::Logs(args) => cmd::logs::run(args).await,
             Commands::Stop(args) => cmd::stop::run(args).await,

@@ -1,6 +1,7 @@
 //! Real containers on the real kernel, through the `Runtime` trait. These need root;
 //! without it each test says so loudly and skips (CI runs them as root).
 #![cfg(target_os = "linux")]
+#![allow(clippy::print_stderr)]
 
 use std::{
     io::{Read, Write},

@@ -636,6 +636,8 @@ impl Runtime for ContainerRuntime {
             let mut offset = 0usize;
             let mut first = true;
             loop {
+                // Sampled before reading: a read made once the shim is gone has
+                // everything it wrote.
                 let alive = state::shim_alive(&dir);
                 let data = tokio::fs::read(&path).await.unwrap_or_default();
                 let (frames, used) = logs::parse_frames(data.get(offset..).unwrap_or(&[]));
@@ -650,18 +652,8 @@ impl Runtime for ContainerRuntime {
                         return;
                     }
                 }
-                if !options.follow || (!alive && used == 0) {
-                    if !options.follow || !state::shim_alive(&dir) {
-                        // One more read after the shim is gone catches its last frames.
-                        let data = tokio::fs::read(&path).await.unwrap_or_default();
-                        let (frames, _) = logs::parse_frames(data.get(offset..).unwrap_or(&[]));
-                        if options.follow {
-                            for f in frames {
-                                let _ = tx.send(Ok(f)).await;
-                            }
-                        }
-                        return;
-                    }
+                if !options.follow || !alive {
+                    return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

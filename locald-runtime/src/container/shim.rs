@@ -52,10 +52,9 @@ static REGISTERED: AtomicBool = AtomicBool::new(false);
 /// program that runs containers through locald:
 ///
 /// ```no_run
-/// fn main() {
-///     locald_runtime::run_if_requested();
-///     // ... the program, which may now run containers ...
-/// }
+/// // First thing in `main`:
+/// locald_runtime::run_if_requested();
+/// // ... the program, which may now run containers ...
 /// ```
 ///
 /// A program that does not call it needs a `locald-shim` (or `locald`) executable next
