@@ -547,3 +547,41 @@ async fn bad_inputs_fail_clearly_and_leave_nothing() {
         .next()
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_and_stdin() {
+    let Some(e) = env() else { return };
+    let spec = e
+        .spec()
+        .cmd(["sh", "-c", "read line; test -t 0 && test -t 1 && echo \"tty $TERM $line\""])
+        .tty(true)
+        .stdin(true)
+        .build()
+        .unwrap();
+    let mut h = e.rt.run_container(spec).await.unwrap();
+    let mut input = h.process().take_stdin().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut input, b"typed\n").await.unwrap();
+    let mut out = h.process().take_stdout().unwrap();
+    let mut text = String::new();
+    let (r, status) = tokio::join!(out.read_to_string(&mut text), h.wait());
+    r.unwrap();
+    assert!(status.unwrap().success());
+    // The terminal echoes the input and ends lines with CR LF.
+    assert!(text.contains("tty xterm typed\r\n"), "{text:?}");
+    let id = h.id().to_owned();
+    e.rt.remove_container(&id, false).await.unwrap();
+
+    // Without a terminal, stdin is a pipe the caller writes to.
+    let spec = e.spec().cmd(["tr", "a-z", "A-Z"]).stdin(true).build().unwrap();
+    let mut h = e.rt.run_container(spec).await.unwrap();
+    let mut input = h.process().take_stdin().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut input, b"loud\n").await.unwrap();
+    drop(input);
+    let mut out = h.process().take_stdout().unwrap();
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(text, "LOUD\n");
+    h.wait().await.unwrap();
+    let id = h.id().to_owned();
+    e.rt.remove_container(&id, false).await.unwrap();
+}

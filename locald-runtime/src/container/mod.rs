@@ -52,6 +52,79 @@ use state::{Layout, Phase};
 /// [`run_if_requested`]); their state lives under `$LOCALD_HOME/containers`, so any
 /// locald process on the machine can list, inspect, stop, kill, remove or read the
 /// logs of any container.
+///
+/// ```no_run
+/// use locald_core::{ContainerSpec, Runtime};
+/// use locald_runtime::ContainerRuntime;
+///
+/// # async fn demo() -> locald_core::Result<()> {
+/// // First thing in main: this executable is also the container shim.
+/// locald_runtime::run_if_requested();
+/// let runtime = ContainerRuntime::new();
+/// let spec = ContainerSpec::builder_from_rootfs("/srv/rootfs")
+///     .cmd(["sh", "-c", "echo hello"])
+///     .memory("64m")
+///     .build()?;
+/// let mut container = runtime.run_container(spec).await?;
+/// let status = container.wait().await?;
+/// runtime.remove_container(container.id(), false).await?;
+/// # let _ = status; Ok(()) }
+/// ```
+///
+/// # What a container gets
+///
+/// Namespaces pid, mount, uts, ipc, cgroup and (unless `host`) network; docker's
+/// default capability set; docker's masked and read-only `/proc` paths; an overlayfs
+/// snapshot of its root (the lower directories are never written; the upper layer is
+/// removed with the container); `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+/// from its state directory; a cgroup `/locald/<id>` with the memory (swap included),
+/// CPU quota and pids limits; `RLIMIT_NOFILE` clamped to the caller's hard limit.
+///
+/// # Networks
+///
+/// `none` and `private` both give the container its own network namespace with only
+/// loopback, brought up. On `private`, published ports are bound on the host (default
+/// `127.0.0.1`) by the caller and served by the shim, which connects each client to the
+/// container port on the container's loopback from inside its namespace. No bridge,
+/// veth or NAT rules are created, so nothing survives a crash; the price is no UDP, no
+/// outbound network, and servers see clients as `127.0.0.1`. `host` shares the host's
+/// network namespace.
+///
+/// # Safe Mode
+///
+/// [`Isolation::Safe`] adds, on top of the defaults:
+///
+/// * every capability dropped (bounding, effective, permitted, inheritable, ambient):
+///   `CapEff` is 0 even for container root;
+/// * `no_new_privileges`: setuid binaries and file capabilities grant nothing;
+/// * a seccomp filter that answers `EPERM` to the calls docker's default profile
+///   refuses: `unshare`, `setns`, `clone` with namespace flags (and `clone3` with
+///   `ENOSYS`, so libc falls back to the checked `clone`), `mount`, `umount2`,
+///   `pivot_root`, the new mount API, `keyctl`/`add_key`/`request_key`, `ptrace`,
+///   `process_vm_readv/writev`, `kcmp`, kernel modules, `kexec`, `reboot`, `swapon`,
+///   clock and time setting, `bpf`, `perf_event_open`, `userfaultfd`,
+///   `open_by_handle_at`, `iopl`/`ioperm`, `quotactl`, `syslog`, `acct` and a few
+///   obsolete calls;
+/// * a read-only root filesystem with a writable tmpfs `/tmp` (64 MiB);
+/// * the private network (the host network is refused);
+/// * a user namespace mapping container uid/gid 0..65535 to host 1000000..1065535,
+///   when the kernel allows user namespaces and the state directory and root
+///   filesystem are reachable by that uid (every ancestor directory searchable by
+///   others); otherwise container root stays host root, without capabilities.
+///
+/// What it protects against: a process in the container gaining privileges through
+/// capabilities or setuid files, reconfiguring the kernel, loading modules, tracing
+/// other processes, escaping through new namespaces or mounts, writing to its image,
+/// exhausting host memory or pids when limits are set, and (with the user namespace)
+/// acting as host root if it does escape.
+///
+/// What it does not protect against: kernel bugs reachable through the system calls
+/// that stay allowed (a shared kernel is not a VM boundary); reading whatever is
+/// bind-mounted in; CPU, memory and pids exhaustion unless limits are given; denial
+/// of service through the published ports; side channels; data written to `/tmp` or
+/// volumes; files readable by "others" on the host if the user namespace could not be
+/// used and something is bind-mounted. There is no AppArmor or SELinux profile, and
+/// `/sys` is the host's (read-only bind) inside a user namespace.
 #[derive(Debug, Clone)]
 pub struct ContainerRuntime {
     layout: Layout,
