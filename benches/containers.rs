@@ -14,11 +14,17 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::time::Instant;
-
-use locald::{native, ContainerSpec, Runtime};
-
+#[cfg(not(target_os = "linux"))]
 fn main() {
+    eprintln!("SKIP: containers need Linux");
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    use std::time::Instant;
+
+    use locald::{native, ContainerSpec, Runtime};
+
     native::run_if_requested();
     if !native::testing::is_root() {
         eprintln!("SKIP: the container benchmark needs root");

@@ -553,14 +553,20 @@ async fn tty_and_stdin() {
     let Some(e) = env() else { return };
     let spec = e
         .spec()
-        .cmd(["sh", "-c", "read line; test -t 0 && test -t 1 && echo \"tty $TERM $line\""])
+        .cmd([
+            "sh",
+            "-c",
+            "read line; test -t 0 && test -t 1 && echo \"tty $TERM $line\"",
+        ])
         .tty(true)
         .stdin(true)
         .build()
         .unwrap();
     let mut h = e.rt.run_container(spec).await.unwrap();
     let mut input = h.process().take_stdin().unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut input, b"typed\n").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut input, b"typed\n")
+        .await
+        .unwrap();
     let mut out = h.process().take_stdout().unwrap();
     let mut text = String::new();
     let (r, status) = tokio::join!(out.read_to_string(&mut text), h.wait());
@@ -572,10 +578,17 @@ async fn tty_and_stdin() {
     e.rt.remove_container(&id, false).await.unwrap();
 
     // Without a terminal, stdin is a pipe the caller writes to.
-    let spec = e.spec().cmd(["tr", "a-z", "A-Z"]).stdin(true).build().unwrap();
+    let spec = e
+        .spec()
+        .cmd(["tr", "a-z", "A-Z"])
+        .stdin(true)
+        .build()
+        .unwrap();
     let mut h = e.rt.run_container(spec).await.unwrap();
     let mut input = h.process().take_stdin().unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut input, b"loud\n").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut input, b"loud\n")
+        .await
+        .unwrap();
     drop(input);
     let mut out = h.process().take_stdout().unwrap();
     let mut text = String::new();

@@ -380,6 +380,10 @@ impl ContainerRuntime {
             source: e,
         })?;
         drop(mapped);
+        // From here on the shim owns the state directory: it cleans up after a failed
+        // start itself, and a caller that gives up waiting must not pull the directory
+        // from under it.
+        guard.armed = false;
         // The shim forks and detaches at once: this child ends immediately.
         let _ = child.wait().await;
         let mut sync = sys::receiver(sync_r)?;
@@ -395,12 +399,13 @@ impl ContainerRuntime {
             // The shim has unmounted and removed what it created; wait until it has
             // let go of the state directory before removing it.
             wait_shim_gone(&dir).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            state::release_name(&self.layout, &name, &id);
             return Err(Error::io(
                 format!("starting container {name}"),
                 io::Error::other(why.to_owned()),
             ));
         };
-        guard.armed = false;
         let control = ContainerControl {
             dir,
             pid,

@@ -299,13 +299,6 @@ fn run(dir: &Path) -> i32 {
         let _ = state::write_json(&dir.join("state.json"), &st);
     }
     cleanup(dir, &cfg);
-    if let Some(fd) = exit_fd {
-        let msg = match status {
-            ExitStatus::Exited(code) => format!("exit {code}\n"),
-            ExitStatus::Signaled(sig) => format!("signal {}\n", sig.number()),
-        };
-        write_fd(&fd, &msg);
-    }
     if cfg.auto_remove {
         let layout = state::Layout {
             home: cfg
@@ -318,7 +311,16 @@ fn run(dir: &Path) -> i32 {
         let _ = std::env::set_current_dir("/");
         let _ = std::fs::remove_dir_all(dir);
     }
+    // Let go of the container before telling the caller, so that a removal right after
+    // the exit finds it free.
     drop(lock);
+    if let Some(fd) = exit_fd {
+        let msg = match status {
+            ExitStatus::Exited(code) => format!("exit {code}\n"),
+            ExitStatus::Signaled(sig) => format!("signal {}\n", sig.number()),
+        };
+        write_fd(&fd, &msg);
+    }
     0
 }
 
