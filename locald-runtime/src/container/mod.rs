@@ -368,13 +368,14 @@ impl ContainerRuntime {
             fds.push((l, shim::fds::FIRST_LISTENER + i as i32));
         }
         let mut cmd = tokio::process::Command::new(&shim_program);
+        cmd.kill_on_drop(false);
         cmd.arg(SHIM_ARG)
             .arg("run")
             .arg(&dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let mapped = sys::map_fds(&mut cmd, fds)?;
+        let mapped = sys::map_fds(&mut cmd, fds, true)?;
         let mut child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
             source: e,
@@ -384,8 +385,6 @@ impl ContainerRuntime {
         // start itself, and a caller that gives up waiting must not pull the directory
         // from under it.
         guard.armed = false;
-        // The shim forks and detaches at once: this child ends immediately.
-        let _ = child.wait().await;
         let mut sync = sys::receiver(sync_r)?;
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
@@ -397,7 +396,8 @@ impl ContainerRuntime {
                 .strip_prefix("err ")
                 .unwrap_or("the container shim exited without reporting");
             // The shim has unmounted and removed what it created; wait until it has
-            // let go of the state directory before removing it.
+            // ended before removing the state directory.
+            let _ = child.wait().await;
             wait_shim_gone(&dir).await;
             let _ = std::fs::remove_dir_all(&dir);
             state::release_name(&self.layout, &name, &id);
@@ -408,6 +408,7 @@ impl ContainerRuntime {
         };
         let control = ContainerControl {
             dir,
+            shim: Some(child),
             pid,
             pid_start: state::process_start_time(pid),
             exit: Some(sys::receiver(exit_r)?),
@@ -482,6 +483,9 @@ impl Drop for Cleanup<'_> {
 #[derive(Debug)]
 struct ContainerControl {
     dir: PathBuf,
+    /// The shim, this process's child: waited for after the exit, or reaped by tokio in
+    /// the background once dropped.
+    shim: Option<tokio::process::Child>,
     pid: u32,
     pid_start: Option<u64>,
     exit: Option<tokio::net::unix::pipe::Receiver>,
@@ -523,6 +527,9 @@ impl ProcessControl for ContainerControl {
                 }
             }
             self.exit = None;
+        }
+        if let Some(mut shim) = self.shim.take() {
+            let _ = shim.wait().await;
         }
         let status = match parse_status(&String::from_utf8_lossy(&self.buf)) {
             Some(s) => s,
@@ -795,7 +802,7 @@ impl Runtime for ContainerRuntime {
         cmd.stdout(out(command.get_stdout()));
         cmd.stderr(out(command.get_stderr()));
         cmd.kill_on_drop(false);
-        let mapped = sys::map_fds(&mut cmd, vec![(status_w, shim::fds::SYNC)])?;
+        let mapped = sys::map_fds(&mut cmd, vec![(status_w, shim::fds::SYNC)], false)?;
         let mut child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
             source: e,

@@ -8,9 +8,10 @@
 //! multi-threaded embedder. The shim is the embedder's own executable re-run with a
 //! marker argument ([`run_if_requested`]), or the `locald-shim`/`locald` binary.
 //!
-//! Who reaps: the shim forks once more and detaches (`setsid`), so it never is the
-//! caller's child and outlives it. It is a child subreaper; the container's init is
-//! its child. It waits for the init, records the exit status (and whether the OOM
+//! Who reaps: the shim leads its own session (so a Ctrl-C at the caller's terminal
+//! does not reach it) and outlives its caller; while the caller lives, the shim is its
+//! child and the caller's async runtime reaps it, afterwards the system does. The shim
+//! is a child subreaper; the container's init is its child. It waits for the init, records the exit status (and whether the OOM
 //! killer ended it) in `state.json`, removes the cgroup and unmounts the root, keeps
 //! copying output into `container.log` until the last writer closes, and holds the
 //! container's `lock` until all of that is done, so any process can wait for it.
@@ -175,17 +176,8 @@ fn reap_leftovers() {
 }
 
 fn detach() -> io::Result<()> {
-    // SAFETY: the shim is single-threaded here (nothing has started a thread yet), so
-    // the child may run arbitrary code after fork.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { .. } => {
-            // SAFETY: _exit ends this process without running destructors or atexit
-            // handlers, which belong to the child now.
-            unsafe { libc::_exit(0) }
-        }
-        nix::unistd::ForkResult::Child => {}
-    }
-    nix::unistd::setsid()?;
+    // The caller started the shim in a session of its own; it is the caller's child
+    // until the caller exits, and then the system's.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // SAFETY: ignoring SIGPIPE: a caller that stops reading must not kill the shim.

@@ -29,11 +29,14 @@ pub(super) fn sender(fd: OwnedFd) -> Result<tokio::net::unix::pipe::Sender> {
     tokio::net::unix::pipe::Sender::from_owned_fd(fd).map_err(|e| Error::io("watching a pipe", e))
 }
 
-/// Arranges for each `(fd, target)` to be the child's descriptor `target`. Returns the
-/// temporary copies, to keep alive until the child is spawned.
+/// Arranges for each `(fd, target)` to be the child's descriptor `target`, and, with
+/// `new_session`, for the child to lead a new session (so that a Ctrl-C at the caller's
+/// terminal does not reach it). Returns the temporary copies, to keep alive until the
+/// child is spawned.
 pub(super) fn map_fds(
     cmd: &mut tokio::process::Command,
     fds: Vec<(OwnedFd, i32)>,
+    new_session: bool,
 ) -> Result<Vec<OwnedFd>> {
     // Move every source above the targets first, so that no dup2 overwrites a source
     // that is still to be moved.
@@ -52,10 +55,13 @@ pub(super) fn map_fds(
         high.push(unsafe { OwnedFd::from_raw_fd(dup) });
         plan.push((dup, target));
     }
-    // SAFETY: the closure runs in the forked child before exec and calls only dup2,
-    // which is async-signal-safe; dup2 clears close-on-exec on the target.
+    // SAFETY: the closure runs in the forked child before exec and calls only dup2 and
+    // setsid, which are async-signal-safe; dup2 clears close-on-exec on the target.
     unsafe {
         cmd.pre_exec(move || {
+            if new_session && libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
             for &(from, to) in &plan {
                 if libc::dup2(from, to) < 0 {
                     return Err(io::Error::last_os_error());
