@@ -110,6 +110,9 @@ async fn pid_one_hostname_env_user_workdir() {
         )
         .await;
     assert_eq!(out, "1 box hi 1000:1000:1000 50 /tmp /home/app\n");
+    // A missing working directory is created, as docker does.
+    let (_, out, _) = e.run(e.spec().cmd(["pwd"]).workdir("/new/dir")).await;
+    assert_eq!(out, "/new/dir\n");
     let (_, out, _) = e.run(e.spec().cmd(["id", "-u"]).user("4242:4242")).await;
     assert_eq!(out, "4242\n");
     let (_, out, _) = e.sh("cat /etc/hostname; grep -c localhost /etc/hosts; test -s /etc/resolv.conf && echo resolv").await;
@@ -502,11 +505,33 @@ async fn bad_inputs_fail_clearly_and_leave_nothing() {
             ContainerSpec::builder("busybox").cmd(["true"]),
             "no such image: docker.io/library/busybox:latest",
         ),
+        (
+            e.spec().cmd(["true"]).workdir("/etc/passwd"),
+            "invalid working directory \"/etc/passwd\": not a directory in the container",
+        ),
     ];
     for (b, want) in cases {
         let err = e.rt.run_container(b.build().unwrap()).await.unwrap_err();
         assert_eq!(err.to_string(), want);
     }
+    // A failure inside the runtime library (the mount target's parent is a file): the
+    // shim reports it, reaps the library's intermediate process and removes everything.
+    let host = tempfile::tempdir().unwrap();
+    let err =
+        e.rt.run_container(
+            e.spec()
+                .cmd(["true"])
+                .volume(format!("{}:/etc/passwd/sub", host.path().display()))
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("starting container c-"),
+        "{err}"
+    );
+    assert_eq!(e.containers_left(), 0);
     let err = e.spec().memory("lots").build().unwrap_err();
     assert!(err.to_string().starts_with("invalid memory limit"));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

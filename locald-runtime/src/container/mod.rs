@@ -223,6 +223,23 @@ impl ContainerRuntime {
         let id = state::new_id().map_err(|e| Error::io("making a container id", e))?;
         let plan = config::plan_process(&spec, &source.config, &source.lowers, &id)?;
         rootfs::check_program(&source.lowers, &plan.args[0], &plan.env, &plan.cwd)?;
+        match rootfs::find_in_layers(&source.lowers, Path::new(&plan.cwd)) {
+            Some(p) if !p.is_dir() => {
+                return Err(Error::invalid(
+                    "working directory",
+                    plan.cwd.clone(),
+                    "not a directory in the container",
+                ))
+            }
+            None if spec.read_only || spec.isolation == Isolation::Safe => {
+                return Err(Error::invalid(
+                    "working directory",
+                    plan.cwd.clone(),
+                    "does not exist in the container, whose root is read-only",
+                ))
+            }
+            _ => {}
+        }
         for m in &spec.mounts {
             if let MountSource::Bind(src) = &m.source {
                 if !src.exists() {
@@ -326,6 +343,7 @@ impl ContainerRuntime {
             network: spec.network,
             ports: ports.iter().map(|p| p.container_port).collect(),
             names_dir: self.layout.names(),
+            workdir: PathBuf::from(&plan.cwd),
         };
         state::write_json(&dir.join("shim.json"), &shim_cfg)
             .map_err(io_err("writing shim.json"))?;

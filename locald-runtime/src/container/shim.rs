@@ -116,6 +116,8 @@ pub(crate) struct ShimConfig {
     /// Container ports, one per inherited listener.
     pub(crate) ports: Vec<u16>,
     pub(crate) names_dir: PathBuf,
+    /// The working directory, created in the snapshot when missing (as docker does).
+    pub(crate) workdir: PathBuf,
 }
 
 fn shim_log(msg: &str) {
@@ -342,6 +344,15 @@ fn oom_killed(id: &str) -> bool {
 fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, String> {
     rootfs::mount_rootfs(&cfg.lowers, dir, &dir.join("rootfs"), cfg.read_only)
         .map_err(|e| format!("mounting the root filesystem: {e}"))?;
+    if !cfg.read_only {
+        let cwd = dir
+            .join("rootfs")
+            .join(cfg.workdir.strip_prefix("/").unwrap_or(&cfg.workdir));
+        if !cwd.exists() {
+            std::fs::create_dir_all(&cwd)
+                .map_err(|e| format!("creating the working directory: {e}"))?;
+        }
+    }
     let lc_root = dir.join("lc");
     std::fs::create_dir_all(&lc_root)
         .map_err(|e| format!("creating {}: {e}", lc_root.display()))?;
