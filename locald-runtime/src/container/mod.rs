@@ -71,6 +71,11 @@ use state::{Layout, Phase};
 /// # let _ = status; Ok(()) }
 /// ```
 ///
+/// The handle's stdout and stderr carry the container's output as it comes (the shim
+/// also appends it to the container's log): read them, or take and drop them; output
+/// nobody reads fills the pipe and eventually blocks the container, as an attached
+/// `docker run` does. Dropping the handle leaves the container running.
+///
 /// # What a container gets
 ///
 /// Namespaces pid, mount, uts, ipc, cgroup and (unless `host`) network; docker's
