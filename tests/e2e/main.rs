@@ -545,4 +545,31 @@ mod containers {
         );
         assert_eq!(l.containers_left(), 0);
     }
+
+    #[test]
+    fn three_hundred_cli_runs_leave_nothing_behind() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let home = l.home.path().to_str().unwrap().to_owned();
+        for i in 0..300 {
+            let out = l.run(&["run", "--rm", "--memory", "32m", "--rootfs", &r, "true"]);
+            assert!(out.status.success(), "run {i}: {}", stderr(&out));
+        }
+        assert_eq!(l.containers_left(), 0);
+        let names = std::fs::read_dir(l.home.path().join("container-names"))
+            .unwrap()
+            .count();
+        assert_eq!(names, 0);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&home), "mounts left");
+        // Cgroups are checked by id in locald-runtime's leak test.
+        let mut left = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&home) {
+                left.push(entry.file_name());
+            }
+        }
+        assert!(left.is_empty(), "processes left: {left:?}");
+    }
 }
