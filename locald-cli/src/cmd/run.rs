@@ -182,6 +182,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
+    // With a terminal, keystrokes go to the container as typed (Ctrl-C included).
+    let _raw = if args.tty {
+        RawTerminal::enable()
+    } else {
+        None
+    };
     let process = handle.process();
     if let Some(mut stdin) = process.take_stdin() {
         tokio::spawn(async move {
@@ -216,4 +222,42 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let _ = Signal::TERM;
     Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
+}
+
+/// The caller's terminal in raw mode, restored when dropped.
+#[cfg(unix)]
+struct RawTerminal(nix::sys::termios::Termios);
+
+#[cfg(unix)]
+impl RawTerminal {
+    fn enable() -> Option<Self> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let original = tcgetattr(&stdin).ok()?;
+        let mut raw = original.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal(original))
+    }
+}
+
+#[cfg(unix)]
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+#[cfg(not(unix))]
+struct RawTerminal;
+
+#[cfg(not(unix))]
+impl RawTerminal {
+    fn enable() -> Option<Self> {
+        None
+    }
 }
