@@ -224,7 +224,7 @@ impl ContainerRuntime {
                 ),
             ));
         }
-        let source = rootfs::resolve_source(&spec.source)?;
+        let source = rootfs::resolve_source(&self.layout.home, &spec.source)?;
         let id = state::new_id().map_err(|e| Error::io("making a container id", e))?;
         let plan = config::plan_process(&spec, &source.config, &source.lowers, &id)?;
         rootfs::check_program(&source.lowers, &plan.args[0], &plan.env, &plan.cwd)?;

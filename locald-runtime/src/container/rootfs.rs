@@ -29,8 +29,9 @@ pub(crate) struct RootfsSource {
     pub(crate) image: Option<ImageRef>,
 }
 
-/// Turns a container source into lower directories and an image config.
-pub(crate) fn resolve_source(source: &ContainerSource) -> Result<RootfsSource> {
+/// Turns a container source into lower directories and an image config; `home` is
+/// locald's data home (where the image store lives).
+pub(crate) fn resolve_source(home: &Path, source: &ContainerSource) -> Result<RootfsSource> {
     match source {
         ContainerSource::Rootfs(dir) => {
             let meta = std::fs::metadata(dir).map_err(|e| {
@@ -56,7 +57,7 @@ pub(crate) fn resolve_source(source: &ContainerSource) -> Result<RootfsSource> {
                 image: None,
             })
         }
-        ContainerSource::Image(image) => image_layers(image),
+        ContainerSource::Image(image) => image_layers(home, image),
         _ => Err(Error::invalid(
             "container source",
             format!("{source:?}"),
@@ -67,17 +68,38 @@ pub(crate) fn resolve_source(source: &ContainerSource) -> Result<RootfsSource> {
 
 /// The unpacked layers (topmost first) and run configuration of a stored image.
 ///
-/// This is where the image store plugs in; until it does, no image is stored.
-pub(crate) fn image_layers(image: &ImageRef) -> Result<RootfsSource> {
+/// This is where the image store plugs in: look `image` up in the store under `home`,
+/// return its unpacked layer directories topmost first (overlayfs whiteouts as the
+/// kernel expects them: 0/0 character devices and `trusted.overlay.opaque`) and its
+/// config's entrypoint, cmd, env, working dir, user and exposed ports. Until then no
+/// image is stored.
+pub(crate) fn image_layers(home: &Path, image: &ImageRef) -> Result<RootfsSource> {
+    let _ = home;
     Err(Error::NotFound {
         kind: "image",
         name: image.to_string(),
     })
 }
 
+/// The topmost layer's entry for `rel`, or `None` when absent or whited out (an
+/// overlayfs whiteout is a 0/0 character device; opaque directories are not
+/// interpreted).
+fn lookup_layers(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for lower in lowers {
+        let p = lower.join(rel);
+        if let Ok(meta) = std::fs::symlink_metadata(&p) {
+            if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                return None;
+            }
+            return Some(p);
+        }
+    }
+    None
+}
+
 /// Finds `path` (absolute, inside the container) in a stack of layers, following
-/// symlinks inside the stack. Whiteouts are not interpreted: a path the image deletes
-/// in an upper layer may still be found in a lower one.
+/// symlinks inside the stack.
 pub(crate) fn find_in_layers(lowers: &[PathBuf], path: &Path) -> Option<PathBuf> {
     let mut current = PathBuf::from("/");
     let mut pending: Vec<PathBuf> = path
@@ -97,10 +119,7 @@ pub(crate) fn find_in_layers(lowers: &[PathBuf], path: &Path) -> Option<PathBuf>
         }
         let next = current.join(&part);
         let rel = next.strip_prefix("/").unwrap_or(&next);
-        let host = lowers
-            .iter()
-            .map(|l| l.join(rel))
-            .find(|p| std::fs::symlink_metadata(p).is_ok())?;
+        let host = lookup_layers(lowers, rel)?;
         let meta = std::fs::symlink_metadata(&host).ok()?;
         if meta.file_type().is_symlink() {
             hops += 1;
@@ -123,10 +142,7 @@ pub(crate) fn find_in_layers(lowers: &[PathBuf], path: &Path) -> Option<PathBuf>
         }
     }
     let rel = current.strip_prefix("/").unwrap_or(&current).to_owned();
-    lowers
-        .iter()
-        .map(|l| l.join(&rel))
-        .find(|p| std::fs::symlink_metadata(p).is_ok())
+    lookup_layers(lowers, &rel)
 }
 
 /// Checks that the container's program exists in its root filesystem, searching
@@ -277,13 +293,33 @@ mod tests {
             Some(r.join("bin/busybox"))
         );
         assert_eq!(find_in_layers(&lowers, Path::new("/nope")), None);
+        // An upper layer's whiteout hides the lower layer's file (making one needs root).
+        if testing_is_root() {
+            let upper = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(upper.path().join("bin")).unwrap();
+            nix::sys::stat::mknod(
+                &upper.path().join("bin/busybox"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .unwrap();
+            let stack = vec![upper.path().to_owned(), r.to_owned()];
+            assert_eq!(find_in_layers(&stack, Path::new("/bin/sh")), None);
+        }
+    }
+
+    fn testing_is_root() -> bool {
+        nix::unistd::geteuid().is_root()
     }
 
     #[test]
     fn images_are_not_stored_yet() {
         let source = ContainerSource::Image("busybox".parse().unwrap());
         assert_eq!(
-            resolve_source(&source).unwrap_err().to_string(),
+            resolve_source(Path::new("/nonexistent"), &source)
+                .unwrap_err()
+                .to_string(),
             "no such image: docker.io/library/busybox:latest"
         );
     }
