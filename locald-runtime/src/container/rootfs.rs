@@ -225,13 +225,27 @@ pub(crate) fn mount_rootfs(
         upper.display(),
         work.display()
     );
-    match mount(
+    // `volatile` (Linux 5.10+): the upper layer is not synced to disk on unmount. A
+    // container's writes are scratch data; syncing them made every container exit
+    // wait for the host's whole writeback queue. Older kernels refuse the option.
+    let volatile = format!("{data},volatile");
+    let mounted = mount(
         Some("overlay"),
         target,
         Some("overlay"),
         MsFlags::empty(),
-        Some(data.as_str()),
-    ) {
+        Some(volatile.as_str()),
+    )
+    .or_else(|_| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+    });
+    match mounted {
         Ok(()) => Ok(()),
         Err(_) => {
             // No overlayfs here (or an unsupported lower filesystem): copy.
