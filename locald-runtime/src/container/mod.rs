@@ -81,7 +81,9 @@ use state::{Layout, Phase};
 /// Namespaces pid, mount, uts, ipc, cgroup and (unless `host`) network; docker's
 /// default capability set; docker's masked and read-only `/proc` paths; an overlayfs
 /// snapshot of its root (the lower directories are never written; the upper layer is
-/// removed with the container); `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+/// removed with the container, and mounted `volatile` where the kernel allows, so its
+/// writes are never synced to disk: a host crash may lose a stopped container's
+/// changes); `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
 /// from its state directory; a cgroup `/locald/<id>` with the memory (swap included),
 /// CPU quota and pids limits; `RLIMIT_NOFILE` clamped to the caller's hard limit.
 ///
