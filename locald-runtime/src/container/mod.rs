@@ -689,6 +689,14 @@ impl Runtime for ContainerRuntime {
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
         let (_, dir) = self.dir(id)?;
         if !state::shim_alive(&dir) {
+            // No supervisor: if its init outlived it, end that.
+            if let Ok(st) = state::read_state(&dir) {
+                if let (Phase::Running, Some(pid), Some(start)) = (st.phase, st.pid, st.pid_start) {
+                    if state::process_start_time(pid) == Some(start) {
+                        let _ = sys::kill(pid, Signal::KILL);
+                    }
+                }
+            }
             return Ok(());
         }
         let _ = self.signal(&dir, Signal::TERM);
