@@ -6,7 +6,7 @@
 //!
 //! | platform | backend | where Linux work runs |
 //! |---|---|---|
-//! | Linux, WSL2 | [`native::ProcessRuntime`] (containers to come) | the host kernel |
+//! | Linux, WSL2 | [`native::ContainerRuntime`] (host commands and containers) | the host kernel |
 //! | macOS | [`native::ProcessRuntime`] for commands; [`lima`] for containers | the `locald-vm` Lima VM |
 //! | Windows | [`wsl`] | a WSL2 distribution |
 //!
@@ -43,8 +43,10 @@ use serde::Serialize;
 
 /// The runtime for the platform this program runs on.
 ///
-/// On Linux, WSL2, WSL1 and macOS this is the host-process runtime; on Windows, the
-/// WSL2 runtime.
+/// On Linux and WSL2 this is the container runtime (host commands and OCI containers;
+/// call [`native::run_if_requested`] first thing in `main` so that this executable can
+/// serve as the container shim); on WSL1 and macOS the host-process runtime; on
+/// Windows, the WSL2 runtime.
 pub fn runtime() -> Result<Arc<dyn Runtime>> {
     runtime_for(Platform::detect())
 }
@@ -58,6 +60,8 @@ pub fn runtime_for(platform: Platform) -> Result<Arc<dyn Runtime>> {
             runtime: "locald".into(),
             platform,
         }),
+        #[cfg(target_os = "linux")]
+        Platform::Linux | Platform::Wsl2 => Ok(Arc::new(native::ContainerRuntime::new())),
         _ => Ok(Arc::new(native::ProcessRuntime::new())),
     }
 }
@@ -90,10 +94,11 @@ pub fn backends(platform: Platform) -> Vec<BackendStatus> {
     };
     let container = BackendStatus {
         name: "container",
-        available: false,
+        available: cfg!(target_os = "linux")
+            && matches!(platform, Platform::Linux | Platform::Wsl2),
         detail: match platform {
             Platform::Linux | Platform::Wsl2 => {
-                "OCI containers on libcontainer are not built yet".into()
+                "OCI containers on libcontainer, in a per-container shim (needs root)".into()
             }
             Platform::Wsl1 => {
                 "WSL1 has no namespaces or cgroups; convert the distribution to WSL2".into()
@@ -128,8 +133,14 @@ mod tests {
 
     #[test]
     fn picks_a_backend_per_platform() {
-        assert_eq!(runtime_for(Platform::Linux).unwrap().info().name, "process");
-        assert_eq!(runtime_for(Platform::Wsl2).unwrap().info().name, "process");
+        let native = if cfg!(target_os = "linux") {
+            "container"
+        } else {
+            "process"
+        };
+        assert_eq!(runtime_for(Platform::Linux).unwrap().info().name, native);
+        assert_eq!(runtime_for(Platform::Wsl2).unwrap().info().name, native);
+        assert_eq!(runtime_for(Platform::Macos).unwrap().info().name, "process");
         assert_eq!(runtime_for(Platform::Windows).unwrap().info().name, "wsl");
         assert!(runtime_for(Platform::Other).unwrap_err().is_unsupported());
     }

@@ -16,7 +16,8 @@ pub(crate) const EXIT_LOCALD_ERROR: u8 = 125;
 #[command(name = "locald", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Give it before the subcommand: after `run`, `-v` mounts a volume, as in docker.
+    #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
     /// Work through the locald daemon at this address (unix:///path or
@@ -39,7 +40,8 @@ enum Commands {
     /// Show the platform, the backends and kernel features available here, and where
     /// locald keeps its data.
     Info(cmd::info::Args),
-    /// Run a host command through the locald runtime and exit with its exit code.
+    /// Run a command on the host (`exec -- CMD`) or in a running container
+    /// (`exec CONTAINER CMD`) and exit with its exit code.
     Exec(cmd::exec::Args),
     /// Pull an image from a registry.
     Pull(cmd::image::PullArgs),
@@ -58,6 +60,20 @@ enum Commands {
     Login(cmd::login::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(cmd::login::LogoutArgs),
+    /// Run a container and exit with its exit code (like `docker run`).
+    Run(Box<cmd::run::Args>),
+    /// List containers.
+    Ps(cmd::ps::Args),
+    /// Print a container's output.
+    Logs(cmd::logs::Args),
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(cmd::stop::Args),
+    /// Send a signal to containers.
+    Kill(cmd::kill::Args),
+    /// Remove containers.
+    Rm(cmd::rm::Args),
+    /// Show a container's details as JSON.
+    Inspect(cmd::inspect::Args),
     /// Serve the runtime over the daemon API, or tell whether a daemon runs.
     Daemon(cmd::daemon::Args),
 }
@@ -116,6 +132,13 @@ pub(crate) fn main() -> ExitCode {
             Commands::Import(args) => cmd::image::import(args, host).await,
             Commands::Login(args) => cmd::login::login(args).await,
             Commands::Logout(args) => cmd::login::logout(args).await,
+            Commands::Run(args) => cmd::run::run(*args, host).await,
+            Commands::Ps(args) => cmd::ps::run(args, host).await,
+            Commands::Logs(args) => cmd::logs::run(args, host).await,
+            Commands::Stop(args) => cmd::stop::run(args, host).await,
+            Commands::Kill(args) => cmd::kill::run(args, host).await,
+            Commands::Rm(args) => cmd::rm::run(args, host).await,
+            Commands::Inspect(args) => cmd::inspect::run(args, host).await,
         }
     });
     // A blocking stdin reader may still wait for input nobody will send: do not wait

@@ -9,5 +9,8 @@ mod cli;
 mod cmd;
 
 fn main() -> ExitCode {
+    // `locald __locald-shim ...` is the container shim: it must run before anything
+    // else starts a thread.
+    locald::native::run_if_requested();
     cli::main()
 }

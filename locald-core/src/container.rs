@@ -955,6 +955,28 @@ pub struct ContainerSummary {
     pub labels: BTreeMap<String, String>,
     /// Its published ports, with the host ports actually bound.
     pub ports: Vec<PortMapping>,
+    /// True when the kernel's out-of-memory killer ended it (its memory limit was hit).
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+impl ContainerSummary {
+    /// A summary with the given id, name and state; every other field empty. Backends
+    /// fill in the rest field by field.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, state: ContainerState) -> Self {
+        ContainerSummary {
+            id: id.into(),
+            name: name.into(),
+            image: None,
+            command: Vec::new(),
+            state,
+            created: 0,
+            pid: None,
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+            oom_killed: false,
+        }
+    }
 }
 
 /// A started container: its id and name, and its main process (stdio pipes, wait,

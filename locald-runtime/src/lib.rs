@@ -2,8 +2,10 @@
 //!
 //! [`ProcessRuntime`] runs host commands (RFC phase 1): on Linux and macOS alike, each
 //! command in its own process group so that a timeout, a kill or dropping its handle
-//! reaches everything it started. Containers on Linux come in a later phase; until then
-//! `run_container` returns [`Error::Unsupported`](locald_core::Error::Unsupported).
+//! reaches everything it started. On Linux, `ContainerRuntime` also runs OCI
+//! containers with youki's `libcontainer`, each created and supervised by a small shim
+//! process; elsewhere its container calls return
+//! [`Error::Unsupported`](locald_core::Error::Unsupported).
 //!
 //! ```
 //! use locald_core::{Command, Runtime};
@@ -19,6 +21,10 @@
 //! # Ok::<(), locald_core::Error>(()) }).unwrap();
 //! ```
 
+#[cfg(target_os = "linux")]
+mod container;
+#[cfg(not(target_os = "linux"))]
+mod container_other;
 pub mod host;
 #[cfg(target_os = "linux")]
 pub mod image;
@@ -27,5 +33,11 @@ mod process;
 mod process_unix;
 #[cfg(unix)]
 mod sys;
+#[cfg(target_os = "linux")]
+pub mod testing;
 
+#[cfg(target_os = "linux")]
+pub use container::{run_if_requested, shim_main, ContainerRuntime, ImageConfig, SHIM_ARG};
+#[cfg(not(target_os = "linux"))]
+pub use container_other::{run_if_requested, shim_main, ContainerRuntime, ImageConfig, SHIM_ARG};
 pub use process::ProcessRuntime;

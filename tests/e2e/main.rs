@@ -274,10 +274,10 @@ fn info_json_reports_this_machine() {
     assert_eq!(info["arch"], std::env::consts::ARCH);
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(info["kernel"], release.trim());
-    assert_eq!(info["runtime"]["name"], "process");
+    assert_eq!(info["runtime"]["name"], "container");
     assert_eq!(
         info["runtime"]["capabilities"],
-        serde_json::json!(["commands", "images"])
+        serde_json::json!(["commands", "containers", "images", "exec", "safe-mode"])
     );
     assert_eq!(info["data_home"], l.home.path().to_str().unwrap());
     let backends: Vec<_> = info["backends"]
@@ -295,7 +295,7 @@ fn info_json_reports_this_machine() {
         backends,
         [
             ("process", true),
-            ("container", false),
+            ("container", true),
             ("lima", false),
             ("wsl", false)
         ]
@@ -323,7 +323,7 @@ fn info_text_is_readable() {
     let text = stdout(&out);
     for needle in [
         "Platform:",
-        "Runtime:       process",
+        "Runtime:       container",
         "Backends:",
         "cgroups",
         "Data:",
@@ -725,3 +725,226 @@ through_daemon!(
     import_a_directory_and_load_a_layout,
     login_stores_private_credentials_and_pull_uses_them,
 );
+/// Containers: Linux only, and they need root (CI runs as root).
+#[cfg(target_os = "linux")]
+mod containers {
+    use super::*;
+
+    #[allow(clippy::print_stderr)]
+    fn rootfs() -> Option<String> {
+        if !locald::native::testing::is_root() {
+            eprintln!("SKIP: container tests need root (CI runs them as root)");
+            return None;
+        }
+        let dir = locald::native::testing::shared_busybox_rootfs().expect("busybox rootfs");
+        Some(dir.to_str().unwrap().to_owned())
+    }
+
+    impl Locald {
+        fn containers_left(&self) -> usize {
+            std::fs::read_dir(self.home.path().join("containers"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        }
+    }
+
+    #[test]
+    fn run_prints_output_and_exits_with_the_container_code() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let out = l.run(&[
+            "run",
+            "--rm",
+            "--rootfs",
+            &r,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ]);
+        assert_eq!(stdout(&out), "out\n");
+        assert_eq!(stderr(&out), "err\n");
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(l.containers_left(), 0);
+        // A container killed by signal N exits 128 + N, like docker.
+        let mut child = l
+            .cmd(&[
+                "run",
+                "--rm",
+                "--name",
+                "victim",
+                "--rootfs",
+                &r,
+                "sh",
+                "-c",
+                "echo up; exec sleep 100",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "up\n");
+        assert!(l.run(&["kill", "victim"]).status.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+        assert_eq!(l.containers_left(), 0);
+    }
+
+    #[test]
+    fn run_never_mixes_locald_logs_into_container_output() {
+        let Some(r) = rootfs() else { return };
+        let out = Locald::new().run(&["-vvv", "run", "--rm", "--rootfs", &r, "echo", "clean"]);
+        assert_eq!(stdout(&out), "clean\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    #[test]
+    fn run_flags_reach_the_container() {
+        let Some(r) = rootfs() else { return };
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("f"), "hostfile\n").unwrap();
+        let vol = format!("{}:/h:ro", host.path().display());
+        let out = Locald::new().run(&[
+            "run", "--rm", "--rootfs", &r, "-e", "A=1", "-v", &vol, "--tmpfs", "/scratch",
+            "--user", "app", "--workdir", "/tmp", "--hostname", "h1", "--network", "none",
+            "--memory", "32m", "--cpus", "0.5", "--pids-limit", "50", "--read-only",
+            "sh", "-c", "echo $A $(id -un) $(pwd) $(hostname) $(cat /h/f) $(ls /sys/class/net); touch /x 2>/dev/null || echo ro",
+        ]);
+        assert_eq!(
+            stdout(&out),
+            "1 app /tmp h1 hostfile lo\nro\n",
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    #[test]
+    fn run_interactive_forwards_stdin() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let mut child = l
+            .cmd(&["run", "--rm", "-i", "--rootfs", &r, "tr", "a-z", "A-Z"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(stdout(&out), "SHOUT\n");
+    }
+
+    #[test]
+    fn detached_container_life_cycle() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let out = l.run(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--rootfs",
+            &r,
+            "sh",
+            "-c",
+            "echo started; exec sleep 100",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id = stdout(&out).trim().to_owned();
+        assert_eq!(id.len(), 64);
+        let ps = stdout(&l.run(&["ps"]));
+        assert!(ps.contains("web") && ps.contains("running"), "{ps}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&l.run(&["ps", "--json"]).stdout).unwrap();
+        assert_eq!(json[0]["name"], "web");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stdout(&l.run(&["logs", "web"])).contains("started") {
+            assert!(Instant::now() < deadline, "no logs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // `exec CONTAINER CMD` runs in the container; `exec -- CMD` on the host.
+        let out = l.run(&["exec", "web", "sh", "-c", "cat /proc/1/cmdline; exit 3"]);
+        assert_eq!(stdout(&out), "sleep\x00100\x00");
+        assert_eq!(out.status.code(), Some(3));
+        let out = l.run(&["exec", "--", "echo", "host"]);
+        assert_eq!(stdout(&out), "host\n");
+        let inspect: serde_json::Value =
+            serde_json::from_slice(&l.run(&["inspect", &id[..8]]).stdout).unwrap();
+        assert_eq!(inspect["id"], id);
+        let out = l.run(&["rm", "web"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
+        let out = l.run(&["kill", "-s", "TERM", "web"]);
+        assert!(out.status.success());
+        let out = l.run(&["stop", "-t", "1", "web"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let ps = stdout(&l.run(&["ps", "-a"]));
+        assert!(ps.contains("killed (SIGKILL)"), "{ps}");
+        assert!(l.run(&["rm", "web"]).status.success());
+        assert_eq!(l.containers_left(), 0);
+        let out = l.run(&["logs", "web"]);
+        assert_eq!(stderr(&out), "locald: no such container: web\n");
+    }
+
+    #[test]
+    fn run_bad_inputs_are_clear_and_leave_nothing() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let busy = format!("{port}:80");
+        let cases: Vec<(Vec<&str>, i32, String)> = vec![
+            (vec!["-v", "/no/such/dir:/x"], 125, "locald: invalid mount \"/no/such/dir\": the host path does not exist\n".into()),
+            (vec!["--memory", "12q"], 125, "locald: invalid memory limit \"12q\": unknown unit; use b, k, m, g, t or p\n".into()),
+            (vec!["-p", &busy], 125, format!("locald: invalid port mapping \"{port}:80/tcp\": host port {port} is already in use\n")),
+            (vec!["--network", "bogus"], 2, String::new()),
+        ];
+        for (flags, code, want) in cases {
+            let mut args = vec!["run", "--rm", "--rootfs", &r];
+            args.extend(flags.iter().copied());
+            args.push("true");
+            let out = l.run(&args);
+            assert_eq!(out.status.code(), Some(code), "{flags:?}: {}", stderr(&out));
+            if !want.is_empty() {
+                assert_eq!(stderr(&out), want);
+            }
+        }
+        let out = l.run(&["run", "--rm", "--rootfs", &r, "no-such-command"]);
+        assert_eq!(out.status.code(), Some(127));
+        assert_eq!(stderr(&out), "locald: program not found: no-such-command\n");
+        let out = l.run(&["run", "--rm", "busybox", "true"]);
+        assert_eq!(
+            stderr(&out),
+            "locald: no such image: docker.io/library/busybox:latest\n"
+        );
+        assert_eq!(l.containers_left(), 0);
+    }
+
+    #[test]
+    fn three_hundred_cli_runs_leave_nothing_behind() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let home = l.home.path().to_str().unwrap().to_owned();
+        for i in 0..300 {
+            let out = l.run(&["run", "--rm", "--memory", "32m", "--rootfs", &r, "true"]);
+            assert!(out.status.success(), "run {i}: {}", stderr(&out));
+        }
+        assert_eq!(l.containers_left(), 0);
+        let names = std::fs::read_dir(l.home.path().join("container-names"))
+            .unwrap()
+            .count();
+        assert_eq!(names, 0);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&home), "mounts left");
+        // Cgroups are checked by id in locald-runtime's leak test.
+        let mut left = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&home) {
+                left.push(entry.file_name());
+            }
+        }
+        assert!(left.is_empty(), "processes left: {left:?}");
+    }
+}

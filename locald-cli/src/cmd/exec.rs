@@ -1,4 +1,8 @@
-//! `locald exec`: run a host command through the runtime, streaming its output.
+//! `locald exec`: run a command on the host (`locald exec -- CMD`) or in a running
+//! container (`locald exec CONTAINER CMD`), streaming its output.
+//!
+//! The split: when the first word after the options names a container and no `--`
+//! comes before it, the command runs in that container; otherwise on the host.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -16,7 +20,8 @@ itself failed.
 Examples:
   locald exec -- uname -a
   locald exec --env GREETING=hi -- sh -c 'echo $GREETING'
-  locald exec --timeout 5s -- make test")]
+  locald exec --timeout 5s -- make test
+  locald exec web cat /etc/hostname      (in the running container \"web\")")]
 pub(crate) struct Args {
     /// Set an environment variable (KEY=VALUE), or pass one through from here (KEY).
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
@@ -33,6 +38,10 @@ pub(crate) struct Args {
     /// Forward this process's stdin to the command.
     #[arg(short, long)]
     interactive: bool,
+
+    /// Allocate a terminal (containers only; not supported yet for exec).
+    #[arg(short = 'T', long)]
+    tty: bool,
 
     /// The program and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -94,7 +103,7 @@ fn build_command(args: &Args) -> anyhow::Result<Command> {
     Ok(cmd)
 }
 
-async fn pump(
+pub(crate) async fn pump(
     from: Option<impl AsyncRead + Unpin>,
     mut to: impl AsyncWrite + Unpin,
 ) -> std::io::Result<()> {
@@ -110,15 +119,46 @@ async fn pump(
     Ok(())
 }
 
+/// True when `--` came before the command on the command line: a host command.
+fn dashdash_given() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == "exec") else {
+        return false;
+    };
+    args[at + 1..]
+        .iter()
+        .find(|a| !a.starts_with('-') || *a == "--")
+        .is_some_and(|a| a == "--")
+}
+
 pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
-    let command = build_command(&args)?;
     let runtime = crate::cli::runtime(host).await?;
+    let mut target = None;
+    if args.command.len() >= 2
+        && !dashdash_given()
+        && runtime.info().supports(locald::Capability::Exec)
+    {
+        if let Ok(c) = runtime.inspect_container(&args.command[0]).await {
+            target = Some(c.id);
+        }
+    }
+    let mut args = args;
+    if target.is_some() {
+        args.command.remove(0);
+        if args.tty {
+            bail!("a terminal for exec is not supported yet; run without -t");
+        }
+    }
+    let command = build_command(&args)?;
     // The command leads its own process group, so a Ctrl-C at the terminal reaches
     // only locald: pass the usual termination signals on. Installed before the command
     // starts so that no signal can arrive in between and kill locald instead.
     let mut signals = Signals::new()?;
     tracing::info!(program = command.get_program(), runtime = %runtime.info().name, "exec");
-    let mut process = runtime.spawn(command).await?;
+    let mut process = match &target {
+        Some(id) => runtime.exec(id, command).await?,
+        None => runtime.spawn(command).await?,
+    };
 
     if let Some(mut stdin) = process.take_stdin() {
         tokio::spawn(async move {
@@ -150,7 +190,7 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
 
 /// The termination signals locald passes on to the command it runs.
 #[cfg(unix)]
-struct Signals {
+pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -158,7 +198,7 @@ struct Signals {
 
 #[cfg(unix)]
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
             int: signal(SignalKind::interrupt())?,
@@ -167,7 +207,7 @@ impl Signals {
         })
     }
 
-    async fn recv(&mut self) -> Signal {
+    pub(crate) async fn recv(&mut self) -> Signal {
         tokio::select! {
             _ = self.int.recv() => Signal::INT,
             _ = self.term.recv() => Signal::TERM,
@@ -177,15 +217,15 @@ impl Signals {
 }
 
 #[cfg(not(unix))]
-struct Signals;
+pub(crate) struct Signals;
 
 #[cfg(not(unix))]
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         Ok(Signals)
     }
 
-    async fn recv(&mut self) -> Signal {
+    pub(crate) async fn recv(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
         Signal::INT
     }

@@ -238,6 +238,17 @@ pub(crate) async fn import(
     reference: &ImageRef,
     progress: &Option<ProgressSender>,
 ) -> Result<ImageSummary> {
+    import_with(store, rootfs, reference, progress, None).await
+}
+
+/// [`import`], with a default command.
+pub(crate) async fn import_with(
+    store: &Store,
+    rootfs: &Path,
+    reference: &ImageRef,
+    progress: &Option<ProgressSender>,
+    cmd: Option<Vec<String>>,
+) -> Result<ImageSummary> {
     let meta =
         fs::metadata(rootfs).map_err(|e| Error::io(format!("reading {}", rootfs.display()), e))?;
     let layer_file = store.temp_file()?;
@@ -323,7 +334,7 @@ pub(crate) async fn import(
         "created": now,
         "architecture": WantedPlatform::parse(None)?.arch,
         "os": "linux",
-        "config": { "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] },
+        "config": { "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd },
         "rootfs": { "type": "layers", "diff_ids": [record.diff_id.to_string()] },
         "history": [{ "created": now, "created_by": "locald import" }],
     });

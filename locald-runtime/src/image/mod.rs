@@ -15,6 +15,7 @@
 //! ```
 
 mod auth;
+mod builtin;
 mod digest;
 mod layout;
 mod manifest;
@@ -27,6 +28,7 @@ mod unpack;
 use std::path::{Path, PathBuf};
 
 pub use auth::{AuthSources, Credentials};
+pub use builtin::BUILTIN_IMAGE;
 pub use digest::Digest;
 use locald_core::{Error, ImageRef, ImageSummary, Paths, PruneReport, PullOptions, Result};
 pub use manifest::ImageConfig;
@@ -57,7 +59,11 @@ impl ImageStore {
     /// The store under `$LOCALD_HOME/images`, with CA certificates from
     /// `$LOCALD_HOME/certs.d/<host:port>/*.crt` and the standard credential files.
     pub fn open(paths: &Paths) -> Result<ImageStore> {
-        let home = paths.data_home();
+        Self::open_home(paths.data_home())
+    }
+
+    /// The store of the locald data home `home` (see [`ImageStore::open`]).
+    pub fn open_home(home: &Path) -> Result<ImageStore> {
         Ok(ImageStore {
             store: Store::open(home.join("images"))?,
             registry: RegistryConfig {
@@ -84,6 +90,9 @@ impl ImageStore {
     /// Pulls an image: manifest (picking the platform from an index), config, and every
     /// layer not already stored, verified and unpacked.
     pub async fn pull(&self, reference: &ImageRef, options: PullOptions) -> Result<ImageSummary> {
+        if reference.to_string() == BUILTIN_IMAGE {
+            return self.ensure_builtin().await;
+        }
         let _working = self.work_lock().await?;
         pull::pull(&self.store, reference, &options, &self.registry).await
     }
@@ -93,6 +102,21 @@ impl ImageStore {
         tokio::task::spawn_blocking(move || store.work_lock())
             .await
             .map_err(|e| Error::io("waiting for the image store", std::io::Error::other(e)))?
+    }
+
+    /// Makes the built-in image ([`BUILTIN_IMAGE`]) from the host's programs if it is not
+    /// stored yet; no registry is involved.
+    pub async fn ensure_builtin(&self) -> Result<ImageSummary> {
+        let reference: ImageRef = BUILTIN_IMAGE.parse().expect("the built-in name parses");
+        if let Some(record) = self.store.get(&reference)? {
+            return Ok(record.summary(reference));
+        }
+        let _working = self.work_lock().await?;
+        let dir = self.store.temp_dir("builtin-")?;
+        let root = dir.path().join("rootfs");
+        let what = builtin::make_rootfs(&root)?;
+        tracing::info!(image = BUILTIN_IMAGE, from = what, "made the built-in image");
+        layout::import_with(&self.store, &root, &reference, &None, Some(vec!["sh".to_owned()])).await
     }
 
     /// Every stored image.

@@ -1,0 +1,78 @@
+//! The SDK path of a container: `run_container` of `/bin/true` on a busybox root,
+//! then wait, then remove; timed per iteration, median printed.
+//!
+//! A custom timing binary rather than criterion: each iteration forks a shim and a
+//! container and the numbers are compared with whole-process peers (`crun run`,
+//! `runc run`) that `scripts/bench-containers` times with hyperfine in the same run.
+//!
+//! It is also how an embedder runs containers: `run_if_requested()` first in `main`,
+//! so that this executable serves as its own container shim.
+//!
+//! Environment: `LOCALD_BENCH_ITERS` (default 200; 3 when run as a test),
+//! `LOCALD_BENCH_ROOTFS` (default: the shared busybox fixture). Prints
+//! `sdk_run_true_median_ms <value>` on the last line.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("SKIP: containers need Linux");
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    use std::time::Instant;
+
+    use locald::{native, ContainerSpec, Runtime};
+
+    native::run_if_requested();
+    if !native::testing::is_root() {
+        eprintln!("SKIP: the container benchmark needs root");
+        return;
+    }
+    let as_bench = std::env::args().any(|a| a == "--bench");
+    let iters: usize = std::env::var("LOCALD_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if as_bench { 200 } else { 3 });
+    let rootfs = match std::env::var_os("LOCALD_BENCH_ROOTFS") {
+        Some(p) => p.into(),
+        None => native::testing::shared_busybox_rootfs().expect("busybox rootfs"),
+    };
+    let home = tempfile::tempdir().expect("a temporary home");
+    let rt = native::ContainerRuntime::with_home(home.path());
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut times = Vec::with_capacity(iters);
+    tokio.block_on(async {
+        for i in 0..iters + 3 {
+            let spec = ContainerSpec::builder_from_rootfs(&rootfs)
+                .cmd(["/bin/true"])
+                .network(locald::NetworkMode::None)
+                .build()
+                .expect("a valid spec");
+            let start = Instant::now();
+            let mut handle = rt.run_container(spec).await.expect("run_container");
+            let status = handle.wait().await.expect("wait");
+            let id = handle.id().to_owned();
+            drop(handle);
+            rt.remove_container(&id, false).await.expect("remove");
+            let elapsed = start.elapsed();
+            assert!(status.success(), "{status}");
+            if i >= 3 {
+                times.push(elapsed.as_secs_f64() * 1000.0);
+            }
+        }
+    });
+    times.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    let median = times[times.len() / 2];
+    println!(
+        "sdk run_container(/bin/true) -> wait -> remove: {} runs, min {:.2} ms, median {:.2} ms",
+        times.len(),
+        times[0],
+        median
+    );
+    println!("sdk_run_true_median_ms {median:.3}");
+}

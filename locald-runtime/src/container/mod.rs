@@ -1,0 +1,952 @@
+//! OCI containers on Linux with youki's `libcontainer`, in process, without a runc
+//! binary.
+//!
+//! The flow of [`ContainerRuntime::run_container`](locald_core::Runtime::run_container):
+//!
+//! 1. the root filesystem source is resolved to read-only lower directories and an
+//!    image config ([`rootfs`], the seam with the image store);
+//! 2. everything that can be checked is checked in the caller, before anything is
+//!    created: the user, the program, bind sources, published ports (bound here, so a
+//!    port in use is an error naming it);
+//! 3. the state directory is written: `state.json`, the OCI `config.json`, `shim.json`,
+//!    `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`;
+//! 4. the shim ([`shim`]) is started: it mounts the overlay, creates and starts the
+//!    container with the runtime library, reports `ok <pid>` or an error, then
+//!    supervises the container until it exits and cleans up.
+
+pub(crate) mod cgroups;
+pub(crate) mod config;
+pub(crate) mod logs;
+pub(crate) mod net;
+pub(crate) mod rootfs;
+pub(crate) mod shim;
+pub(crate) mod state;
+mod sys;
+
+use std::{
+    collections::HashMap,
+    io,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use locald_core::{
+    Capability, Command, ContainerHandle, ContainerSpec, ContainerState, ContainerSummary, Error,
+    ExitStatus, Isolation, LogChunks, LogOptions, LogStream, MountSource, Paths, Platform, Process,
+    ProcessControl, Protocol, Result, Runtime, RuntimeInfo, Signal, Stdin, Stdio,
+};
+use tokio::io::AsyncReadExt;
+
+pub use config::ImageConfig;
+pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
+
+use state::{Layout, Phase};
+
+/// Runs host commands and OCI containers on this Linux host (needs root).
+///
+/// Containers are created and supervised by a shim process (see
+/// [`run_if_requested`]); their state lives under `$LOCALD_HOME/containers`, so any
+/// locald process on the machine can list, inspect, stop, kill, remove or read the
+/// logs of any container.
+///
+/// ```no_run
+/// use locald_core::{ContainerSpec, Runtime};
+/// use locald_runtime::ContainerRuntime;
+///
+/// # async fn demo() -> locald_core::Result<()> {
+/// // First thing in main: this executable is also the container shim.
+/// locald_runtime::run_if_requested();
+/// let runtime = ContainerRuntime::new();
+/// let spec = ContainerSpec::builder_from_rootfs("/srv/rootfs")
+///     .cmd(["sh", "-c", "echo hello"])
+///     .memory("64m")
+///     .build()?;
+/// let mut container = runtime.run_container(spec).await?;
+/// let status = container.wait().await?;
+/// runtime.remove_container(container.id(), false).await?;
+/// # let _ = status; Ok(()) }
+/// ```
+///
+/// The handle's stdout and stderr carry the container's output as it comes (the shim
+/// also appends it to the container's log): read them, or take and drop them; output
+/// nobody reads fills the pipe and eventually blocks the container, as an attached
+/// `docker run` does. Dropping the handle leaves the container running.
+///
+/// # What a container gets
+///
+/// Namespaces pid, mount, uts, ipc, cgroup and (unless `host`) network; docker's
+/// default capability set; docker's masked and read-only `/proc` paths; an overlayfs
+/// snapshot of its root (the lower directories are never written; the upper layer is
+/// removed with the container, and mounted `volatile` where the kernel allows, so its
+/// writes are never synced to disk: a host crash may lose a stopped container's
+/// changes); `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+/// from its state directory; a cgroup `/locald/<id>` with the memory (swap included),
+/// CPU quota and pids limits; `RLIMIT_NOFILE` clamped to the caller's hard limit.
+///
+/// # Networks
+///
+/// `none` and `private` both give the container its own network namespace with only
+/// loopback, brought up. On `private`, published ports are bound on the host (default
+/// `127.0.0.1`) by the caller and served by the shim, which connects each client to the
+/// container port on the container's loopback from inside its namespace. No bridge,
+/// veth or NAT rules are created, so nothing survives a crash; the price is no UDP, no
+/// outbound network, and servers see clients as `127.0.0.1`. `host` shares the host's
+/// network namespace.
+///
+/// # Safe Mode
+///
+/// [`Isolation::Safe`] adds, on top of the defaults:
+///
+/// * every capability dropped (bounding, effective, permitted, inheritable, ambient):
+///   `CapEff` is 0 even for container root;
+/// * `no_new_privileges`: setuid binaries and file capabilities grant nothing;
+/// * a seccomp filter that answers `EPERM` to the calls docker's default profile
+///   refuses: `unshare`, `setns`, `clone` with namespace flags (and `clone3` with
+///   `ENOSYS`, so libc falls back to the checked `clone`), `mount`, `umount2`,
+///   `pivot_root`, the new mount API, `keyctl`/`add_key`/`request_key`, `ptrace`,
+///   `process_vm_readv/writev`, `kcmp`, kernel modules, `kexec`, `reboot`, `swapon`,
+///   clock and time setting, `bpf`, `perf_event_open`, `userfaultfd`,
+///   `open_by_handle_at`, `iopl`/`ioperm`, `quotactl`, `syslog`, `acct` and a few
+///   obsolete calls;
+/// * a read-only root filesystem with a writable tmpfs `/tmp` (64 MiB);
+/// * the private network (the host network is refused);
+/// * a user namespace mapping container uid/gid 0..65535 to host 1000000..1065535,
+///   when the kernel allows user namespaces and the state directory and root
+///   filesystem are reachable by that uid (every ancestor directory searchable by
+///   others); otherwise container root stays host root, without capabilities.
+///
+/// What it protects against: a process in the container gaining privileges through
+/// capabilities or setuid files, reconfiguring the kernel, loading modules, tracing
+/// other processes, escaping through new namespaces or mounts, writing to its image,
+/// exhausting host memory or pids when limits are set, and (with the user namespace)
+/// acting as host root if it does escape.
+///
+/// What it does not protect against: kernel bugs reachable through the system calls
+/// that stay allowed (a shared kernel is not a VM boundary); reading whatever is
+/// bind-mounted in; CPU, memory and pids exhaustion unless limits are given; denial
+/// of service through the published ports; side channels; data written to `/tmp` or
+/// volumes; files readable by "others" on the host if the user namespace could not be
+/// used and something is bind-mounted. There is no AppArmor or SELinux profile, and
+/// `/sys` is the host's (read-only bind) inside a user namespace.
+#[derive(Debug, Clone)]
+pub struct ContainerRuntime {
+    layout: Layout,
+    shim: Option<PathBuf>,
+    platform: Platform,
+    images: std::sync::OnceLock<crate::image::ImageStore>,
+}
+
+impl Default for ContainerRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ContainerRuntime {
+    /// The image store in this runtime's data home, opened on first use.
+    pub fn images(&self) -> Result<&crate::image::ImageStore> {
+        if let Some(store) = self.images.get() {
+            return Ok(store);
+        }
+        let store = crate::image::ImageStore::open_home(&self.layout.home)?;
+        Ok(self.images.get_or_init(|| store))
+    }
+
+    /// A runtime keeping its state in locald's data home (`$LOCALD_HOME`, ...).
+    pub fn new() -> Self {
+        Self::with_home(Paths::from_process_env().data_home())
+    }
+
+    /// A runtime keeping its state under `home`.
+    pub fn with_home(home: impl Into<PathBuf>) -> Self {
+        ContainerRuntime {
+            layout: Layout { home: home.into() },
+            shim: None,
+            platform: Platform::detect(),
+            images: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Uses `program` as the shim (default: this executable when it called
+    /// [`run_if_requested`], else `$LOCALD_SHIM`, else `locald-shim` or `locald` next
+    /// to this executable or on `PATH`).
+    pub fn shim_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.shim = Some(program.into());
+        self
+    }
+
+    /// Where this runtime keeps its state.
+    pub fn home(&self) -> &Path {
+        &self.layout.home
+    }
+
+    fn find_shim(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.shim {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os("LOCALD_SHIM") {
+            return Ok(PathBuf::from(p));
+        }
+        if shim::registered() {
+            return Ok(PathBuf::from("/proc/self/exe"));
+        }
+        let mut dirs = Vec::new();
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(d) = exe.parent() {
+                dirs.push(d.to_owned());
+                if let Some(up) = d.parent() {
+                    dirs.push(up.to_owned());
+                }
+            }
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        for d in dirs {
+            for name in ["locald-shim", "locald"] {
+                let p = d.join(name);
+                if p.is_file() {
+                    return Ok(p);
+                }
+            }
+        }
+        Err(Error::ProgramNotFound {
+            program: "locald-shim (call locald_runtime::run_if_requested() first in main, \
+                      or put locald-shim on PATH)"
+                .into(),
+        })
+    }
+
+    fn dir(&self, key: &str) -> Result<(String, PathBuf)> {
+        let id = state::lookup(&self.layout, key)?;
+        let dir = self.layout.container(&id);
+        Ok((id, dir))
+    }
+
+    async fn start(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::io(
+                "running containers",
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "containers need root on this host (rootless containers are not supported yet)",
+                ),
+            ));
+        }
+        let source = rootfs::resolve_source(&self.layout.home, &spec.source)?;
+        let id = state::new_id().map_err(|e| Error::io("making a container id", e))?;
+        let plan = config::plan_process(&spec, &source.config, &source.lowers, &id)?;
+        rootfs::check_program(&source.lowers, &plan.args[0], &plan.env, &plan.cwd)?;
+        match rootfs::find_in_layers(&source.lowers, Path::new(&plan.cwd)) {
+            Some(p) if !p.is_dir() => {
+                return Err(Error::invalid(
+                    "working directory",
+                    plan.cwd.clone(),
+                    "not a directory in the container",
+                ))
+            }
+            None if spec.read_only || spec.isolation == Isolation::Safe => {
+                return Err(Error::invalid(
+                    "working directory",
+                    plan.cwd.clone(),
+                    "does not exist in the container, whose root is read-only",
+                ))
+            }
+            _ => {}
+        }
+        for m in &spec.mounts {
+            if let MountSource::Bind(src) = &m.source {
+                if !src.exists() {
+                    return Err(Error::invalid(
+                        "mount",
+                        src.display().to_string(),
+                        "the host path does not exist",
+                    ));
+                }
+            }
+        }
+        // Ports: bound here so that one in use is reported before anything starts.
+        let mut listeners = Vec::new();
+        let mut ports = Vec::new();
+        for p in &spec.ports {
+            if p.protocol == Protocol::Udp {
+                return Err(Error::invalid(
+                    "port mapping",
+                    p.to_string(),
+                    "publishing udp ports is not supported yet",
+                ));
+            }
+            let ip = p.host_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            let addr = std::net::SocketAddr::new(ip, p.host_port.unwrap_or(0));
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    Error::invalid(
+                        "port mapping",
+                        p.to_string(),
+                        format!("host port {} is already in use", addr.port()),
+                    )
+                } else {
+                    Error::io(format!("listening on {addr} for port mapping {p}"), e)
+                }
+            })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| Error::io("reading a listener's address", e))?;
+            let mut mapped = *p;
+            mapped.host_ip = Some(ip);
+            mapped.host_port = Some(bound.port());
+            ports.push(mapped);
+            listeners.push(OwnedFd::from(listener));
+        }
+        let name = spec
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("c-{}", &id[..12]));
+        state::claim_name(&self.layout, &name, &id)?;
+        let dir = self.layout.container(&id);
+        let mut guard = Cleanup {
+            layout: &self.layout,
+            dir: dir.clone(),
+            name: name.clone(),
+            id: id.clone(),
+            armed: true,
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let io_err = |what: &str| {
+            let what = format!("{what} in {}", dir.display());
+            move |e: io::Error| Error::io(what, e)
+        };
+        for m in &spec.mounts {
+            if let MountSource::Volume(v) = &m.source {
+                let data = self.layout.volumes().join(v).join("_data");
+                std::fs::create_dir_all(&data)
+                    .map_err(|e| Error::io(format!("creating volume {v}"), e))?;
+            }
+        }
+        let user_namespace = spec.isolation == Isolation::Safe
+            && sys::user_namespaces_usable(&[dir.as_path()], &source.lowers);
+        let oci = config::oci_config(
+            &spec,
+            &config::BundleInputs {
+                id: &id,
+                process: &plan,
+                rootfs: &dir.join("rootfs"),
+                state_dir: &dir,
+                volumes_dir: &self.layout.volumes(),
+                nofile_hard: sys::nofile_hard_limit(),
+                user_namespace,
+            },
+        )?;
+        std::fs::write(dir.join("hosts"), config::hosts_file(&plan.hostname))
+            .map_err(io_err("writing hosts"))?;
+        std::fs::write(dir.join("hostname"), format!("{}\n", plan.hostname))
+            .map_err(io_err("writing hostname"))?;
+        std::fs::write(dir.join("resolv.conf"), config::resolv_conf(spec.network))
+            .map_err(io_err("writing resolv.conf"))?;
+        state::write_json(&dir.join("config.json"), &oci).map_err(io_err("writing config.json"))?;
+        let shim_cfg = shim::ShimConfig {
+            id: id.clone(),
+            name: name.clone(),
+            lowers: source.lowers.clone(),
+            read_only: spec.read_only || spec.isolation == Isolation::Safe,
+            tty: spec.tty,
+            stdin: spec.stdin,
+            attach: true,
+            auto_remove: spec.auto_remove,
+            network: spec.network,
+            ports: ports.iter().map(|p| p.container_port).collect(),
+            names_dir: self.layout.names(),
+            workdir: PathBuf::from(&plan.cwd),
+        };
+        state::write_json(&dir.join("shim.json"), &shim_cfg)
+            .map_err(io_err("writing shim.json"))?;
+        let st = state::State {
+            id: id.clone(),
+            name: name.clone(),
+            image: source.image.clone(),
+            command: plan.args.clone(),
+            created: state::now(),
+            phase: Phase::Created,
+            pid: None,
+            pid_start: None,
+            exit: None,
+            oom_killed: false,
+            finished: None,
+            ports,
+            spec: spec.clone(),
+            error: None,
+        };
+        state::write_json(&dir.join("state.json"), &st).map_err(io_err("writing state.json"))?;
+
+        let shim_program = self.find_shim()?;
+        let (sync_r, sync_w) = sys::pipe()?;
+        let (exit_r, exit_w) = sys::pipe()?;
+        let (out_r, out_w) = sys::pipe()?;
+        let (err_r, err_w) = sys::pipe()?;
+        let mut fds: Vec<(OwnedFd, i32)> = vec![
+            (sync_w, shim::fds::SYNC),
+            (exit_w, shim::fds::EXIT),
+            (out_w, shim::fds::OUT),
+            (err_w, shim::fds::ERR),
+        ];
+        let mut stdin_w = None;
+        if spec.stdin {
+            let (r, w) = sys::pipe()?;
+            fds.push((r, shim::fds::IN));
+            stdin_w = Some(w);
+        }
+        for (i, l) in listeners.into_iter().enumerate() {
+            fds.push((l, shim::fds::FIRST_LISTENER + i as i32));
+        }
+        let mut cmd = tokio::process::Command::new(&shim_program);
+        cmd.kill_on_drop(false);
+        cmd.arg(SHIM_ARG)
+            .arg("run")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mapped = sys::map_fds(&mut cmd, fds, true)?;
+        let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+            program: shim_program.display().to_string(),
+            source: e,
+        })?;
+        drop(mapped);
+        // From here on the shim owns the state directory: it cleans up after a failed
+        // start itself, and a caller that gives up waiting must not pull the directory
+        // from under it.
+        guard.armed = false;
+        let mut sync = sys::receiver(sync_r)?;
+        let mut reply = String::new();
+        let _ = sync.read_to_string(&mut reply).await;
+        let reply = reply.trim();
+        let pid = if let Some(pid) = reply.strip_prefix("ok ") {
+            pid.parse::<u32>().unwrap_or(0)
+        } else {
+            let why = reply
+                .strip_prefix("err ")
+                .unwrap_or("the container shim exited without reporting");
+            // The shim has unmounted and removed what it created; wait until it has
+            // ended before removing the state directory.
+            let _ = child.wait().await;
+            wait_shim_gone(&dir).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            state::release_name(&self.layout, &name, &id);
+            return Err(Error::io(
+                format!("starting container {name}"),
+                io::Error::other(why.to_owned()),
+            ));
+        };
+        let control = ContainerControl {
+            dir,
+            shim: Some(child),
+            pid,
+            pid_start: state::process_start_time(pid),
+            exit: Some(sys::receiver(exit_r)?),
+            buf: Vec::new(),
+            status: None,
+        };
+        let stdout = sys::receiver(out_r)?;
+        let stderr = sys::receiver(err_r)?;
+        let stdin = match stdin_w {
+            Some(w) => Some(Box::pin(sys::sender(w)?) as locald_core::ProcessStdin),
+            None => None,
+        };
+        let process = Process::new(
+            Box::new(control),
+            stdin,
+            Some(Box::pin(stdout)),
+            Some(Box::pin(stderr)),
+        );
+        Ok(ContainerHandle::new(id, name, process))
+    }
+
+    async fn wait_id(&self, dir: &Path) -> Result<ExitStatus> {
+        wait_shim_gone(dir).await;
+        let st = state::read_state(dir).map_err(|e| Error::io("reading container state", e))?;
+        Ok(st.exit.unwrap_or(ExitStatus::Exited(-1)))
+    }
+
+    fn signal(&self, dir: &Path, signal: Signal) -> Result<()> {
+        let st = state::read_state(dir).map_err(|e| Error::io("reading container state", e))?;
+        if st.phase != Phase::Running || !state::shim_alive(dir) {
+            return Err(Error::invalid("container", st.name, "is not running"));
+        }
+        if let (Some(pid), Some(start)) = (st.pid, st.pid_start) {
+            if state::process_start_time(pid) == Some(start) {
+                sys::kill(pid, signal).map_err(|e| {
+                    Error::io(format!("sending {signal} to container {}", st.name), e)
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until no shim holds the container's lock.
+async fn wait_shim_gone(dir: &Path) {
+    let mut delay = Duration::from_millis(1);
+    while state::shim_alive(dir) {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(25));
+    }
+}
+
+/// Removes a half-made container unless disarmed.
+struct Cleanup<'a> {
+    layout: &'a Layout,
+    dir: PathBuf,
+    name: String,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            state::release_name(self.layout, &self.name, &self.id);
+        }
+    }
+}
+
+/// The main process of a container started by this runtime.
+#[derive(Debug)]
+struct ContainerControl {
+    dir: PathBuf,
+    /// The shim, this process's child: waited for after the exit, or reaped by tokio in
+    /// the background once dropped.
+    shim: Option<tokio::process::Child>,
+    pid: u32,
+    pid_start: Option<u64>,
+    exit: Option<tokio::net::unix::pipe::Receiver>,
+    buf: Vec<u8>,
+    status: Option<ExitStatus>,
+}
+
+fn parse_status(text: &str) -> Option<ExitStatus> {
+    let line = text.lines().rev().find(|l| !l.is_empty())?;
+    if let Some(code) = line.strip_prefix("exit ") {
+        return code.trim().parse().ok().map(ExitStatus::Exited);
+    }
+    if let Some(sig) = line.strip_prefix("signal ") {
+        return sig
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .map(|n| ExitStatus::Signaled(crate::sys::signal_from_os(n)));
+    }
+    None
+}
+
+#[async_trait]
+impl ProcessControl for ContainerControl {
+    fn id(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    async fn wait(&mut self) -> Result<ExitStatus> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        if let Some(exit) = self.exit.as_mut() {
+            let mut chunk = [0u8; 64];
+            loop {
+                match exit.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            self.exit = None;
+        }
+        if let Some(mut shim) = self.shim.take() {
+            let _ = shim.wait().await;
+        }
+        let status = match parse_status(&String::from_utf8_lossy(&self.buf)) {
+            Some(s) => s,
+            None => state::read_state(&self.dir)
+                .ok()
+                .and_then(|s| s.exit)
+                .unwrap_or(ExitStatus::Exited(-1)),
+        };
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    async fn kill(&mut self, signal: Signal) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        if self.pid_start.is_some() && state::process_start_time(self.pid) == self.pid_start {
+            sys::kill(self.pid, signal)
+                .map_err(|e| Error::io(format!("sending {signal} to the container"), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A command started in a container by `exec`.
+#[derive(Debug)]
+struct ExecControl {
+    child: tokio::process::Child,
+    status_pipe: tokio::net::unix::pipe::Receiver,
+    buf: Vec<u8>,
+    pid: u32,
+    status: Option<ExitStatus>,
+}
+
+#[async_trait]
+impl ProcessControl for ExecControl {
+    fn id(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    async fn wait(&mut self) -> Result<ExitStatus> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        let mut chunk = [0u8; 64];
+        loop {
+            match self.status_pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = self.child.wait().await;
+        let status =
+            parse_status(&String::from_utf8_lossy(&self.buf)).unwrap_or(ExitStatus::Exited(-1));
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    async fn kill(&mut self, signal: Signal) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        sys::kill(self.pid, signal)
+            .map_err(|e| Error::io(format!("sending {signal} to the exec"), e))
+    }
+}
+
+/// Log chunks delivered through a channel.
+struct ChannelStream(tokio::sync::mpsc::Receiver<Result<(LogStream, Vec<u8>)>>);
+
+impl futures_core::Stream for ChannelStream {
+    type Item = Result<(LogStream, Vec<u8>)>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[async_trait]
+impl Runtime for ContainerRuntime {
+    fn info(&self) -> RuntimeInfo {
+        RuntimeInfo::new(
+            "container",
+            self.platform,
+            [
+                Capability::Commands,
+                Capability::Containers,
+                Capability::Images,
+                Capability::Exec,
+                Capability::SafeMode,
+            ],
+        )
+    }
+
+    async fn spawn(&self, command: Command) -> Result<Process> {
+        crate::process_unix::spawn(command)
+    }
+
+    async fn run_command(&self, command: Command) -> Result<locald_core::Output> {
+        crate::process_unix::run(command).await
+    }
+
+    async fn run_container(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
+        if let locald_core::ContainerSource::Image(image) = &spec.source {
+            if image.to_string() == crate::image::BUILTIN_IMAGE {
+                self.images()?.ensure_builtin().await?;
+            }
+        }
+        self.start(spec).await
+    }
+
+    async fn pull_image(
+        &self,
+        image: &locald_core::ImageRef,
+        options: locald_core::PullOptions,
+    ) -> Result<locald_core::ImageSummary> {
+        self.images()?.pull(image, options).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<locald_core::ImageSummary>> {
+        self.images()?.list()
+    }
+
+    async fn remove_image(&self, image: &locald_core::ImageRef) -> Result<locald_core::ImageSummary> {
+        self.images()?.remove(image)
+    }
+
+    async fn prune_images(&self) -> Result<locald_core::PruneReport> {
+        let store = self.images()?.clone();
+        tokio::task::spawn_blocking(move || store.prune())
+            .await
+            .map_err(|e| Error::io("pruning images", io::Error::other(e)))?
+    }
+
+    async fn load_image(&self, path: &Path) -> Result<Vec<locald_core::ImageSummary>> {
+        self.images()?.load(path, locald_core::PullOptions::default()).await
+    }
+
+    async fn import_image(
+        &self,
+        rootfs: &Path,
+        image: &locald_core::ImageRef,
+    ) -> Result<locald_core::ImageSummary> {
+        self.images()?
+            .import(rootfs, image, locald_core::PullOptions::default())
+            .await
+    }
+
+    async fn list_containers(&self, all: bool) -> Result<Vec<ContainerSummary>> {
+        let mut out = Vec::new();
+        for id in state::list_ids(&self.layout) {
+            let dir = self.layout.container(&id);
+            let Ok(st) = state::read_state(&dir) else {
+                continue;
+            };
+            let summary = st.summary(state::shim_alive(&dir));
+            if all || matches!(summary.state, ContainerState::Running) {
+                out.push(summary);
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<ContainerSummary> {
+        let (_, dir) = self.dir(id)?;
+        let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
+        Ok(st.summary(state::shim_alive(&dir)))
+    }
+
+    async fn wait_container(&self, id: &str) -> Result<ExitStatus> {
+        let (_, dir) = self.dir(id)?;
+        self.wait_id(&dir).await
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
+        let (_, dir) = self.dir(id)?;
+        if !state::shim_alive(&dir) {
+            // No supervisor: if its init outlived it, end that.
+            if let Ok(st) = state::read_state(&dir) {
+                if let (Phase::Running, Some(pid), Some(start)) = (st.phase, st.pid, st.pid_start) {
+                    if state::process_start_time(pid) == Some(start) {
+                        let _ = sys::kill(pid, Signal::KILL);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let _ = self.signal(&dir, Signal::TERM);
+        if tokio::time::timeout(grace, wait_shim_gone(&dir))
+            .await
+            .is_err()
+        {
+            let _ = self.signal(&dir, Signal::KILL);
+            wait_shim_gone(&dir).await;
+        }
+        Ok(())
+    }
+
+    async fn kill_container(&self, id: &str, signal: Signal) -> Result<()> {
+        let (_, dir) = self.dir(id)?;
+        self.signal(&dir, signal)
+    }
+
+    async fn remove_container(&self, id: &str, force: bool) -> Result<()> {
+        let (id, dir) = self.dir(id)?;
+        let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
+        if state::shim_alive(&dir) {
+            if !force && st.phase != Phase::Exited {
+                return Err(Error::invalid(
+                    "container",
+                    st.name,
+                    "is running; stop it first or remove it with force",
+                ));
+            }
+            let _ = self.signal(&dir, Signal::KILL);
+            wait_shim_gone(&dir).await;
+        } else if st.phase == Phase::Running {
+            // The shim died without cleaning up: do its part.
+            if let (Some(pid), Some(start)) = (st.pid, st.pid_start) {
+                if state::process_start_time(pid) == Some(start) {
+                    let _ = sys::kill(pid, Signal::KILL);
+                }
+            }
+            rootfs::unmount_rootfs(&dir);
+            cgroups::remove(&id);
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        }
+        state::release_name(&self.layout, &st.name, &id);
+        Ok(())
+    }
+
+    async fn container_logs(&self, id: &str, options: LogOptions) -> Result<LogChunks> {
+        let (_, dir) = self.dir(id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let path = dir.join("container.log");
+        tokio::spawn(async move {
+            let mut offset = 0usize;
+            let mut first = true;
+            loop {
+                // Sampled before reading: a read made once the shim is gone has
+                // everything it wrote.
+                let alive = state::shim_alive(&dir);
+                let data = tokio::fs::read(&path).await.unwrap_or_default();
+                let (frames, used) = logs::parse_frames(data.get(offset..).unwrap_or(&[]));
+                offset += used;
+                let frames = match (first, options.tail) {
+                    (true, Some(n)) => logs::tail(frames, n),
+                    _ => frames,
+                };
+                first = false;
+                for f in frames {
+                    if tx.send(Ok(f)).await.is_err() {
+                        return;
+                    }
+                }
+                if !options.follow || !alive {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Ok(Box::pin(ChannelStream(rx)))
+    }
+
+    async fn exec(&self, id: &str, command: Command) -> Result<Process> {
+        let (id, dir) = self.dir(id)?;
+        let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
+        if st.phase != Phase::Running || !state::shim_alive(&dir) {
+            return Err(Error::invalid("container", st.name, "is not running"));
+        }
+        command.validate()?;
+        let cwd = command
+            .get_current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        let mut env: HashMap<String, String> = HashMap::new();
+        for (k, v) in &command.get_env().vars {
+            if let Some(v) = v {
+                env.insert(k.clone(), v.clone());
+            }
+        }
+        let spec_env: Vec<String> = st
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        rootfs::check_program(
+            &[dir.join("rootfs")],
+            command.get_program(),
+            &spec_env,
+            &cwd,
+        )?;
+        let mut args = vec![command.get_program().to_owned()];
+        args.extend(command.get_args().iter().cloned());
+        let request = shim::ExecRequest {
+            id: id.clone(),
+            args,
+            env,
+            cwd: command.get_current_dir().map(Path::to_owned),
+        };
+        let request = serde_json::to_string(&request)
+            .map_err(|e| Error::io("encoding the exec request", io::Error::other(e)))?;
+        let shim_program = self.find_shim()?;
+        let (status_r, status_w) = sys::pipe()?;
+        let mut cmd = tokio::process::Command::new(&shim_program);
+        cmd.arg(SHIM_ARG).arg("exec").arg(&dir).arg(request);
+        cmd.stdin(match command.get_stdin() {
+            Stdin::Inherit => std::process::Stdio::inherit(),
+            Stdin::Bytes(_) | Stdin::Piped => std::process::Stdio::piped(),
+            _ => std::process::Stdio::null(),
+        });
+        let out = |s: Stdio| match s {
+            Stdio::Inherit => std::process::Stdio::inherit(),
+            Stdio::Null => std::process::Stdio::null(),
+            _ => std::process::Stdio::piped(),
+        };
+        cmd.stdout(out(command.get_stdout()));
+        cmd.stderr(out(command.get_stderr()));
+        cmd.kill_on_drop(false);
+        let mapped = sys::map_fds(&mut cmd, vec![(status_w, shim::fds::SYNC)], false)?;
+        let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+            program: shim_program.display().to_string(),
+            source: e,
+        })?;
+        drop(mapped);
+        let mut status_pipe = sys::receiver(status_r)?;
+        // The first line is `pid <n>` or `err <why>`.
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        while !buf.contains(&b'\n') {
+            match status_pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let first = text.lines().next().unwrap_or("");
+        let Some(pid) = first
+            .strip_prefix("pid ")
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            let _ = child.wait().await;
+            let why = first
+                .strip_prefix("err ")
+                .unwrap_or("the exec helper exited without reporting");
+            return Err(Error::io(
+                format!("running {} in container {}", command.get_program(), st.name),
+                io::Error::other(why.to_owned()),
+            ));
+        };
+        let rest = buf[first.len() + 1..].to_vec();
+        let stdin = child.stdin.take();
+        let stdin = match (command.get_stdin(), stdin) {
+            (Stdin::Bytes(bytes), Some(mut w)) => {
+                let bytes = bytes.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut w, &bytes).await;
+                });
+                None
+            }
+            (_, s) => s.map(|s| Box::pin(s) as locald_core::ProcessStdin),
+        };
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::pin(s) as locald_core::ProcessOutput);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::pin(s) as locald_core::ProcessOutput);
+        let control = ExecControl {
+            child,
+            status_pipe,
+            buf: rest,
+            pid,
+            status: None,
+        };
+        Ok(Process::new(Box::new(control), stdin, stdout, stderr))
+    }
+}

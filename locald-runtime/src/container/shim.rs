@@ -1,0 +1,685 @@
+//! The container shim: a small, single-threaded process that drives the runtime library
+//! for one container and then supervises it, like containerd's shims or conmon.
+//!
+//! Why a separate process: the runtime library changes the working directory of the
+//! whole process, clones with raw `clone3` and runs Rust code in the child, marks its
+//! caller non-dumpable and applies the container's OOM score to it, and its forked
+//! init inherits whatever logging the caller set up. None of that is safe inside a
+//! multi-threaded embedder. The shim is the embedder's own executable re-run with a
+//! marker argument ([`run_if_requested`]), or the `locald-shim`/`locald` binary.
+//!
+//! Who reaps: the shim leads its own session (so a Ctrl-C at the caller's terminal
+//! does not reach it) and outlives its caller; while the caller lives, the shim is its
+//! child and the caller's async runtime reaps it, afterwards the system does. The shim
+//! is a child subreaper; the container's init is its child. It waits for the init, records the exit status (and whether the OOM
+//! killer ended it) in `state.json`, removes the cgroup and unmounts the root, keeps
+//! copying output into `container.log` until the last writer closes, and holds the
+//! container's `lock` until all of that is done, so any process can wait for it.
+
+#![allow(unsafe_code)]
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    fs::File,
+    io::{self, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::{Path, PathBuf},
+    rc::Rc,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use libcontainer::{container::builder::ContainerBuilder, syscall::syscall::SyscallType};
+use locald_core::{ExitStatus, NetworkMode};
+use nix::{
+    sys::wait::{waitpid, WaitPidFlag, WaitStatus},
+    unistd::Pid,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{logs, rootfs, state};
+
+/// The argument (`argv[1]`) that turns an executable into the shim.
+pub const SHIM_ARG: &str = "__locald-shim";
+
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Runs the container shim and exits if this process was started as one; otherwise
+/// returns at once and remembers that this executable can serve as the shim.
+///
+/// Call it first thing in `main`, before starting threads or an async runtime, in any
+/// program that runs containers through locald:
+///
+/// ```no_run
+/// // First thing in `main`:
+/// locald_runtime::run_if_requested();
+/// // ... the program, which may now run containers ...
+/// ```
+///
+/// A program that does not call it needs a `locald-shim` (or `locald`) executable next
+/// to it or on `PATH`, or `LOCALD_SHIM` naming one.
+pub fn run_if_requested() {
+    let mut args = std::env::args_os();
+    let _ = args.next();
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(SHIM_ARG)) {
+        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        std::process::exit(main_with(&rest));
+    }
+    REGISTERED.store(true, Ordering::SeqCst);
+}
+
+/// True when this executable called [`run_if_requested`].
+pub(crate) fn registered() -> bool {
+    REGISTERED.load(Ordering::SeqCst)
+}
+
+/// The shim's entry point for `locald-shim` and `locald __locald-shim`: `args` are the
+/// arguments after the marker. Returns the process exit code.
+pub fn main_with(args: &[String]) -> i32 {
+    match args {
+        [cmd, dir] if cmd == "run" => run(Path::new(dir)),
+        [cmd, dir, request] if cmd == "exec" => exec(Path::new(dir), request),
+        _ => 2,
+    }
+}
+
+/// The file descriptors the caller hands the shim.
+pub(crate) mod fds {
+    /// Start result: `ok <pid>` or `err <message>`.
+    pub(crate) const SYNC: i32 = 3;
+    /// Held open until the shim is done; carries `exit <code>` or `signal <n>`.
+    pub(crate) const EXIT: i32 = 4;
+    /// The caller's stdout pipe (optional).
+    pub(crate) const OUT: i32 = 5;
+    /// The caller's stderr pipe (optional).
+    pub(crate) const ERR: i32 = 6;
+    /// The container's stdin (optional).
+    pub(crate) const IN: i32 = 7;
+    /// Published-port listeners, in the order of `ShimConfig::ports`.
+    pub(crate) const FIRST_LISTENER: i32 = 8;
+}
+
+/// `shim.json`: what the caller decided, for the shim to carry out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ShimConfig {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) lowers: Vec<PathBuf>,
+    pub(crate) read_only: bool,
+    pub(crate) tty: bool,
+    pub(crate) stdin: bool,
+    pub(crate) attach: bool,
+    pub(crate) auto_remove: bool,
+    pub(crate) network: NetworkMode,
+    /// Container ports, one per inherited listener.
+    pub(crate) ports: Vec<u16>,
+    pub(crate) names_dir: PathBuf,
+    /// The working directory, created in the snapshot when missing (as docker does).
+    pub(crate) workdir: PathBuf,
+}
+
+fn shim_log(msg: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("shim.log")
+    {
+        let _ = writeln!(f, "{} {msg}", state::now());
+    }
+}
+
+fn take_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only queries whether `fd` is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the caller handed this descriptor over to the shim; nothing else in this
+    // process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Keep it out of the container.
+    // SAFETY: setting FD_CLOEXEC on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(owned)
+}
+
+fn write_fd(fd: &OwnedFd, msg: &str) {
+    let _ = nix::unistd::write(fd, msg.as_bytes());
+}
+
+/// Reaps every child that has ended; returns the init's status if it was among them.
+fn reap(init: i32) -> Option<ExitStatus> {
+    let mut init_status = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == init => {
+                init_status = Some(ExitStatus::Exited(code))
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() == init => {
+                init_status = Some(ExitStatus::Signaled(crate::sys::signal_from_os(sig as i32)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return init_status,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reaps whatever a failed start left behind (the runtime library's intermediate
+/// process), waiting briefly for it to end.
+fn reap_leftovers() {
+    for _ in 0..100 {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Err(nix::errno::Errno::ECHILD) => return,
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+            _ => {}
+        }
+    }
+}
+
+fn detach() -> io::Result<()> {
+    // The caller started the shim in a session of its own; it is the caller's child
+    // until the caller exits, and then the system's.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // SAFETY: ignoring SIGPIPE: a caller that stops reading must not kill the shim.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // The shim's own stdio goes nowhere: nothing it or the library prints may reach a
+    // terminal or the container.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in 0..3 {
+        nix::unistd::dup2(null.as_raw_fd(), fd)?;
+    }
+    Ok(())
+}
+
+struct Started {
+    init: i32,
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+    tty_input: Option<OwnedFd>,
+    netns: Option<File>,
+}
+
+fn run(dir: &Path) -> i32 {
+    // Take every inherited descriptor before opening anything: a descriptor number the
+    // caller did not pass would otherwise be reused by the next file opened here.
+    let cfg: std::io::Result<ShimConfig> = state::read_json(&dir.join("shim.json"));
+    let sync = take_fd(fds::SYNC);
+    let exit_fd = take_fd(fds::EXIT);
+    let client_out = take_fd(fds::OUT);
+    let client_err = take_fd(fds::ERR);
+    let stdin = take_fd(fds::IN);
+    let listeners: Vec<OwnedFd> = match &cfg {
+        Ok(cfg) => (0..cfg.ports.len() as i32)
+            .filter_map(|i| take_fd(fds::FIRST_LISTENER + i))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(s) = &sync {
+                write_fd(s, &format!("err reading shim.json: {e}\n"));
+            }
+            return 1;
+        }
+    };
+    if detach().is_err() || std::env::set_current_dir(dir).is_err() {
+        if let Some(s) = &sync {
+            write_fd(s, "err could not start the container shim\n");
+        }
+        return 1;
+    }
+    let lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(s) = &sync {
+                write_fd(s, &format!("err could not create the lock: {e}\n"));
+            }
+            return 1;
+        }
+    };
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    let started = start(dir, &cfg, stdin);
+    // The runtime library changes the working directory: come back.
+    let _ = std::env::set_current_dir(dir);
+    let started = match started {
+        Ok(s) => s,
+        Err(msg) => {
+            shim_log(&format!("start failed: {msg}"));
+            if std::env::var_os("LOCALD_SHIM_KEEP_FAILED").is_some() {
+                let _ = std::fs::copy("config.json", "/tmp/failed-config.json");
+            }
+            cleanup(dir, &cfg);
+            let mut st = state::read_state(dir).ok();
+            if let Some(st) = st.as_mut() {
+                st.phase = state::Phase::Exited;
+                st.error = Some(msg.clone());
+                let _ = state::write_json(&dir.join("state.json"), st);
+            }
+            if let Some(s) = &sync {
+                write_fd(s, &format!("err {}\n", msg.replace('\n', " ")));
+            }
+            return 1;
+        }
+    };
+    if let Ok(mut st) = state::read_state(dir) {
+        st.phase = state::Phase::Running;
+        st.pid = Some(started.init as u32);
+        st.pid_start = state::process_start_time(started.init as u32);
+        let _ = state::write_json(&dir.join("state.json"), &st);
+    }
+    if let Some(s) = sync {
+        write_fd(&s, &format!("ok {}\n", started.init));
+    }
+    let status = supervise(&cfg, started, client_out, client_err, listeners);
+    let oom = oom_killed(&cfg.id);
+    if let Ok(mut st) = state::read_state(dir) {
+        st.phase = state::Phase::Exited;
+        st.exit = Some(status);
+        st.oom_killed = oom && status == ExitStatus::Signaled(locald_core::Signal::KILL);
+        st.finished = Some(state::now());
+        let _ = state::write_json(&dir.join("state.json"), &st);
+    }
+    cleanup(dir, &cfg);
+    if cfg.auto_remove {
+        let layout = state::Layout {
+            home: cfg
+                .names_dir
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_default(),
+        };
+        state::release_name(&layout, &cfg.name, &cfg.id);
+        let _ = std::env::set_current_dir("/");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    // Let go of the container before telling the caller, so that a removal right after
+    // the exit finds it free.
+    drop(lock);
+    if let Some(fd) = exit_fd {
+        let msg = match status {
+            ExitStatus::Exited(code) => format!("exit {code}\n"),
+            ExitStatus::Signaled(sig) => format!("signal {}\n", sig.number()),
+        };
+        write_fd(&fd, &msg);
+    }
+    0
+}
+
+/// Removes the runtime library's container (its cgroup), unmounts the root.
+fn cleanup(dir: &Path, cfg: &ShimConfig) {
+    let lc = dir.join("lc").join(&cfg.id);
+    if lc.exists() {
+        match libcontainer::container::Container::load(lc.clone()) {
+            Ok(mut c) => {
+                if let Err(e) = c.delete(true) {
+                    shim_log(&format!("delete failed: {e}"));
+                }
+            }
+            Err(e) => shim_log(&format!("loading the container state failed: {e}")),
+        }
+        let _ = std::fs::remove_dir_all(&lc);
+    }
+    super::cgroups::remove(&cfg.id);
+    rootfs::unmount_rootfs(dir);
+}
+
+/// True when the container's memory cgroup saw an OOM kill.
+fn oom_killed(id: &str) -> bool {
+    super::cgroups::oom_kills(id) > 0
+}
+
+fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, String> {
+    rootfs::mount_rootfs(&cfg.lowers, dir, &dir.join("rootfs"), cfg.read_only)
+        .map_err(|e| format!("mounting the root filesystem: {e}"))?;
+    if !cfg.read_only {
+        let cwd = dir
+            .join("rootfs")
+            .join(cfg.workdir.strip_prefix("/").unwrap_or(&cfg.workdir));
+        if !cwd.exists() {
+            std::fs::create_dir_all(&cwd)
+                .map_err(|e| format!("creating the working directory: {e}"))?;
+        }
+    }
+    let lc_root = dir.join("lc");
+    std::fs::create_dir_all(&lc_root)
+        .map_err(|e| format!("creating {}: {e}", lc_root.display()))?;
+    let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
+        .with_root_path(&lc_root)
+        .map_err(|e| e.to_string())?;
+    let mut out = None;
+    let mut err = None;
+    let mut tty_input = None;
+    let console = if cfg.tty {
+        let path = dir.join("console.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind("console.sock")
+            .map_err(|e| format!("creating the console socket: {e}"))?;
+        builder = builder.with_console_socket(Some(path));
+        // The terminal's input comes from the caller: keep the pipe for the relay.
+        tty_input = stdin;
+        Some(listener)
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("creating a pipe: {e}"))?;
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("creating a pipe: {e}"))?;
+        let stdin: OwnedFd = match stdin {
+            Some(fd) => fd,
+            None => File::open("/dev/null")
+                .map_err(|e| format!("opening /dev/null: {e}"))?
+                .into(),
+        };
+        builder = builder
+            .with_stdin(stdin)
+            .with_stdout(out_w)
+            .with_stderr(err_w);
+        out = Some(out_r);
+        err = Some(err_r);
+        None
+    };
+    let built = builder
+        .as_init(dir)
+        .with_systemd(false)
+        .with_detach(true)
+        .build();
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            reap_leftovers();
+            return Err(describe_start_error(&e.to_string()));
+        }
+    };
+    let init = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
+    let pty = match console {
+        Some(listener) => match receive_pty(&listener) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                let _ = container.delete(true);
+                reap_leftovers();
+                return Err(format!("receiving the container's terminal: {e}"));
+            }
+        },
+        None => None,
+    };
+    let netns = if cfg.network != NetworkMode::Host {
+        match super::net::loopback_up(init) {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                let _ = container.delete(true);
+                reap_leftovers();
+                return Err(format!("bringing up the container's loopback: {e}"));
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        reap_leftovers();
+        return Err(format!("starting the container: {e}"));
+    }
+    Ok(Started {
+        init,
+        out,
+        err,
+        pty,
+        tty_input,
+        netns,
+    })
+}
+
+fn describe_start_error(msg: &str) -> String {
+    msg.to_owned()
+}
+
+fn receive_pty(listener: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let (conn, _) = listener.accept()?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just installed this descriptor in our table.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io::Error::other("no terminal was sent"))
+}
+
+type SharedLog = Rc<RefCell<File>>;
+
+async fn relay(
+    from: OwnedFd,
+    stream: u8,
+    log: SharedLog,
+    mut client: Option<tokio::net::unix::pipe::Sender>,
+) {
+    let Ok(mut from) = pipe_receiver(from) else {
+        return;
+    };
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            // EIO: a pty whose last slave closed.
+            Err(_) => break,
+        };
+        let _ = logs::write_frame(&mut *log.borrow_mut(), stream, &buf[..n]);
+        if let Some(c) = client.as_mut() {
+            if c.write_all(&buf[..n]).await.is_err() {
+                client = None;
+            }
+        }
+    }
+}
+
+fn pipe_receiver(fd: OwnedFd) -> io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
+}
+
+fn pipe_sender(fd: OwnedFd) -> io::Result<tokio::net::unix::pipe::Sender> {
+    tokio::net::unix::pipe::Sender::from_owned_fd_unchecked(fd)
+}
+
+fn supervise(
+    cfg: &ShimConfig,
+    started: Started,
+    client_out: Option<OwnedFd>,
+    client_err: Option<OwnedFd>,
+    listeners: Vec<OwnedFd>,
+) -> ExitStatus {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            shim_log(&format!("no async runtime: {e}"));
+            return wait_blocking(started.init);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let init = started.init;
+    local.block_on(&rt, async move {
+        let log: SharedLog = match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("container.log")
+        {
+            Ok(f) => Rc::new(RefCell::new(f)),
+            Err(_) => Rc::new(RefCell::new(File::create("/dev/null").expect("/dev/null"))),
+        };
+        let mut sigchld =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+        let client_out = client_out.and_then(|fd| pipe_sender(fd).ok());
+        let client_err = client_err.and_then(|fd| pipe_sender(fd).ok());
+        let mut relays = Vec::new();
+        if let Some(pty) = started.pty {
+            // The terminal carries both output streams; the caller's input goes in.
+            if let (Some(stdin), Ok(writer)) = (started.tty_input, pty.try_clone()) {
+                tokio::task::spawn_local(async move {
+                    if let (Ok(mut input), Ok(mut to)) = (pipe_receiver(stdin), pipe_sender(writer))
+                    {
+                        let _ = tokio::io::copy(&mut input, &mut to).await;
+                    }
+                });
+            }
+            relays.push(tokio::task::spawn_local(relay(
+                pty,
+                logs::STDOUT,
+                log.clone(),
+                client_out,
+            )));
+        } else {
+            if let Some(out) = started.out {
+                relays.push(tokio::task::spawn_local(relay(
+                    out,
+                    logs::STDOUT,
+                    log.clone(),
+                    client_out,
+                )));
+            }
+            if let Some(err) = started.err {
+                relays.push(tokio::task::spawn_local(relay(
+                    err,
+                    logs::STDERR,
+                    log.clone(),
+                    client_err,
+                )));
+            }
+        }
+        let mut forwarders = Vec::new();
+        if let Some(ns) = started.netns {
+            let ns = Rc::new(ns);
+            for (fd, port) in listeners.into_iter().zip(cfg.ports.iter().copied()) {
+                forwarders.push(tokio::task::spawn_local(super::net::forward(
+                    fd,
+                    port,
+                    ns.clone(),
+                )));
+            }
+        }
+        let status = loop {
+            if let Some(status) = reap(init) {
+                break status;
+            }
+            match sigchld.as_mut() {
+                Some(s) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), s.recv()).await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        for f in forwarders {
+            f.abort();
+        }
+        // The init's end kills everything else in its pid namespace; the pipes close
+        // when the last of them is gone.
+        let drain = async {
+            for r in relays {
+                let _ = r.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        reap(-1);
+        status
+    })
+}
+
+fn wait_blocking(init: i32) -> ExitStatus {
+    loop {
+        match waitpid(Pid::from_raw(init), None) {
+            Ok(WaitStatus::Exited(_, code)) => return ExitStatus::Exited(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return ExitStatus::Signaled(crate::sys::signal_from_os(sig as i32))
+            }
+            Ok(_) => {}
+            Err(_) => return ExitStatus::Exited(-1),
+        }
+    }
+}
+
+/// What `exec` asks of the shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ExecRequest {
+    pub(crate) id: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: HashMap<String, String>,
+    pub(crate) cwd: Option<PathBuf>,
+}
+
+/// Runs one command in a running container: stdio are the caller's (inherited as
+/// 0, 1, 2); fd 3 gets `pid <n>`, then `exit <code>` or `signal <n>`, or `err <why>`.
+fn exec(dir: &Path, request: &str) -> i32 {
+    let Some(status_fd) = take_fd(fds::SYNC) else {
+        return 2;
+    };
+    // SAFETY: as in `detach`.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let req: ExecRequest = match serde_json::from_str(request) {
+        Ok(r) => r,
+        Err(e) => {
+            write_fd(&status_fd, &format!("err bad exec request: {e}\n"));
+            return 1;
+        }
+    };
+    let builder = match ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_root_path(dir.join("lc"))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            write_fd(&status_fd, &format!("err {e}\n"));
+            return 1;
+        }
+    };
+    let pid = match builder
+        .as_tenant()
+        .with_container_args(req.args.clone())
+        .with_env(req.env.clone())
+        .with_cwd(req.cwd.clone())
+        .with_detach(true)
+        .build()
+    {
+        Ok(pid) => pid,
+        Err(e) => {
+            reap_leftovers();
+            write_fd(
+                &status_fd,
+                &format!("err {}\n", e.to_string().replace('\n', " ")),
+            );
+            return 1;
+        }
+    };
+    write_fd(&status_fd, &format!("pid {}\n", pid.as_raw()));
+    let status = wait_blocking(pid.as_raw());
+    reap_leftovers();
+    let msg = match status {
+        ExitStatus::Exited(code) => format!("exit {code}\n"),
+        ExitStatus::Signaled(sig) => format!("signal {}\n", sig.number()),
+    };
+    write_fd(&status_fd, &msg);
+    0
+}
