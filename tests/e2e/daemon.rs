@@ -204,7 +204,7 @@ fn status_tells_whether_a_daemon_runs() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "locald daemon {} (pid {}, API v1) runs at {host}, serving the process runtime on Linux\n",
+            "locald daemon {} (pid {}, API v1) runs at {host}, serving the container runtime on Linux\n",
             env!("CARGO_PKG_VERSION"),
             daemon.pid()
         )
@@ -216,7 +216,7 @@ fn status_tells_whether_a_daemon_runs() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["running"], true);
     assert_eq!(json["daemon"]["api_version"], 1);
-    assert_eq!(json["daemon"]["runtime"]["name"], "process");
+    assert_eq!(json["daemon"]["runtime"]["name"], "container");
 
     // A second daemon on the same home or socket refuses to start.
     let out = Command::new(LOCALD)

@@ -724,6 +724,7 @@ through_daemon!(
     bad_image_references_are_usage_errors,
     import_a_directory_and_load_a_layout,
     login_stores_private_credentials_and_pull_uses_them,
+    run_an_image_pulled_from_a_registry_and_the_builtin_image,
 );
 /// Containers: Linux only, and they need root (CI runs as root).
 #[cfg(target_os = "linux")]
@@ -913,10 +914,16 @@ mod containers {
         let out = l.run(&["run", "--rm", "--rootfs", &r, "no-such-command"]);
         assert_eq!(out.status.code(), Some(127));
         assert_eq!(stderr(&out), "locald: program not found: no-such-command\n");
-        let out = l.run(&["run", "--rm", "busybox", "true"]);
-        assert_eq!(
-            stderr(&out),
-            "locald: no such image: docker.io/library/busybox:latest\n"
+        // A missing image is pulled first, as docker run does; here its registry is
+        // not there.
+        let out = l.run(&["run", "--rm", "127.0.0.1:9/nope:1", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            stderr(&out).starts_with(
+                "Unable to find image '127.0.0.1:9/nope:1' locally\nlocald: registry 127.0.0.1:9: unreachable"
+            ),
+            "{}",
+            stderr(&out)
         );
         assert_eq!(l.containers_left(), 0);
     }
@@ -947,4 +954,65 @@ mod containers {
         }
         assert!(left.is_empty(), "processes left: {left:?}");
     }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn run_an_image_pulled_from_a_registry_and_the_builtin_image() {
+    use locald_test_support as support;
+    if !support::require(
+        "run_an_image_pulled_from_a_registry_and_the_builtin_image",
+        true,
+        &["docker-registry", "skopeo"],
+    ) {
+        return;
+    }
+    let registry = support::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = support::Layout::new(dir.path().join("oci"));
+    let image = layout.image(
+        "amd64",
+        &[
+            (support::busybox_layer(), support::Compression::Gzip),
+            (support::Layer::new().dir("etc").file("etc/motd", "from the second layer\n").whiteout("etc/group"), support::Compression::Zstd),
+        ],
+        serde_json::json!({"Cmd": ["cat", "/etc/motd"], "Env": ["PATH=/bin", "GREETING=image"], "WorkingDir": "/etc"}),
+    );
+    layout.name_image("img", &image);
+    let name = format!("{}/app:1", registry.addr);
+    support::push(&layout.dir, "img", &name, &[]);
+
+    let l = Locald::new();
+    // Not stored yet: pulled first, then run with the image's command.
+    let out = l.run(&["run", "--rm", "--insecure", &name]);
+    assert_eq!(stdout(&out), "from the second layer\n", "{}", stderr(&out));
+    assert!(stderr(&out).starts_with(&format!("Unable to find image '{name}' locally\n")));
+    assert_eq!(out.status.code(), Some(0));
+    // Stored now: the image's env and working dir, the whiteout applied, the exit code.
+    let out = l.run(&[
+        "run",
+        "--rm",
+        "-e",
+        "EXTRA=1",
+        &name,
+        "sh",
+        "-c",
+        "echo $GREETING $EXTRA $(pwd); test -e /etc/group || echo no-group; exit 4",
+    ]);
+    assert_eq!(stdout(&out), "image 1 /etc\nno-group\n", "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(out.status.code(), Some(4));
+
+    // The built-in image needs no registry at all.
+    let out = l.run(&["run", "--rm", "localhost/locald/busybox", "echo", "hello"]);
+    assert_eq!(stdout(&out), "hello\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&l.run(&["images"])).contains("localhost/locald/busybox"));
+    assert_eq!(
+        std::fs::read_dir(l.home.path().join("containers"))
+            .unwrap()
+            .count(),
+        0,
+        "--rm left a container"
+    );
 }

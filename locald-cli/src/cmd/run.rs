@@ -81,6 +81,10 @@ pub(crate) struct Args {
     /// modified: the container writes to an overlay).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<std::path::PathBuf>,
+    /// When the image must be pulled first, allow plain HTTP or an unverified
+    /// certificate for its registry.
+    #[arg(long)]
+    insecure: bool,
     /// The image (unless --rootfs), then the command and its arguments.
     #[arg(
         trailing_var_arg = true,
@@ -176,7 +180,20 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     let spec = build_spec(&args)?;
     let runtime = crate::cli::runtime(host).await?;
     let mut signals = Signals::new()?;
-    let mut handle = runtime.run_container(spec).await?;
+    let mut handle = match runtime.run_container(spec.clone()).await {
+        // Like docker run: an image that is not stored is pulled, then run.
+        Err(locald::Error::NotFound { kind: "image", .. }) => {
+            let locald::ContainerSource::Image(image) = &spec.source else {
+                unreachable!("only an image source can be a missing image")
+            };
+            eprintln!("Unable to find image '{}' locally", image.familiar());
+            let options = locald::PullOptions::default().insecure(args.insecure);
+            let pulled = runtime.pull_image(image, options).await?;
+            eprintln!("Digest: {}", pulled.digest);
+            runtime.run_container(spec).await?
+        }
+        other => other?,
+    };
     let id = handle.id().to_owned();
     if args.detach {
         println!("{id}");

@@ -688,7 +688,10 @@ impl Runtime for ContainerRuntime {
         self.images()?.list()
     }
 
-    async fn remove_image(&self, image: &locald_core::ImageRef) -> Result<locald_core::ImageSummary> {
+    async fn remove_image(
+        &self,
+        image: &locald_core::ImageRef,
+    ) -> Result<locald_core::ImageSummary> {
         self.images()?.remove(image)
     }
 
@@ -700,7 +703,9 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn load_image(&self, path: &Path) -> Result<Vec<locald_core::ImageSummary>> {
-        self.images()?.load(path, locald_core::PullOptions::default()).await
+        self.images()?
+            .load(path, locald_core::PullOptions::default())
+            .await
     }
 
     async fn import_image(

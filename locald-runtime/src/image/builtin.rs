@@ -18,8 +18,8 @@ use locald_core::{Error, Result};
 pub const BUILTIN_IMAGE: &str = "localhost/locald/busybox:latest";
 
 const HOST_TOOLS: &[&str] = &[
-    "sh", "echo", "cat", "ls", "env", "true", "false", "sleep", "id", "hostname", "uname",
-    "mkdir", "rm", "touch", "head", "tail", "wc", "grep", "pwd", "test", "printf", "date",
+    "sh", "echo", "cat", "ls", "env", "true", "false", "sleep", "id", "hostname", "uname", "mkdir",
+    "rm", "touch", "head", "tail", "wc", "grep", "pwd", "test", "printf", "date",
 ];
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -35,7 +35,8 @@ fn shared_libraries(program: &Path) -> Result<Option<Vec<PathBuf>>> {
         .arg(program)
         .output()
         .map_err(|e| Error::io("running ldd to find a program's libraries", e))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if text.contains("not a dynamic executable") || text.contains("statically linked") {
         return Ok(None);
     }
@@ -56,7 +57,8 @@ fn shared_libraries(program: &Path) -> Result<Option<Vec<PathBuf>>> {
 fn copy_into(root: &Path, host: &Path, at: &Path) -> Result<()> {
     let dest = root.join(at.strip_prefix("/").unwrap_or(at));
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     }
     fs::copy(host, &dest).map_err(|e| Error::io(format!("copying {}", host.display()), e))?;
     fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
@@ -67,7 +69,8 @@ fn copy_into(root: &Path, host: &Path, at: &Path) -> Result<()> {
 /// says what it is made of.
 pub(crate) fn make_rootfs(root: &Path) -> Result<&'static str> {
     for dir in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {
-        fs::create_dir_all(root.join(dir)).map_err(|e| Error::io("creating the built-in image", e))?;
+        fs::create_dir_all(root.join(dir))
+            .map_err(|e| Error::io("creating the built-in image", e))?;
     }
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
         .map_err(|e| Error::io("creating the built-in image", e))?;
@@ -78,7 +81,10 @@ pub(crate) fn make_rootfs(root: &Path) -> Result<&'static str> {
     .and_then(|_| fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n"))
     .map_err(|e| Error::io("creating the built-in image", e))?;
 
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.is_file());
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
     if let Some(busybox) = busybox {
         if shared_libraries(&busybox)?.is_none() {
             copy_into(root, &busybox, Path::new("/bin/busybox"))?;
@@ -96,8 +102,11 @@ pub(crate) fn make_rootfs(root: &Path) -> Result<&'static str> {
     }
     let mut copied = 0;
     for tool in HOST_TOOLS {
-        let Some(program) = find_program(tool) else { continue };
-        let real = fs::canonicalize(&program).map_err(|e| Error::io(format!("resolving {}", program.display()), e))?;
+        let Some(program) = find_program(tool) else {
+            continue;
+        };
+        let real = fs::canonicalize(&program)
+            .map_err(|e| Error::io(format!("resolving {}", program.display()), e))?;
         copy_into(root, &real, &Path::new("/bin").join(tool))?;
         for lib in shared_libraries(&real)?.unwrap_or_default() {
             let real_lib = fs::canonicalize(&lib).unwrap_or(lib.clone());

@@ -115,8 +115,19 @@ impl ImageStore {
         let dir = self.store.temp_dir("builtin-")?;
         let root = dir.path().join("rootfs");
         let what = builtin::make_rootfs(&root)?;
-        tracing::info!(image = BUILTIN_IMAGE, from = what, "made the built-in image");
-        layout::import_with(&self.store, &root, &reference, &None, Some(vec!["sh".to_owned()])).await
+        tracing::info!(
+            image = BUILTIN_IMAGE,
+            from = what,
+            "made the built-in image"
+        );
+        layout::import_with(
+            &self.store,
+            &root,
+            &reference,
+            &None,
+            Some(vec!["sh".to_owned()]),
+        )
+        .await
     }
 
     /// Every stored image.
