@@ -1,0 +1,45 @@
+# Debian packages locald needs, and an idempotent installer. Sourced by scripts/test
+# and scripts/locald.
+
+# What building locald needs besides Rust.
+BUILD_PACKAGES=(
+    libseccomp-dev  # libcontainer's seccomp support links libseccomp
+    pkg-config      # finds libseccomp when building libcontainer
+)
+
+# What running containers from the built-in image uses.
+RUN_PACKAGES=(
+    busybox-static  # the built-in image's root filesystem (without it: host programs)
+)
+
+# What the tests run besides locald itself.
+TEST_PACKAGES=(
+    coreutils       # sh, sleep, seq, tr, cat, env in the process and end-to-end tests
+    procps          # kill(1), used to send signals in the end-to-end tests
+    tar             # packing test image layouts
+    busybox-static  # the root filesystem of test images
+    docker-registry # a real registry on loopback for pull tests
+    skopeo          # pushes test images into it
+    umoci           # the reference unpacker the layer tests compare against
+    openssl         # a test CA and server certificate for TLS tests
+    apache2-utils   # htpasswd, for the basic-auth registry
+)
+
+install_packages() {
+    local PACKAGES=("$@")
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        echo "locald: not a Debian-like system; make sure these are installed: ${PACKAGES[*]}" >&2
+        return
+    fi
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return
+    echo "locald: installing ${missing[*]}" >&2
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
