@@ -201,11 +201,22 @@ fn take_upgrade(req: &mut Request) -> ApiResult<hyper::upgrade::OnUpgrade> {
 }
 
 /// Answers `101` and serves `process` on the upgraded connection.
+/// Whether the daemon answers for a streamed process's life: commands clients spawn or
+/// exec are recorded (killed after a daemon crash) and sent SIGTERM when the daemon
+/// stops; a container's main process belongs to the container, which outlives the
+/// daemon, so it is neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Daemon,
+    Container,
+}
+
 fn stream_process(
     s: &Arc<Shared>,
     upgrade: hyper::upgrade::OnUpgrade,
     mut process: Process,
     extra: &[(&'static str, String)],
+    owner: Owner,
 ) -> ApiResult<Response> {
     let pid = process.id();
     let pipes = crate::session::Pipes {
@@ -224,7 +235,7 @@ fn stream_process(
     for (name, value) in extra {
         builder = builder.header(*name, value.as_str());
     }
-    let record = match (&s.state, pid) {
+    let record = match (&s.state, pid.filter(|_| owner == Owner::Daemon)) {
         (Some(state), Some(pid)) => match state.record_process(pid) {
             Ok(record) => Some(record),
             Err(err) => {
@@ -237,7 +248,11 @@ fn stream_process(
     let response = builder
         .body(Body::empty())
         .map_err(|e| ApiError::request(format!("cannot answer: {e}")))?;
-    let terminate = s.terminate.subscribe();
+    let terminate = match owner {
+        Owner::Daemon => s.terminate.subscribe(),
+        // A sender dropped at once: the session sees "no stop signal will come".
+        Owner::Container => tokio::sync::watch::channel(false).1,
+    };
     s.sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
@@ -255,7 +270,7 @@ async fn spawn(State(s): State<Arc<Shared>>, mut req: Request) -> ApiResult<Resp
     let command: Command = parse_body(req).await?;
     check_command(&command)?;
     let process = s.runtime.spawn(command).await?;
-    stream_process(&s, upgrade, process, &[])
+    stream_process(&s, upgrade, process, &[], Owner::Daemon)
 }
 
 async fn run_container(State(s): State<Arc<Shared>>, mut req: Request) -> ApiResult<Response> {
@@ -277,6 +292,7 @@ async fn run_container(State(s): State<Arc<Shared>>, mut req: Request) -> ApiRes
         upgrade,
         process,
         &[(HEADER_CONTAINER_ID, id), (HEADER_CONTAINER_NAME, name)],
+        Owner::Container,
     )
 }
 
@@ -391,7 +407,7 @@ async fn exec(
     let command: Command = parse_body(req).await?;
     check_command(&command)?;
     let process = s.runtime.exec(&id, command).await?;
-    stream_process(&s, upgrade, process, &[])
+    stream_process(&s, upgrade, process, &[], Owner::Daemon)
 }
 
 #[derive(Debug, Deserialize)]

@@ -752,3 +752,143 @@ mod conformance_stdio {
 mod conformance_daemon_binary {
     locald_conformance::conformance_suite!(super::daemon_binary);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn kill_9_with_containers_running_then_restart_finds_them() {
+    if !is_root() {
+        eprintln!("\n!!! SKIPPED kill_9_with_containers_running_then_restart_finds_them: needs root !!!\n");
+        return;
+    }
+    let rootfs = locald::native::testing::shared_busybox_rootfs().unwrap();
+    let rootfs = rootfs.to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(home.path(), &[]);
+    // One long-running container, one that exits while the daemon is down, and one
+    // auto-removed container that exits while the daemon is down.
+    let run = |d: &Daemon, args: &[&str]| {
+        let out = d.locald(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let long = run(
+        &daemon,
+        &[
+            "run", "-d", "--name", "long", "--rootfs", rootfs, "sleep", "1000",
+        ],
+    );
+    let short = run(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "short",
+            "--rootfs",
+            rootfs,
+            "sh",
+            "-c",
+            "sleep 1; exit 3",
+        ],
+    );
+    let auto = run(
+        &daemon,
+        &[
+            "run", "-d", "--rm", "--name", "auto", "--rootfs", rootfs, "sh", "-c", "sleep 1",
+        ],
+    );
+    assert!(!long.is_empty() && !short.is_empty() && !auto.is_empty());
+
+    daemon.signal("-KILL");
+    daemon.wait(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let restarted = Daemon::start(home.path(), &[]);
+    let out = restarted.locald(&["ps", "-a", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ps --json");
+    let state = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["state"].clone())
+    };
+    assert_eq!(state("long").unwrap()["state"], "running", "{list}");
+    assert_eq!(state("short").unwrap()["state"], "exited", "{list}");
+    assert_eq!(
+        state("short").unwrap()["status"],
+        serde_json::json!({"exited": 3}),
+        "{list}"
+    );
+    // The auto-removed container is gone (the restarted daemon removes it if its own
+    // shim did not get to).
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = restarted.locald(&["ps", "-a", "--json"]).output().unwrap();
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if !list.as_array().unwrap().iter().any(|c| c["name"] == "auto") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "auto-remove container left: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The survivor is still under control: stop and remove it.
+    let out = restarted
+        .locald(&["stop", "-t", "1", "long"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = restarted.locald(&["rm", "long", "short"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = restarted.locald(&["ps", "-a", "-q"]).output().unwrap();
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn sigterm_leaves_containers_running() {
+    if !is_root() {
+        eprintln!("\n!!! SKIPPED sigterm_leaves_containers_running: needs root !!!\n");
+        return;
+    }
+    let rootfs = locald::native::testing::shared_busybox_rootfs().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(home.path(), &["--grace", "1s"]);
+    let out = daemon
+        .locald(&[
+            "run",
+            "-d",
+            "--name",
+            "keeper",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "sleep",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    daemon.signal("-TERM");
+    let (status, _) = daemon.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "a graceful stop");
+    // No daemon now: the CLI works in process on the same home and finds it running.
+    let ps = Command::new(LOCALD)
+        .args(["ps", "--json"])
+        .env("LOCALD_HOME", home.path())
+        .env_remove("LOCALD_HOST")
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(list[0]["name"], "keeper", "{list}");
+    assert_eq!(list[0]["state"]["state"], "running", "{list}");
+    let rm = Command::new(LOCALD)
+        .args(["rm", "-f", "keeper"])
+        .env("LOCALD_HOME", home.path())
+        .env_remove("LOCALD_HOST")
+        .output()
+        .unwrap();
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+}
