@@ -755,6 +755,7 @@ mod conformance_daemon_binary {
 
 #[cfg(target_os = "linux")]
 #[test]
+#[allow(clippy::print_stderr)]
 fn kill_9_with_containers_running_then_restart_finds_them() {
     if !is_root() {
         eprintln!("\n!!! SKIPPED kill_9_with_containers_running_then_restart_finds_them: needs root !!!\n");
@@ -849,6 +850,7 @@ fn kill_9_with_containers_running_then_restart_finds_them() {
 
 #[cfg(target_os = "linux")]
 #[test]
+#[allow(clippy::print_stderr)]
 fn sigterm_leaves_containers_running() {
     if !is_root() {
         eprintln!("\n!!! SKIPPED sigterm_leaves_containers_running: needs root !!!\n");
