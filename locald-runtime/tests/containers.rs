@@ -503,7 +503,7 @@ async fn bad_inputs_fail_clearly_and_leave_nothing() {
         ),
         (
             ContainerSpec::builder("busybox").cmd(["true"]),
-            "no such image: docker.io/library/busybox:latest",
+            "no such image: busybox:latest",
         ),
         (
             e.spec().cmd(["true"]).workdir("/etc/passwd"),
