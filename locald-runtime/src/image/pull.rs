@@ -499,38 +499,77 @@ impl UnpackJob {
     /// the damage also broke decompression or the tar stream.
     pub(crate) fn run(
         &self,
-        reader: impl Read,
+        reader: impl Read + Send,
         blob: &tempfile::NamedTempFile,
         dir: &std::path::Path,
     ) -> Result<LayerMeta> {
         let what = format!("layer {}", self.layer.blob);
         let compression = Compression::of_media_type(&self.layer.media_type, &what)?;
-        let mut tee = BufWriter::with_capacity(256 << 10, blob.as_file());
-        let mut raw = HashingReader::with_tee(reader, &mut tee);
-        let unpacked = (|| -> Result<(unpack::UnpackStats, Digest)> {
-            let decoder: Box<dyn Read + '_> = match compression {
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut raw)),
-                Compression::Zstd => Box::new(
-                    zstd::stream::read::Decoder::new(&mut raw)
-                        .map_err(|e| Error::io("starting zstd decompression", e))?,
-                ),
-                Compression::None => Box::new(&mut raw),
-            };
-            let mut plain = HashingReader::new(decoder);
-            let stats = unpack::unpack(&mut plain, dir, &what, self.opts)?;
-            plain.drain().map_err(|e| Error::InvalidImage {
-                what: what.clone(),
-                reason: format!("corrupt data after the tar stream: {e}"),
-            })?;
-            let (diff_id, _, _) = plain.finish();
-            Ok((stats, diff_id))
-        })();
-        // Whatever happened above, read the rest so the digest covers the whole blob.
-        let drained = raw.drain();
-        let (digest, count, _) = raw.finish();
-        tee.flush()
-            .map_err(|e| Error::io("writing a layer blob", e))?;
-        drop(tee);
+        // Two threads: this one hashes the tar and writes files (mostly system time),
+        // the other receives, hashes, stores and decompresses (mostly user time), so the
+        // two overlap on a machine with two cores.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(32);
+        let (unpacked, (digest, count, drained, tee_flushed)) = std::thread::scope(|scope| {
+            let producer = scope.spawn(move || {
+                let mut tee = BufWriter::with_capacity(256 << 10, blob.as_file());
+                let mut raw = HashingReader::with_tee(reader, &mut tee);
+                {
+                    let decoder: io::Result<Box<dyn Read + '_>> = match compression {
+                        Compression::Gzip => {
+                            Ok(Box::new(flate2::read::MultiGzDecoder::new(&mut raw)))
+                        }
+                        Compression::Zstd => zstd::stream::read::Decoder::new(&mut raw)
+                            .map(|d| Box::new(d) as Box<dyn Read + '_>),
+                        Compression::None => Ok(Box::new(&mut raw)),
+                    };
+                    match decoder {
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                        Ok(mut decoder) => loop {
+                            let mut buf = vec![0u8; 256 << 10];
+                            match decoder.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    buf.truncate(n);
+                                    if tx.send(Ok(buf)).is_err() {
+                                        break; // the unpacker stopped; it has its error
+                                    }
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e));
+                                    break;
+                                }
+                            }
+                        },
+                    }
+                }
+                drop(tx);
+                // Whatever happened, read the rest so the digest covers the whole blob.
+                let drained = raw.drain();
+                let (digest, count, _) = raw.finish();
+                let flushed = tee.flush();
+                (digest, count, drained, flushed)
+            });
+            let unpacked = (|| -> Result<(unpack::UnpackStats, Digest)> {
+                let mut plain = HashingReader::new(SyncChannelReader {
+                    rx: &rx,
+                    current: Vec::new(),
+                    at: 0,
+                });
+                let stats = unpack::unpack(&mut plain, dir, &what, self.opts)?;
+                plain.drain().map_err(|e| Error::InvalidImage {
+                    what: what.clone(),
+                    reason: format!("corrupt data after the tar stream: {e}"),
+                })?;
+                let (diff_id, _, _) = plain.finish();
+                Ok((stats, diff_id))
+            })();
+            drop(rx);
+            let raw = producer.join().expect("the layer reader does not panic");
+            (unpacked, raw)
+        });
+        tee_flushed.map_err(|e| Error::io("writing a layer blob", e))?;
         if let Err(e) = drained {
             // The source failed (it already retried): that is the error to tell.
             return Err(Error::io(format!("receiving {what}"), e));
@@ -559,6 +598,32 @@ impl UnpackJob {
             entries: stats.entries,
             bytes: stats.bytes,
         })
+    }
+}
+
+/// A blocking reader over chunks sent from another thread.
+struct SyncChannelReader<'a> {
+    rx: &'a std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for SyncChannelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Err(_) => return Ok(0),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
