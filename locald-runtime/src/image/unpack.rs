@@ -207,6 +207,19 @@ pub(crate) fn unpack(
                         .map_err(io_err(format!("writing {}", target.display())))?;
                     stats.bytes += n as u64;
                 }
+                // Metadata through the open file: no more path lookups for the
+                // commonest entry. Owner before mode (chown clears set-id bits).
+                if opts.privileged {
+                    std::os::unix::fs::fchown(&file, Some(uid as u32), Some(gid as u32))
+                        .map_err(io_err(format!("setting the owner of {}", target.display())))?;
+                }
+                file.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io_err(format!("setting the mode of {}", target.display())))?;
+                apply_xattrs(&mut entry, &target, opts, what)?;
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64);
+                file.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+                    .map_err(io_err(format!("setting the times of {}", target.display())))?;
+                continue;
             }
             tar::EntryType::Symlink => {
                 let link = entry
