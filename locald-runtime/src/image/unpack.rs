@@ -86,6 +86,157 @@ pub(crate) fn unpack(
     what: &str,
     opts: UnpackOptions,
 ) -> Result<UnpackStats> {
+    // Regular files are written by two helper threads: creating and filling files is
+    // nearly all kernel time, which one thread cannot spread over two cores.
+    const WRITERS: usize = 2;
+    let first_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|scope| {
+        for _ in 0..WRITERS {
+            let (rx, first_error) = (&rx, &first_error);
+            scope.spawn(move || loop {
+                let msg = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                match msg {
+                    Ok(Msg::File(job)) => {
+                        if let Err(e) = job.write() {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                    Ok(Msg::Barrier(b)) => {
+                        b.wait();
+                    }
+                    Err(_) => return,
+                }
+            });
+        }
+        let mut pool = Pool {
+            tx,
+            workers: WRITERS,
+            pending: HashSet::new(),
+            first_error: &first_error,
+        };
+        let result = unpack_entries(reader, root, what, opts, &mut pool);
+        let flushed = pool.flush();
+        drop(pool);
+        result.and_then(|stats| flushed.map(|()| stats))
+    })
+}
+
+/// A regular file for a writer thread.
+struct FileJob {
+    target: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl FileJob {
+    fn write(self) -> Result<()> {
+        let target = &self.target;
+        let io_err = |ctx: &'static str| {
+            move |e: io::Error| Error::io(format!("{ctx} {}", target.display()), e)
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(target)
+            .map_err(io_err("creating"))?;
+        file.write_all(&self.data).map_err(io_err("writing"))?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(io_err("setting the owner of"))?;
+        }
+        file.set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(io_err("setting the mode of"))?;
+        for (name, value) in &self.xattrs {
+            if let Err(e) = xattr::set(target, name, value) {
+                tracing::warn!(path = %target.display(), attr = %name, error = %e, "could not set extended attribute");
+            }
+        }
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.mtime.max(0) as u64);
+        file.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .map_err(io_err("setting the times of"))
+    }
+}
+
+enum Msg {
+    File(FileJob),
+    Barrier(std::sync::Arc<std::sync::Barrier>),
+}
+
+/// Hands files to the writer threads, and waits for them where order matters.
+struct Pool<'a> {
+    tx: std::sync::mpsc::SyncSender<Msg>,
+    workers: usize,
+    /// Paths handed out and perhaps not written yet.
+    pending: HashSet<PathBuf>,
+    first_error: &'a std::sync::Mutex<Option<Error>>,
+}
+
+impl Pool<'_> {
+    fn error(&self) -> Result<()> {
+        match self
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn submit(&mut self, job: FileJob) -> Result<()> {
+        self.error()?;
+        self.pending.insert(job.target.clone());
+        self.tx.send(Msg::File(job)).map_err(|_| {
+            Error::io(
+                "unpacking a layer",
+                io::Error::other("the file writers stopped"),
+            )
+        })
+    }
+
+    /// Waits until every file handed out is written.
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(self.workers + 1));
+            for _ in 0..self.workers {
+                let _ = self.tx.send(Msg::Barrier(barrier.clone()));
+            }
+            barrier.wait();
+            self.pending.clear();
+        }
+        self.error()
+    }
+
+    /// Waits for `path` if it is being written.
+    fn settle(&mut self, path: &Path) -> Result<()> {
+        if self.pending.contains(path) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Files larger than this are written by the reading thread itself.
+const SMALL_FILE: u64 = 4 << 20;
+
+fn unpack_entries(
+    reader: impl Read,
+    root: &Path,
+    what: &str,
+    opts: UnpackOptions,
+    pool: &mut Pool<'_>,
+) -> Result<UnpackStats> {
     let mut archive = tar::Archive::new(reader);
     let mut dirs: HashMap<PathBuf, DirMeta> = HashMap::new();
     // Directories already known to be real directories: saves walking every parent of
@@ -131,6 +282,7 @@ pub(crate) fn unpack(
             match opts.whiteouts {
                 WhiteoutFormat::Overlay => {
                     let target = parent.join(hidden);
+                    pool.settle(&target)?;
                     forget(&mut known, &target);
                     remove_existing(&target)
                         .map_err(io_err(format!("replacing {}", target.display())))?;
@@ -151,6 +303,7 @@ pub(crate) fn unpack(
         }
 
         let target = root.join(&rel);
+        pool.settle(&target)?;
         let header = entry.header();
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
@@ -188,6 +341,24 @@ pub(crate) fn unpack(
             remove_existing(&target).map_err(io_err(format!("replacing {}", target.display())))?;
         }
         match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+                if entry.size() <= SMALL_FILE =>
+            {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| invalid(what, format!("reading {}: {e}", rel.display())))?;
+                stats.bytes += data.len() as u64;
+                pool.submit(FileJob {
+                    target: target.clone(),
+                    data,
+                    mode,
+                    owner: opts.privileged.then_some((uid as u32, gid as u32)),
+                    mtime,
+                    xattrs: collect_xattrs(&mut entry, opts),
+                })?;
+                continue;
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -251,6 +422,7 @@ pub(crate) fn unpack(
                         |reason| invalid(what, format!("hard link {}: {reason}", rel.display())),
                     )?;
                 let source = source_parent.join(source_rel.file_name().unwrap_or_default());
+                pool.settle(&source)?;
                 match fs::symlink_metadata(&source) {
                     Ok(m) if !m.is_dir() => {}
                     _ => {
@@ -474,6 +646,29 @@ pub(crate) fn make_writable(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The extended attributes an entry carries that may be set here.
+fn collect_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    opts: UnpackOptions,
+) -> Vec<(String, Vec<u8>)> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ext in exts.flatten() {
+        let Ok(key) = ext.key() else { continue };
+        let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
+            continue;
+        };
+        let privileged_ns = name.starts_with("trusted.") || name.starts_with("security.");
+        if name.starts_with("trusted.overlay.") || (privileged_ns && !opts.privileged) {
+            continue;
+        }
+        out.push((name.to_owned(), ext.value_bytes().to_vec()));
+    }
+    out
 }
 
 fn apply_xattrs<R: Read>(
