@@ -5,7 +5,9 @@
 //! reaches everything it started. On Linux, `ContainerRuntime` also runs OCI
 //! containers with youki's `libcontainer`, each created and supervised by a small shim
 //! process; elsewhere its container calls return
-//! [`Error::Unsupported`](locald_core::Error::Unsupported).
+//! [`Error::Unsupported`](locald_core::Error::Unsupported). On Linux the `image` module
+//! pulls images from registries, keeps them in a content-addressed store and unpacks
+//! their layers safely; `ContainerRuntime` runs containers from them.
 //!
 //! ```
 //! use locald_core::{Command, Runtime};
