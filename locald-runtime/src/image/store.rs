@@ -293,7 +293,7 @@ impl Store {
     }
 
     /// Removes every blob and layer no reference needs, and leftovers of interrupted
-    /// pulls. Waits for running pulls to finish first (see [`Store::work_lock`]).
+    /// pulls. Waits for running pulls to finish first (they hold the store's work lock).
     pub fn prune(&self) -> Result<PruneReport> {
         let _no_pulls = self.flock("gc", nix::fcntl::FlockArg::LockExclusive)?;
         let _lock = self.lock("index")?;
