@@ -148,14 +148,13 @@ pub(crate) async fn run(command: Command) -> Result<Output> {
     Ok(Output::new(exit_status(status), joined(out)?, joined(err)?))
 }
 
-/// A started host process with its own process group.
-pub(crate) fn spawn(command: Command) -> Result<Process> {
-    let mut child = spawn_child(&command)?;
-    let pid = child.id().expect("a child that was just spawned has a pid");
-    let stdin = child
-        .stdin
-        .take()
-        .map(|s| Box::pin(s) as locald_core::ProcessStdin);
+/// Takes a child's stdout and stderr pipes as a [`Process`] hands them out.
+pub(crate) fn output_pipes(
+    child: &mut Child,
+) -> (
+    Option<locald_core::ProcessOutput>,
+    Option<locald_core::ProcessOutput>,
+) {
     let stdout = child
         .stdout
         .take()
@@ -164,6 +163,18 @@ pub(crate) fn spawn(command: Command) -> Result<Process> {
         .stderr
         .take()
         .map(|s| Box::pin(s) as locald_core::ProcessOutput);
+    (stdout, stderr)
+}
+
+/// A started host process with its own process group.
+pub(crate) fn spawn(command: Command) -> Result<Process> {
+    let mut child = spawn_child(&command)?;
+    let pid = child.id().expect("a child that was just spawned has a pid");
+    let stdin = child
+        .stdin
+        .take()
+        .map(|s| Box::pin(s) as locald_core::ProcessStdin);
+    let (stdout, stderr) = output_pipes(&mut child);
     let control = LocalProcess {
         child,
         pid,

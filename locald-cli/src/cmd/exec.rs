@@ -7,8 +7,11 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
-use locald::{Command, Signal, Stdin, Stdio};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use locald::{Command, ExitStatus, Process, Signal, Stdin, Stdio};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    task::JoinHandle,
+};
 
 /// Arguments of `locald exec`.
 #[derive(Debug, clap::Args)]
@@ -160,23 +163,7 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         None => runtime.spawn(command).await?,
     };
 
-    if let Some(mut stdin) = process.take_stdin() {
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut stdin).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
-    let out = tokio::spawn(pump(process.take_stdout(), tokio::io::stdout()));
-    let err = tokio::spawn(pump(process.take_stderr(), tokio::io::stderr()));
-
-    let status = loop {
-        let forward = tokio::select! {
-            status = process.wait() => break status?,
-            signal = signals.recv() => signal,
-        };
-        tracing::info!(signal = %forward, "forwarding signal");
-        process.kill(forward).await?;
-    };
+    let (status, [out, err]) = attach(&mut process, &mut signals).await?;
     for task in [out, err] {
         match task.await {
             Ok(Ok(())) => {}
@@ -186,6 +173,32 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     }
     tracing::info!(%status, "command finished");
     Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
+}
+
+/// Connects `process` to this terminal until it ends: copies stdin to it (when piped),
+/// its output to ours, and passes our termination signals on. Returns how it ended and
+/// the output copiers, which may still be draining.
+pub(crate) async fn attach(
+    process: &mut Process,
+    signals: &mut Signals,
+) -> anyhow::Result<(ExitStatus, [JoinHandle<std::io::Result<()>>; 2])> {
+    if let Some(mut stdin) = process.take_stdin() {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut stdin).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let out = tokio::spawn(pump(process.take_stdout(), tokio::io::stdout()));
+    let err = tokio::spawn(pump(process.take_stderr(), tokio::io::stderr()));
+    let status = loop {
+        let forward = tokio::select! {
+            status = process.wait() => break status?,
+            signal = signals.recv() => signal,
+        };
+        tracing::info!(signal = %forward, "forwarding signal");
+        process.kill(forward).await?;
+    };
+    Ok((status, [out, err]))
 }
 
 /// The termination signals locald passes on to the command it runs.

@@ -3,10 +3,9 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use locald::{ContainerSpec, NetworkMode, Signal};
-use tokio::io::AsyncWriteExt;
+use locald::{ContainerSpec, NetworkMode};
 
-use super::exec::{pump, Signals};
+use super::exec::{attach, Signals};
 
 /// Arguments of `locald run`.
 #[derive(Debug, clap::Args)]
@@ -205,22 +204,7 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     } else {
         None
     };
-    let process = handle.process();
-    if let Some(mut stdin) = process.take_stdin() {
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut stdin).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
-    let out = tokio::spawn(pump(process.take_stdout(), tokio::io::stdout()));
-    let err = tokio::spawn(pump(process.take_stderr(), tokio::io::stderr()));
-    let status = loop {
-        let forward = tokio::select! {
-            status = handle.wait() => break status?,
-            signal = signals.recv() => signal,
-        };
-        handle.kill(forward).await?;
-    };
+    let (status, [out, err]) = attach(handle.process(), &mut signals).await?;
     for task in [out, err] {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -237,7 +221,6 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
             .await
             .with_context(|| format!("removing container {}", &id[..12]))?;
     }
-    let _ = Signal::TERM;
     Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
 }
 

@@ -937,14 +937,7 @@ impl Runtime for ContainerRuntime {
             }
             (_, s) => s.map(|s| Box::pin(s) as locald_core::ProcessStdin),
         };
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| Box::pin(s) as locald_core::ProcessOutput);
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| Box::pin(s) as locald_core::ProcessOutput);
+        let (stdout, stderr) = crate::process_unix::output_pipes(&mut child);
         let control = ExecControl {
             child,
             status_pipe,
