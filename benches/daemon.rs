@@ -11,9 +11,9 @@
 use std::{sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use locald::remote::{Host, RemoteRuntime};
 use locald::{Capability, Command, ContainerSpec, Runtime};
-use locald_daemon::{bind_unix, Listener, Server};
-use locald_remote::{Host, RemoteRuntime};
+use locald_cli::daemon::{bind_unix, Listener, Server};
 
 fn daemon_round_trip(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temp dir");

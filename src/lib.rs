@@ -24,7 +24,7 @@
 //!
 //! | crate | what it holds |
 //! |---|---|
-//! | `locald-core` | the [`Runtime`] trait and its types; no platform code |
+//! | `locald-core` | the [`Runtime`] trait and its types; no platform code; [`remote`]: the daemon API and [`remote::RemoteRuntime`] |
 //! | `locald-runtime` | the native backend ([`native`]) |
 //! | `locald-lima` | the macOS backend ([`lima`]) |
 //! | `locald-wsl` | the Windows backend ([`wsl`]) |

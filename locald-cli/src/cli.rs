@@ -103,7 +103,7 @@ fn init_logging(verbose: u8) {
 }
 
 /// Parses the command line, runs the subcommand and turns its result into an exit code.
-pub(crate) fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let mut builder = match cli.command {

@@ -88,6 +88,15 @@
 //! );
 //! # Ok::<(), Error>(()) }).unwrap();
 //! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `remote` | off | [`remote`]: the daemon API, `RemoteRuntime` (a [`Runtime`] served by a `locald daemon`), and the seams a remote backend plugs into (`Dial`, `PathMap`). Adds hyper's HTTP/1.1 client; no platform-specific code. |
+//!
+//! Without features this crate depends on little more than serde, tokio's sync and
+//! I/O traits, and oci-spec's image reference parser.
 
 mod command;
 mod container;
@@ -96,6 +105,8 @@ mod image;
 mod paths;
 mod platform;
 mod process;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod runtime;
 mod units;
 

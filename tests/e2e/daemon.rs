@@ -11,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use locald::remote::{Host, RemoteRuntime};
 use locald_conformance::Subject;
-use locald_remote::{Host, RemoteRuntime};
 
 const LOCALD: &str = env!("CARGO_BIN_EXE_locald");
 

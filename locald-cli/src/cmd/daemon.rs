@@ -8,10 +8,10 @@ use std::{
     time::Duration,
 };
 
+use crate::daemon::{Listener, Server, StateDir, Token};
 use anyhow::Context;
+use locald::remote::{Host, RemoteRuntime};
 use locald::{Paths, Runtime};
-use locald_daemon::{Listener, Server, StateDir, Token};
-use locald_remote::{Host, RemoteRuntime};
 
 use crate::cmd::exec::parse_duration;
 
@@ -113,7 +113,7 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     let paths = Paths::from_process_env();
-    let state_dir = locald_daemon::default_state_dir(&paths);
+    let state_dir = crate::daemon::default_state_dir(&paths);
     let state = StateDir::open(&state_dir)?;
     let server = Server::with_state(runtime, state);
     let recovery = server.recover().await;
@@ -133,15 +133,15 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     if let Some(addr) = args.tcp {
         let token_file = args.token_file.unwrap_or_else(|| state_dir.join("token"));
         let token = Token::load_or_create(&token_file)?;
-        listeners.push(Listener::Tcp(locald_daemon::bind_tcp(addr)?, token));
+        listeners.push(Listener::Tcp(crate::daemon::bind_tcp(addr)?, token));
         tracing::info!(%addr, token_file = %token_file.display(), "listening on TCP");
     }
     // The socket last: once it answers, everything is ready.
     let socket = args
         .socket
-        .unwrap_or_else(|| locald_daemon::default_socket(&paths));
+        .unwrap_or_else(|| crate::daemon::default_socket(&paths));
     #[cfg(unix)]
-    listeners.push(Listener::Unix(locald_daemon::bind_unix(&socket)?));
+    listeners.push(Listener::Unix(crate::daemon::bind_unix(&socket)?));
     #[cfg(not(unix))]
     anyhow::ensure!(
         !listeners.is_empty(),
@@ -179,7 +179,7 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send>
 async fn status(args: StatusArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
     let host = match host {
         Some(host) => parse_host(host)?,
-        None => Host::Unix(locald_daemon::default_socket(&Paths::from_process_env())),
+        None => Host::Unix(crate::daemon::default_socket(&Paths::from_process_env())),
     };
     let found = RemoteRuntime::connect(host.clone()).await;
     let stdout = std::io::stdout();

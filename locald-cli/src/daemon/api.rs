@@ -1,5 +1,5 @@
 //! The routes of the daemon API, one per [`Runtime`] method (see
-//! [`locald_remote::protocol`] for the table).
+//! [`locald::remote::protocol`] for the table).
 
 use std::sync::Arc;
 
@@ -13,15 +13,15 @@ use axum::{
 };
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
-use locald_core::{Command, ContainerSpec, LogOptions, Process, Stdin, Stdio};
-use locald_remote::protocol::{
+use locald::remote::protocol::{
     ErrorBody, Frame, FrameKind, ImageRequest, ImportRequest, KillRequest, ListQuery, LoadRequest,
     Outcome, PullLine, PullRequest, RemoveQuery, StopRequest, WireError, HEADER_CONTAINER_ID,
     HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES, UPGRADE_PROTOCOL,
 };
+use locald::{Command, ContainerSpec, LogOptions, Process, Stdin, Stdio};
 use serde::{de::DeserializeOwned, Deserialize};
 
-use crate::server::Shared;
+use crate::daemon::server::Shared;
 
 /// An error answer: the status and Docker's `{"message"}` body with the typed error.
 #[derive(Debug)]
@@ -46,8 +46,8 @@ impl ApiError {
     }
 }
 
-impl From<locald_core::Error> for ApiError {
-    fn from(err: locald_core::Error) -> Self {
+impl From<locald::Error> for ApiError {
+    fn from(err: locald::Error) -> Self {
         ApiError {
             status: None,
             error: WireError::from_error(&err),
@@ -136,7 +136,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/images/import", post(import_image));
     Router::new()
         .route("/_ping", get(|| async { "OK" }).head(|| async { "OK" }))
-        .nest(locald_remote::protocol::PREFIX, v1)
+        .nest(locald::remote::protocol::PREFIX, v1)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(shared)
@@ -167,7 +167,7 @@ fn check_command(command: &Command) -> ApiResult<()> {
         || command.get_stdout() == Stdio::Inherit
         || command.get_stderr() == Stdio::Inherit
     {
-        return Err(ApiError::from(locald_core::Error::invalid(
+        return Err(ApiError::from(locald::Error::invalid(
             "command",
             command.get_program(),
             "inherited stdio is not available through the daemon; pipe the stream and copy it",
@@ -219,7 +219,7 @@ fn stream_process(
     owner: Owner,
 ) -> ApiResult<Response> {
     let pid = process.id();
-    let pipes = crate::session::Pipes {
+    let pipes = crate::daemon::session::Pipes {
         stdin: process.take_stdin(),
         stdout: process.take_stdout(),
         stderr: process.take_stderr(),
@@ -256,7 +256,8 @@ fn stream_process(
     s.sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                crate::session::serve(TokioIo::new(upgraded), process, pipes, terminate).await
+                crate::daemon::session::serve(TokioIo::new(upgraded), process, pipes, terminate)
+                    .await
             }
             Err(err) => tracing::debug!(%err, "client left before the stream started"),
         }
@@ -373,8 +374,8 @@ async fn container_logs(
         let frame = match chunks.next().await {
             Some(Ok((stream, data))) => {
                 let kind = match stream {
-                    locald_core::LogStream::Stdout => FrameKind::Stdout,
-                    locald_core::LogStream::Stderr => FrameKind::Stderr,
+                    locald::LogStream::Stdout => FrameKind::Stdout,
+                    locald::LogStream::Stderr => FrameKind::Stderr,
                 };
                 return Some((
                     Ok::<_, std::convert::Infallible>(Frame::new(kind, data).encode()),
@@ -392,7 +393,7 @@ async fn container_logs(
     Response::builder()
         .header(
             header::CONTENT_TYPE,
-            locald_remote::protocol::STREAM_CONTENT_TYPE,
+            locald::remote::protocol::STREAM_CONTENT_TYPE,
         )
         .body(Body::from_stream(frames))
         .map_err(|e| ApiError::request(format!("cannot answer: {e}")))

@@ -9,8 +9,11 @@ use std::{
     task::{Context, Poll},
 };
 
-use locald_core::{Error, Result};
+use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{Connection, Dial};
+use crate::{Error, Result};
 
 /// The address of a locald daemon.
 ///
@@ -19,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// stdin and stdout are the connection is made with [`Host::command`].
 ///
 /// ```
-/// use locald_remote::Host;
+/// use locald_core::remote::Host;
 ///
 /// let host: Host = "unix:///run/locald/locald.sock".parse()?;
 /// assert_eq!(host.to_string(), "unix:///run/locald/locald.sock");
@@ -124,16 +127,18 @@ impl Host {
             other => other,
         }
     }
+}
 
-    pub(crate) fn token(&self) -> Option<&str> {
+#[async_trait]
+impl Dial for Host {
+    fn token(&self) -> Option<&str> {
         match self {
             Host::Tcp { token, .. } => token.as_deref(),
             _ => None,
         }
     }
 
-    /// Opens one connection.
-    pub(crate) async fn dial(&self) -> Result<Box<dyn Connection>> {
+    async fn dial(&self) -> Result<Box<dyn Connection>> {
         let fail = |e| Error::io(format!("cannot connect to the locald daemon at {self}"), e);
         match self {
             #[cfg(unix)]
@@ -168,7 +173,7 @@ impl Host {
                         use tokio::io::AsyncBufReadExt;
                         let mut lines = tokio::io::BufReader::new(stderr).lines();
                         while let Ok(Some(line)) = lines.next_line().await {
-                            tracing::warn!(target: "locald_remote::bridge", "{line}");
+                            tracing::warn!(target: "locald_core::remote::bridge", "{line}");
                         }
                     });
                 }
@@ -181,10 +186,6 @@ impl Host {
         }
     }
 }
-
-/// A byte stream to a daemon.
-pub(crate) trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
 
 /// A bridge command's stdout (read) and stdin (write). Shutting it down closes the
 /// command's stdin (end of file, as a socket's half-close); dropping it kills the

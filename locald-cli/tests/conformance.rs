@@ -3,10 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
+use locald::remote::{Host, RemoteRuntime};
+use locald::Runtime;
+use locald_cli::daemon::{bind_tcp, bind_unix, Listener, Server, Token};
 use locald_conformance::Subject;
-use locald_core::Runtime;
-use locald_daemon::{bind_tcp, bind_unix, Listener, Server, Token};
-use locald_remote::{Host, RemoteRuntime};
 use locald_runtime::ProcessRuntime;
 
 /// A daemon serving a fresh process runtime in this test process, stopped when the

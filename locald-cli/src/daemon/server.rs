@@ -19,15 +19,15 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use locald_core::Runtime;
-use locald_remote::DaemonInfo;
+use locald::remote::DaemonInfo;
+use locald::Runtime;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::{watch, Notify},
     task::AbortHandle,
 };
 
-use crate::{api, state::Recovery, Error, Result, StateDir};
+use crate::daemon::{api, state::Recovery, Error, Result, StateDir};
 
 /// How long a connection may take to send a request's headers, and how long an idle
 /// keep-alive connection stays open.
@@ -176,7 +176,7 @@ impl Token {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let token = random_token()
                     .map_err(|e| Error::io("cannot read random bytes for a token", e))?;
-                crate::state::write_atomic(path, token.as_bytes())
+                crate::daemon::state::write_atomic(path, token.as_bytes())
                     .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
                 Ok(Token(token.into()))
             }
@@ -266,12 +266,12 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 
 /// Where the daemon's socket lives by default: `$XDG_RUNTIME_DIR/locald/locald.sock`,
 /// else `$LOCALD_HOME/run/locald.sock`.
-pub fn default_socket(paths: &locald_core::Paths) -> PathBuf {
+pub fn default_socket(paths: &locald::Paths) -> PathBuf {
     paths.runtime_dir().join("locald.sock")
 }
 
 /// Where the daemon keeps its state by default: `$LOCALD_HOME/daemon`.
-pub fn default_state_dir(paths: &locald_core::Paths) -> PathBuf {
+pub fn default_state_dir(paths: &locald::Paths) -> PathBuf {
     paths.data_home().join("daemon")
 }
 

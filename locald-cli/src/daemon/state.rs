@@ -18,10 +18,10 @@ use std::{
     sync::Arc,
 };
 
-use locald_core::{ContainerState, Runtime};
+use locald::{ContainerState, Runtime};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::daemon::{Error, Result};
 
 /// The daemon's state directory, locked for the life of this value.
 #[derive(Debug)]

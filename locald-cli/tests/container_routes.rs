@@ -1,11 +1,11 @@
 //! The daemon's container routes and its restart logic, over a real socket.
 //!
-//! The container runtime is being built in another branch; until it lands, these tests
-//! use `StandIn`, a small in-memory runtime whose "containers" are entries in a map
-//! and whose main process is a real `cat`. It exists only to prove that every
-//! container method crosses the daemon intact (values, typed errors, streams, log
-//! frames) and that a restarted daemon cleans up after auto-remove containers. The
-//! conformance suite's `containers` case covers the real runtime once it is there.
+//! These tests use `StandIn`, a small in-memory runtime whose "containers" are entries
+//! in a map and whose main process is a real `cat`, so they run without root. It exists
+//! only to prove that every container method crosses the daemon intact (values, typed
+//! errors, streams, log frames) and that a restarted daemon cleans up after
+//! auto-remove containers. The conformance suite's `containers` case and the
+//! end-to-end tests cover the real container runtime through the daemon.
 
 use std::{
     collections::BTreeMap,
@@ -14,13 +14,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use locald_core::{
+use locald::remote::{Host, RemoteRuntime};
+use locald::{
     Capability, Command, ContainerHandle, ContainerSpec, ContainerState, ContainerSummary, Error,
     ExitStatus, ImageRef, ImageSummary, LogChunks, LogOptions, LogStream, Platform, Process,
     PullOptions, Result, Runtime, RuntimeInfo, Signal, Stdin, Stdio,
 };
-use locald_daemon::{bind_unix, Listener, Server, StateDir};
-use locald_remote::{Host, RemoteRuntime};
+use locald_cli::daemon::{bind_unix, Listener, Server, StateDir};
 use locald_runtime::ProcessRuntime;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

@@ -7,20 +7,20 @@ use std::{
     task::{Context, Poll},
 };
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use locald_core::{
+use crate::{
     Error, ExitStatus, LogChunks, LogStream, Process, ProcessControl, ProcessOutput, ProcessStdin,
     Result, Signal,
 };
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream},
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
-use crate::protocol::{Frame, FrameKind, KillRequest, Outcome, WireError};
+use super::protocol::{Frame, FrameKind, KillRequest, Outcome, WireError};
 
 /// How much of each stream is buffered on this side before the daemon is slowed down.
 const BUFFER: usize = 64 << 10;

@@ -2,6 +2,11 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use crate::{
+    Command, ContainerHandle, ContainerSource, ContainerSpec, ContainerSummary, Error, ExitStatus,
+    ImageRef, ImageSummary, LogChunks, LogOptions, MountSource, Output, Process, PruneReport,
+    PullOptions, Result, Runtime, RuntimeInfo, Signal, Stdin, Stdio,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,21 +16,17 @@ use hyper::{
     header, Method, Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
-use locald_core::{
-    Command, ContainerHandle, ContainerSpec, ContainerSummary, Error, ExitStatus, ImageRef,
-    ImageSummary, LogChunks, LogOptions, Output, Process, PruneReport, PullOptions, Result,
-    Runtime, RuntimeInfo, Signal, Stdin, Stdio,
-};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::{io::AsyncWriteExt, sync::Mutex};
 
-use crate::{
+use super::{
     protocol::{
         DaemonInfo, ErrorBody, ImageRequest, ImportRequest, KillRequest, LoadRequest, PullLine,
         PullRequest, StopRequest, WireError, HEADER_CONTAINER_ID, HEADER_CONTAINER_NAME,
         HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES, PREFIX, UPGRADE_PROTOCOL,
     },
-    stream, Host,
+    seams::map_path,
+    stream, Dial, Host, PathMap, SamePaths,
 };
 
 /// Idle connections kept for the next request.
@@ -45,7 +46,8 @@ pub struct RemoteRuntime {
 }
 
 struct Inner {
-    host: Host,
+    host: Arc<dyn Dial>,
+    paths: Arc<dyn PathMap>,
     daemon: DaemonInfo,
     idle: Mutex<Vec<(std::time::Instant, SendRequest<Full<Bytes>>)>>,
 }
@@ -53,7 +55,8 @@ struct Inner {
 impl fmt::Debug for RemoteRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteRuntime")
-            .field("host", &self.inner.host)
+            .field("host", &self.inner.host.to_string())
+            .field("paths", &self.inner.paths)
             .field("runtime", &self.inner.daemon.runtime.name)
             .finish()
     }
@@ -70,6 +73,41 @@ impl Body {
     }
 }
 
+/// Builds a [`RemoteRuntime`] over any transport ([`Dial`]) with a path map
+/// ([`PathMap`]); made by [`RemoteRuntime::builder`].
+#[derive(Debug)]
+pub struct RemoteRuntimeBuilder {
+    dial: Arc<dyn Dial>,
+    paths: Arc<dyn PathMap>,
+}
+
+impl RemoteRuntimeBuilder {
+    /// How this machine's paths are named where the daemon runs (default:
+    /// [`SamePaths`], a daemon on this host).
+    pub fn path_map(mut self, paths: impl PathMap + 'static) -> Self {
+        self.paths = Arc::new(paths);
+        self
+    }
+
+    /// Connects and asks the daemon what it serves.
+    pub async fn connect(self) -> Result<RemoteRuntime> {
+        let probe = Inner {
+            host: self.dial,
+            paths: self.paths,
+            daemon: DaemonInfo::new(
+                "",
+                0,
+                RuntimeInfo::new("remote", crate::Platform::Other, []),
+            ),
+            idle: Mutex::new(Vec::new()),
+        };
+        let daemon: DaemonInfo = probe.call(Method::GET, "/info", Body::Empty).await?;
+        Ok(RemoteRuntime {
+            inner: Arc::new(Inner { daemon, ..probe }),
+        })
+    }
+}
+
 impl RemoteRuntime {
     /// Connects to the daemon at `host` and asks what it serves.
     pub async fn connect(host: Host) -> Result<RemoteRuntime> {
@@ -80,19 +118,16 @@ impl RemoteRuntime {
                 "a TCP daemon needs its token (LOCALD_TOKEN or LOCALD_TOKEN_FILE)",
             ));
         }
-        let probe = Inner {
-            host,
-            daemon: DaemonInfo::new(
-                "",
-                0,
-                RuntimeInfo::new("remote", locald_core::Platform::Other, []),
-            ),
-            idle: Mutex::new(Vec::new()),
-        };
-        let daemon: DaemonInfo = probe.call(Method::GET, "/info", Body::Empty).await?;
-        Ok(RemoteRuntime {
-            inner: Arc::new(Inner { daemon, ..probe }),
-        })
+        RemoteRuntime::builder(host).connect().await
+    }
+
+    /// A runtime whose daemon is reached through `dial`: the seam a remote backend
+    /// (a VM's forwarded socket, a `wsl.exe` bridge) plugs its transport into.
+    pub fn builder(dial: impl Dial + 'static) -> RemoteRuntimeBuilder {
+        RemoteRuntimeBuilder {
+            dial: Arc::new(dial),
+            paths: Arc::new(SamePaths),
+        }
     }
 
     /// What the daemon said about itself when this runtime connected.
@@ -100,9 +135,9 @@ impl RemoteRuntime {
         &self.inner.daemon
     }
 
-    /// Where the daemon is.
-    pub fn host(&self) -> &Host {
-        &self.inner.host
+    /// How the daemon is reached (for messages: it displays as its address).
+    pub fn dialer(&self) -> &dyn Dial {
+        &*self.inner.host
     }
 
     async fn open_stream(
@@ -132,6 +167,8 @@ fn header_str<'a>(response: &'a Response<Incoming>, name: &str) -> Option<&'a st
 
 /// Sends the command with `Inherit` streams replaced by pipes that this side copies
 /// to and from its own stdio, as an in-process runtime would have them inherited.
+/// (The working directory is the caller's business: a host command's is mapped by
+/// [`RemoteRuntime::host_command`], an `exec`'s is inside the container.)
 fn wire_command(command: Command) -> (Command, stream::Inherit) {
     let inherit = stream::Inherit {
         stdin: matches!(command.get_stdin(), Stdin::Inherit),
@@ -284,13 +321,20 @@ fn segment(id: &str) -> String {
     out
 }
 
-#[async_trait]
-impl Runtime for RemoteRuntime {
-    fn info(&self) -> RuntimeInfo {
-        self.inner.daemon.runtime.clone()
+impl RemoteRuntime {
+    /// A host command's working directory, named as the daemon sees it.
+    fn host_command(&self, command: Command) -> Result<Command> {
+        match command.get_current_dir() {
+            Some(dir) => {
+                let dir = map_path(&*self.inner.paths, dir)?;
+                Ok(command.current_dir(dir))
+            }
+            None => Ok(command),
+        }
     }
 
-    async fn spawn(&self, command: Command) -> Result<Process> {
+    /// Spawns a host command whose paths are already the daemon's.
+    async fn spawn_mapped(&self, command: Command) -> Result<Process> {
         let (command, inherit) = wire_command(command);
         let (process, _) = self
             .open_stream("/processes", Body::json(&command), inherit)
@@ -298,17 +342,43 @@ impl Runtime for RemoteRuntime {
         Ok(process)
     }
 
+    /// A container's host paths (its root filesystem directory, bind mount sources),
+    /// named as the daemon sees them.
+    fn container_spec(&self, mut spec: ContainerSpec) -> Result<ContainerSpec> {
+        if let ContainerSource::Rootfs(dir) = &spec.source {
+            spec.source = ContainerSource::Rootfs(map_path(&*self.inner.paths, dir)?);
+        }
+        for mount in &mut spec.mounts {
+            if let MountSource::Bind(source) = &mount.source {
+                mount.source = MountSource::Bind(map_path(&*self.inner.paths, source)?);
+            }
+        }
+        Ok(spec)
+    }
+}
+
+#[async_trait]
+impl Runtime for RemoteRuntime {
+    fn info(&self) -> RuntimeInfo {
+        self.inner.daemon.runtime.clone()
+    }
+
+    async fn spawn(&self, command: Command) -> Result<Process> {
+        self.spawn_mapped(self.host_command(command)?).await
+    }
+
     async fn run_command(&self, command: Command) -> Result<Output> {
+        let command = self.host_command(command)?;
         let (wire, inherit) = wire_command(command.clone());
         if inherit.any() {
-            return self.spawn(command).await?.output().await;
+            return self.spawn_mapped(command).await?.output().await;
         }
         let body = Body::json(&wire);
         if let (Body::Json(json), Stdin::Bytes(bytes)) = (&body, command.get_stdin()) {
             if json.len() > MAX_REQUEST_BYTES {
                 // Too large for one request: stream the input instead.
                 let bytes = bytes.clone();
-                let mut process = self.spawn(command.stdin(Stdin::Piped)).await?;
+                let mut process = self.spawn_mapped(command.stdin(Stdin::Piped)).await?;
                 if let Some(mut stdin) = process.take_stdin() {
                     tokio::spawn(async move {
                         // A command that exits without reading all of its input closes
@@ -325,7 +395,11 @@ impl Runtime for RemoteRuntime {
 
     async fn run_container(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
         let (process, response) = self
-            .open_stream("/containers", Body::json(&spec), stream::Inherit::default())
+            .open_stream(
+                "/containers",
+                Body::json(&self.container_spec(spec)?),
+                stream::Inherit::default(),
+            )
             .await?;
         let id = header_str(&response, HEADER_CONTAINER_ID).unwrap_or_default();
         let name = header_str(&response, HEADER_CONTAINER_NAME).unwrap_or_default();
@@ -504,7 +578,7 @@ impl Runtime for RemoteRuntime {
                 Method::POST,
                 "/images/load",
                 Body::json(&LoadRequest {
-                    path: absolute(path)?,
+                    path: map_path(&*self.inner.paths, path)?,
                 }),
             )
             .await
@@ -520,15 +594,10 @@ impl Runtime for RemoteRuntime {
                 Method::POST,
                 "/images/import",
                 Body::json(&ImportRequest {
-                    rootfs: absolute(rootfs)?,
+                    rootfs: map_path(&*self.inner.paths, rootfs)?,
                     image: image.clone(),
                 }),
             )
             .await
     }
-}
-
-/// Paths travel absolute: the daemon's working directory is not the client's.
-fn absolute(path: &std::path::Path) -> Result<std::path::PathBuf> {
-    std::path::absolute(path).map_err(|e| Error::io(format!("resolving {}", path.display()), e))
 }

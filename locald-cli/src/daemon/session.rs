@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use locald_core::{Process, ProcessOutput, ProcessStdin, Signal};
-use locald_remote::protocol::{Frame, FrameKind, KillRequest, Outcome};
+use locald::remote::protocol::{Frame, FrameKind, KillRequest, Outcome};
+use locald::{Process, ProcessOutput, ProcessStdin, Signal};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore},
@@ -20,7 +20,7 @@ const STDIN_BUDGET: usize = 8 << 20;
 /// What the frame reader passes on.
 enum Control {
     /// A kill frame (or why it could not be read).
-    Kill(locald_core::Result<Signal>),
+    Kill(locald::Result<Signal>),
     /// The client closed its side.
     Closed,
 }
@@ -141,7 +141,7 @@ pub(crate) async fn serve<IO>(
                 }
                 FrameKind::Kill => {
                     let request = frame.parse::<KillRequest>().map(|k| k.signal).map_err(|e| {
-                        locald_core::Error::invalid(
+                        locald::Error::invalid(
                             "kill request",
                             String::from_utf8_lossy(&frame.payload),
                             e.to_string(),

@@ -10,27 +10,27 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /locald/v1/info` | | [`DaemonInfo`] |
-//! | `POST /locald/v1/commands/run` | [`Command`](locald_core::Command) | [`Output`](locald_core::Output) |
+//! | `POST /locald/v1/commands/run` | [`Command`](crate::Command) | [`Output`](crate::Output) |
 //! | `POST /locald/v1/processes` (upgrade) | `Command` | `101`, then a [framed](Frame) stream |
-//! | `POST /locald/v1/containers` (upgrade) | [`ContainerSpec`](locald_core::ContainerSpec) | `101`, then a framed stream of the main process |
+//! | `POST /locald/v1/containers` (upgrade) | [`ContainerSpec`](crate::ContainerSpec) | `101`, then a framed stream of the main process |
 //! | `GET /locald/v1/containers?all=true` | | `[ContainerSummary]` |
 //! | `GET /locald/v1/containers/{id}` | | `ContainerSummary` |
 //! | `DELETE /locald/v1/containers/{id}?force=true` | | `204` |
-//! | `POST /locald/v1/containers/{id}/wait` | | [`ExitStatus`](locald_core::ExitStatus) |
+//! | `POST /locald/v1/containers/{id}/wait` | | [`ExitStatus`](crate::ExitStatus) |
 //! | `POST /locald/v1/containers/{id}/stop` | [`StopRequest`] | `204` |
 //! | `POST /locald/v1/containers/{id}/kill` | [`KillRequest`] | `204` |
 //! | `GET /locald/v1/containers/{id}/logs?follow=true&tail=N` | | a framed body: stdout and stderr frames, then an [`END`](FrameKind::End) frame |
 //! | `POST /locald/v1/containers/{id}/exec` (upgrade) | `Command` | `101`, then a framed stream |
-//! | `POST /locald/v1/images/pull` | [`PullRequest`] | [`ImageSummary`](locald_core::ImageSummary); with `?progress=true`, JSON lines of [`PullLine`] |
+//! | `POST /locald/v1/images/pull` | [`PullRequest`] | [`ImageSummary`](crate::ImageSummary); with `?progress=true`, JSON lines of [`PullLine`] |
 //! | `GET /locald/v1/images` | | `[ImageSummary]` |
 //! | `POST /locald/v1/images/remove` | [`ImageRequest`] | `ImageSummary` |
-//! | `POST /locald/v1/images/prune` | | [`PruneReport`](locald_core::PruneReport) |
+//! | `POST /locald/v1/images/prune` | | [`PruneReport`](crate::PruneReport) |
 //! | `POST /locald/v1/images/load` | [`LoadRequest`] | `[ImageSummary]` |
 //! | `POST /locald/v1/images/import` | [`ImportRequest`] | `ImageSummary` |
 //!
 //! Every error answer has Docker's error body, `{"message": "..."}`, with the typed
 //! [`WireError`] beside it under `error`, from which a client rebuilds the very
-//! [`locald_core::Error`] the runtime returned.
+//! [`crate::Error`] the runtime returned.
 //!
 //! # Streams
 //!
@@ -47,7 +47,7 @@
 
 use std::{io, path::PathBuf, time::Duration};
 
-use locald_core::{Capability, Error, ImageRef, Platform, PullOptions, RuntimeInfo, Signal};
+use crate::{Capability, Error, ImageRef, Platform, PullOptions, RuntimeInfo, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -136,9 +136,9 @@ pub struct PullRequest {
 #[serde(rename_all = "kebab-case")]
 pub enum PullLine {
     /// A progress event.
-    Progress(locald_core::PullProgress),
+    Progress(crate::PullProgress),
     /// The pull finished.
-    Done(locald_core::ImageSummary),
+    Done(crate::ImageSummary),
     /// The pull failed.
     Failed(WireError),
 }
@@ -263,7 +263,7 @@ fn io_kind(name: &str) -> io::ErrorKind {
     .unwrap_or(Other)
 }
 
-/// A [`locald_core::Error`] on the wire, variant by variant, so that a client returns
+/// A [`crate::Error`] on the wire, variant by variant, so that a client returns
 /// exactly what the runtime behind the daemon returned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -409,7 +409,7 @@ impl WireError {
         }
     }
 
-    /// The [`locald_core::Error`] this stands for.
+    /// The [`crate::Error`] this stands for.
     pub fn to_error(&self) -> Error {
         match self.clone() {
             WireError::Unsupported {
@@ -576,18 +576,6 @@ impl WireError {
                     causes,
                 }
             }
-            other => {
-                let mut causes = Vec::new();
-                let mut source = std::error::Error::source(other);
-                while let Some(cause) = source {
-                    causes.push(cause.to_string());
-                    source = cause.source();
-                }
-                WireError::Other {
-                    message: other.to_string(),
-                    causes,
-                }
-            }
         }
     }
 
@@ -641,7 +629,7 @@ pub enum Outcome<T> {
 
 impl<T> Outcome<T> {
     /// The outcome of a runtime call.
-    pub fn from_result(result: &locald_core::Result<T>) -> Self
+    pub fn from_result(result: &crate::Result<T>) -> Self
     where
         T: Clone,
     {
@@ -652,7 +640,7 @@ impl<T> Outcome<T> {
     }
 
     /// The result again.
-    pub fn into_result(self) -> locald_core::Result<T> {
+    pub fn into_result(self) -> crate::Result<T> {
         match self {
             Outcome::Ok(v) => Ok(v),
             Outcome::Err(e) => Err(e.to_error()),
@@ -671,7 +659,7 @@ pub enum FrameKind {
     /// Daemon to client: bytes the process wrote to stderr; empty means end of file.
     Stderr,
     /// Daemon to client: the process ended (or the log stream did); the payload is a
-    /// JSON [`Outcome`] of the [`ExitStatus`](locald_core::ExitStatus) (`()` for logs).
+    /// JSON [`Outcome`] of the [`ExitStatus`](crate::ExitStatus) (`()` for logs).
     End,
     /// Client to daemon: send a signal; the payload is a JSON [`KillRequest`].
     Kill,

@@ -1,13 +1,13 @@
-//! The locald daemon: serves any [`Runtime`](locald_core::Runtime) over the daemon
-//! API (see `locald_remote::protocol`) so that clients elsewhere (a macOS host, a
+//! The locald daemon: serves any [`Runtime`](locald::Runtime) over the daemon
+//! API (see `locald::remote::protocol`) so that clients elsewhere (a macOS host, a
 //! Windows host, another program on the same machine) use it through
-//! `locald_remote::RemoteRuntime` exactly as they would in process.
+//! `locald::remote::RemoteRuntime` exactly as they would in process.
 //!
 //! ```no_run
 //! use std::{sync::Arc, time::Duration};
-//! use locald_daemon::{bind_unix, Listener, Server, StateDir};
+//! use locald_cli::daemon::{bind_unix, Listener, Server, StateDir};
 //!
-//! # async fn demo(runtime: Arc<dyn locald_core::Runtime>) -> locald_daemon::Result<()> {
+//! # async fn demo(runtime: Arc<dyn locald::Runtime>) -> locald_cli::daemon::Result<()> {
 //! let state = StateDir::open("/home/ada/.local/share/locald/daemon")?;
 //! let server = Server::with_state(runtime, state);
 //! server.recover().await;
