@@ -123,7 +123,7 @@ pub use platform::{Detection, Platform, PlatformProbe};
 pub use process::{Process, ProcessControl, ProcessOutput, ProcessStdin};
 pub use runtime::{
     Capability, ImageSummary, LogChunks, ProgressSender, PruneReport, PullOptions, PullProgress,
-    Runtime, RuntimeInfo,
+    RegistryLogin, Runtime, RuntimeInfo,
 };
 pub use units::{ByteSize, Cpus};
 

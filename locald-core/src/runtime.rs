@@ -114,6 +114,54 @@ impl PullOptions {
     }
 }
 
+/// Credentials to check against a registry and keep for later pulls
+/// ([`Runtime::login`]). The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RegistryLogin {
+    /// The registry, `host[:port]` (`docker.io` for Docker Hub).
+    pub registry: String,
+    /// The user name.
+    pub username: String,
+    /// The password or token.
+    pub password: String,
+    /// Allow plain HTTP or unverified TLS for this registry while checking.
+    pub insecure: bool,
+}
+
+impl RegistryLogin {
+    /// Credentials of `username` for `registry`.
+    pub fn new(
+        registry: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        RegistryLogin {
+            registry: registry.into(),
+            username: username.into(),
+            password: password.into(),
+            insecure: false,
+        }
+    }
+
+    /// Allows plain HTTP or unverified TLS while checking the credentials.
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+}
+
+impl fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
 /// Where a pull reports its progress.
 pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<PullProgress>;
 
@@ -326,6 +374,20 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         image: &ImageRef,
     ) -> Result<ImageSummary> {
         let _ = (rootfs, image);
+        Err(self.info().unsupported(Capability::Images))
+    }
+
+    /// Checks credentials against their registry and, when the registry accepts them,
+    /// keeps them where the runtime's pulls find them (`docker login`).
+    async fn login(&self, login: RegistryLogin) -> Result<()> {
+        let _ = login;
+        Err(self.info().unsupported(Capability::Images))
+    }
+
+    /// Forgets the credentials kept for `registry`; true if there were any
+    /// (`docker logout`).
+    async fn logout(&self, registry: &str) -> Result<bool> {
+        let _ = registry;
         Err(self.info().unsupported(Capability::Images))
     }
 }

@@ -51,28 +51,20 @@ pub(crate) struct Args {
     command: Vec<String>,
 }
 
-/// Parses `5`, `1.5s`, `500ms`, `2m` or `1h`.
+/// Parses a duration: a number of seconds (`5`, `1.5`, as docker's `-t`) or what
+/// humantime reads (`500ms`, `2m`, `1h 30m`).
 pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
     let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{input:?} is not a duration such as 5s, 500ms or 2m"))?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("{input:?} has an unknown unit; use ms, s, m or h")),
+    let duration = match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e9 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("{input:?} must be more than zero")),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{input:?} is not a duration such as 5s, 500ms or 2m ({e})"))?,
     };
-    let secs = value * scale;
-    if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
+    if duration.is_zero() {
         return Err(format!("{input:?} must be more than zero"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(duration)
 }
 
 fn build_command(args: &Args) -> anyhow::Result<Command> {
@@ -251,7 +243,11 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1s 500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("0").is_err());

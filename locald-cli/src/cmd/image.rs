@@ -199,35 +199,14 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-/// Seconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05.678Z`).
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let hms: Vec<i64> = time
-        .get(..8)?
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
-}
-
 fn ago(created: Option<&str>) -> String {
-    let Some(then) = created.and_then(parse_rfc3339) else {
+    let Some(then) = created.and_then(|c| humantime::parse_rfc3339_weak(c).ok()) else {
         return "N/A".into();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let secs = (now - then).max(0);
+    // A time in the future (a clock skewed against the registry's) reads as now.
+    let secs = std::time::SystemTime::now()
+        .duration_since(then)
+        .map_or(0, |d| d.as_secs());
     let (n, unit) = match secs {
         s if s < 60 => return "less than a minute ago".into(),
         s if s < 3600 => (s / 60, "minute"),
@@ -419,12 +398,17 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2024-03-01T12:30:05.123456789Z"),
-            Some(1_709_296_205)
-        );
-        assert_eq!(parse_rfc3339("garbage"), None);
+        let at = |secs_ago: u64| {
+            humantime::format_rfc3339_nanos(
+                std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago),
+            )
+            .to_string()
+        };
+        assert_eq!(ago(Some(&at(5))), "less than a minute ago");
+        assert_eq!(ago(Some(&at(3 * 3600 + 5))), "3 hours ago");
+        assert_eq!(ago(Some(&at(86_400 + 5))), "1 day ago");
+        assert!(ago(Some("1970-01-01T00:00:00Z")).ends_with("years ago"));
+        assert_eq!(ago(Some("garbage")), "N/A");
         assert_eq!(ago(None), "N/A");
     }
 }

@@ -3,7 +3,9 @@
 use std::{io::Read, io::Write, process::ExitCode};
 
 use anyhow::{bail, Context};
-use locald::{native::image::ImageStore, Paths};
+use locald::RegistryLogin;
+
+use crate::cli::runtime;
 
 /// Arguments of `locald login`.
 #[derive(Debug, clap::Args)]
@@ -21,11 +23,7 @@ pub(crate) struct LoginArgs {
     insecure: bool,
 }
 
-fn store() -> anyhow::Result<ImageStore> {
-    Ok(ImageStore::open(&Paths::from_process_env())?)
-}
-
-pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn login(args: LoginArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut password = String::new();
     std::io::stdin()
         .read_to_string(&mut password)
@@ -34,9 +32,9 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     if password.is_empty() {
         bail!("no password on stdin");
     }
-    store()?
-        .login(&args.registry, &args.username, password, args.insecure)
-        .await?;
+    let login =
+        RegistryLogin::new(&args.registry, &args.username, password).insecure(args.insecure);
+    runtime(host).await?.login(login).await?;
     writeln!(std::io::stdout().lock(), "Login Succeeded")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -48,8 +46,8 @@ pub(crate) struct LogoutArgs {
     registry: String,
 }
 
-pub(crate) async fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
-    let removed = store()?.logout(&args.registry)?;
+pub(crate) async fn logout(args: LogoutArgs, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let removed = runtime(host).await?.logout(&args.registry).await?;
     let mut out = std::io::stdout().lock();
     if removed {
         writeln!(out, "Removed login credentials for {}", args.registry)?;

@@ -15,11 +15,13 @@ use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use locald::remote::protocol::{
     ErrorBody, Frame, FrameKind, ImageRequest, ImportRequest, KillRequest, ListQuery, LoadRequest,
-    Outcome, PullLine, PullRequest, RemoveQuery, StopRequest, WireError, HEADER_CONTAINER_ID,
-    HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES, UPGRADE_PROTOCOL,
+    LogoutRequest, Outcome, PullLine, PullRequest, RemoveQuery, StopRequest, WireError,
+    HEADER_CONTAINER_ID, HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES,
+    UPGRADE_PROTOCOL,
 };
-use locald::{Command, ContainerSpec, LogOptions, Process, Stdin, Stdio};
+use locald::{Command, ContainerSpec, LogOptions, Process, RegistryLogin, Stdin, Stdio};
 use serde::{de::DeserializeOwned, Deserialize};
+use subtle::ConstantTimeEq;
 
 use crate::daemon::server::Shared;
 
@@ -133,7 +135,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/images/remove", post(remove_image))
         .route("/images/prune", post(prune_images))
         .route("/images/load", post(load_image))
-        .route("/images/import", post(import_image));
+        .route("/images/import", post(import_image))
+        .route("/images/login", post(login))
+        .route("/images/logout", post(logout));
     Router::new()
         .route("/_ping", get(|| async { "OK" }).head(|| async { "OK" }))
         .nest(locald::remote::protocol::PREFIX, v1)
@@ -490,6 +494,21 @@ async fn import_image(
     Ok(Json(s.runtime.import_image(&body.rootfs, &body.image).await?).into_response())
 }
 
+async fn login(
+    State(s): State<Arc<Shared>>,
+    JsonBody(body): JsonBody<RegistryLogin>,
+) -> ApiResult<Response> {
+    s.runtime.login(body).await?;
+    Ok(Json(()).into_response())
+}
+
+async fn logout(
+    State(s): State<Arc<Shared>>,
+    JsonBody(body): JsonBody<LogoutRequest>,
+) -> ApiResult<Response> {
+    Ok(Json(s.runtime.logout(&body.registry).await?).into_response())
+}
+
 /// Refuses every request of a connection whose peer is not the daemon's owner.
 pub(crate) fn forbidden(reason: String) -> Router {
     Router::new().fallback(move || {
@@ -510,7 +529,7 @@ pub(crate) async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         next.run(req).await
     } else {
         error_response(
@@ -518,8 +537,4 @@ pub(crate) async fn require_token(
             WireError::request("a valid token is required (Authorization: Bearer TOKEN)"),
         )
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -2,6 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use crate::RegistryLogin;
 use crate::{
     Command, ContainerHandle, ContainerSource, ContainerSpec, ContainerSummary, Error, ExitStatus,
     ImageRef, ImageSummary, LogChunks, LogOptions, MountSource, Output, Process, PruneReport,
@@ -21,9 +22,10 @@ use tokio::{io::AsyncWriteExt, sync::Mutex};
 
 use super::{
     protocol::{
-        DaemonInfo, ErrorBody, ImageRequest, ImportRequest, KillRequest, LoadRequest, PullLine,
-        PullRequest, StopRequest, WireError, HEADER_CONTAINER_ID, HEADER_CONTAINER_NAME,
-        HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES, PREFIX, UPGRADE_PROTOCOL,
+        DaemonInfo, ErrorBody, ImageRequest, ImportRequest, KillRequest, LoadRequest,
+        LogoutRequest, PullLine, PullRequest, StopRequest, WireError, HEADER_CONTAINER_ID,
+        HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES, PREFIX,
+        UPGRADE_PROTOCOL,
     },
     seams::map_path,
     stream, Dial, Host, PathMap, SamePaths,
@@ -596,6 +598,24 @@ impl Runtime for RemoteRuntime {
                 Body::json(&ImportRequest {
                     rootfs: map_path(&*self.inner.paths, rootfs)?,
                     image: image.clone(),
+                }),
+            )
+            .await
+    }
+
+    async fn login(&self, login: RegistryLogin) -> Result<()> {
+        self.inner
+            .call(Method::POST, "/images/login", Body::json(&login))
+            .await
+    }
+
+    async fn logout(&self, registry: &str) -> Result<bool> {
+        self.inner
+            .call(
+                Method::POST,
+                "/images/logout",
+                Body::json(&LogoutRequest {
+                    registry: registry.to_owned(),
                 }),
             )
             .await

@@ -27,6 +27,8 @@
 //! | `POST /locald/v1/images/prune` | | [`PruneReport`](crate::PruneReport) |
 //! | `POST /locald/v1/images/load` | [`LoadRequest`] | `[ImageSummary]` |
 //! | `POST /locald/v1/images/import` | [`ImportRequest`] | `ImageSummary` |
+//! | `POST /locald/v1/images/login` | [`RegistryLogin`](crate::RegistryLogin) | `null` |
+//! | `POST /locald/v1/images/logout` | [`LogoutRequest`] | `bool` (there were credentials) |
 //!
 //! Every error answer has Docker's error body, `{"message": "..."}`, with the typed
 //! [`WireError`] beside it under `error`, from which a client rebuilds the very
@@ -164,6 +166,13 @@ pub struct ImportRequest {
     pub rootfs: PathBuf,
     /// The name to give the image.
     pub image: ImageRef,
+}
+
+/// Body of `POST /images/logout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutRequest {
+    /// The registry, `host[:port]`.
+    pub registry: String,
 }
 
 /// Query of `GET /containers`.

@@ -718,6 +718,21 @@ impl Runtime for ContainerRuntime {
             .await
     }
 
+    async fn login(&self, login: locald_core::RegistryLogin) -> Result<()> {
+        self.images()?
+            .login(
+                &login.registry,
+                &login.username,
+                &login.password,
+                login.insecure,
+            )
+            .await
+    }
+
+    async fn logout(&self, registry: &str) -> Result<bool> {
+        self.images()?.logout(registry)
+    }
+
     async fn list_containers(&self, all: bool) -> Result<Vec<ContainerSummary>> {
         let mut out = Vec::new();
         for id in state::list_ids(&self.layout) {
