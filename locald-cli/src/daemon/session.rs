@@ -4,7 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use locald::remote::protocol::{Frame, FrameKind, KillRequest, Outcome};
+use futures_util::StreamExt;
+use locald::remote::protocol::{read_frames, write_frames, Frame, FrameKind, KillRequest, Outcome};
 use locald::{Process, ProcessOutput, ProcessStdin, Signal};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -67,19 +68,10 @@ pub(crate) async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(32);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            if frame.write(&mut wr).await.is_err() {
-                return;
-            }
-            if out_rx.is_empty() && wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let mut rd = read_frames(rd);
+    let (out_tx, out_rx) = mpsc::channel::<Frame>(32);
+    let writer = tokio::spawn(write_frames(wr, out_rx));
     let mut pumps = [
         Some(tokio::spawn(pump(
             pipes.stdout,
@@ -119,10 +111,10 @@ pub(crate) async fn serve<IO>(
     let reader = tokio::spawn(async move {
         let mut stdin_tx = stdin_tx;
         loop {
-            let frame = match Frame::read(&mut rd).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(err) => {
+            let frame = match rd.next().await {
+                Some(Ok(frame)) => frame,
+                None => break,
+                Some(Err(err)) => {
                     tracing::debug!(%err, "ending a process stream");
                     break;
                 }

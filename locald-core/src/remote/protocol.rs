@@ -50,8 +50,14 @@
 use std::{io, path::PathBuf, time::Duration};
 
 use crate::{Capability, Error, ImageRef, Platform, PullOptions, RuntimeInfo, Signal};
+use bytes::{Buf, BufMut, BytesMut};
+use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
 /// The API version this crate speaks.
 pub const API_VERSION: u32 = 1;
@@ -732,50 +738,103 @@ impl Frame {
     }
 
     /// The header and payload as they go on the wire.
-    pub fn encode(&self) -> bytes::Bytes {
-        let mut buf = Vec::with_capacity(8 + self.payload.len());
-        buf.push(self.kind.byte());
-        buf.extend_from_slice(&[0, 0, 0]);
-        buf.extend_from_slice(&(self.payload.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&self.payload);
-        buf.into()
+    pub fn encode(self) -> bytes::Bytes {
+        let mut buf = BytesMut::new();
+        FrameCodec
+            .encode(self, &mut buf)
+            .expect("encoding a frame cannot fail");
+        buf.freeze()
     }
+}
 
-    /// Writes the frame.
-    pub async fn write(&self, to: &mut (impl AsyncWrite + Unpin)) -> io::Result<()> {
-        to.write_all(&self.encode()).await
-    }
+/// The frame format as a [`tokio_util::codec`] codec: an 8-byte header (kind, three
+/// zero bytes, the payload's length as a big-endian `u32`, as Docker's attach stream)
+/// and the payload. Decoding refuses unknown kinds, a malformed header, payloads over
+/// [`MAX_FRAME_BYTES`], and a stream that ends inside a frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameCodec;
 
-    /// Reads the next frame; `None` at a clean end of stream between frames.
-    pub async fn read(from: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Frame>> {
-        let mut header = [0u8; 8];
-        match from.read(&mut header[..1]).await? {
-            0 => return Ok(None),
-            _ => from.read_exact(&mut header[1..]).await?,
-        };
-        let kind = FrameKind::from_byte(header[0]).ok_or_else(|| {
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Frame>> {
+        if src.len() < 8 {
+            return Ok(None);
+        }
+        let kind = FrameKind::from_byte(src[0]).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("unknown frame kind {}", header[0]),
+                format!("unknown frame kind {}", src[0]),
             )
         })?;
-        if header[1..4] != [0, 0, 0] {
+        if src[1..4] != [0, 0, 0] {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "malformed frame header",
             ));
         }
-        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let len = u32::from_be_bytes([src[4], src[5], src[6], src[7]]) as usize;
         if len > MAX_FRAME_BYTES {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("frame of {len} bytes is larger than the limit of {MAX_FRAME_BYTES}"),
             ));
         }
-        let mut payload = vec![0u8; len];
-        from.read_exact(&mut payload).await?;
-        Ok(Some(Frame::new(kind, payload)))
+        if src.len() < 8 + len {
+            src.reserve(8 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(8);
+        Ok(Some(Frame::new(kind, src.split_to(len).freeze())))
     }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = io::Error;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> io::Result<()> {
+        let len = u32::try_from(frame.payload.len())
+            .ok()
+            .filter(|len| *len as usize <= MAX_FRAME_BYTES)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "frame of {} bytes is larger than the limit of {MAX_FRAME_BYTES}",
+                        frame.payload.len()
+                    ),
+                )
+            })?;
+        dst.reserve(8 + frame.payload.len());
+        dst.put_u8(frame.kind.byte());
+        dst.put_slice(&[0, 0, 0]);
+        dst.put_u32(len);
+        dst.put_slice(&frame.payload);
+        Ok(())
+    }
+}
+
+/// The frames arriving on `io`.
+pub fn read_frames<R: AsyncRead>(io: R) -> FramedRead<R, FrameCodec> {
+    FramedRead::new(io, FrameCodec)
+}
+
+/// Writes the frames `queue` yields to `io` in order, flushing whenever the queue is
+/// empty (an interactive peer sees each frame at once) and half-closing `io` when
+/// every sender is gone, which tells the peer this side is done. Returns early when
+/// `io` fails.
+pub async fn write_frames<W: AsyncWrite + Unpin>(io: W, mut queue: mpsc::Receiver<Frame>) {
+    let mut sink = FramedWrite::new(io, FrameCodec);
+    while let Some(frame) = queue.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        if queue.is_empty() && SinkExt::<Frame>::flush(&mut sink).await.is_err() {
+            return;
+        }
+    }
+    let _ = SinkExt::<Frame>::close(&mut sink).await;
 }
 
 #[cfg(test)]
@@ -850,23 +909,43 @@ mod tests {
                 },
             ),
         ];
-        let mut wire = Vec::new();
-        for f in &frames {
-            f.write(&mut wire).await.unwrap();
-        }
-        assert_eq!(&wire[..8], &[1, 0, 0, 0, 0, 0, 0, 5]);
-        let mut reader = &wire[..];
-        for f in &frames {
-            assert_eq!(Frame::read(&mut reader).await.unwrap().as_ref(), Some(f));
-        }
-        assert_eq!(Frame::read(&mut reader).await.unwrap(), None);
+        use futures_util::StreamExt;
 
-        let mut bad_kind = &[9u8, 0, 0, 0, 0, 0, 0, 0][..];
-        assert!(Frame::read(&mut bad_kind).await.is_err());
-        let mut too_big = &[1u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff][..];
-        let err = Frame::read(&mut too_big).await.unwrap_err();
+        // Through a pipe, as on a connection: written by the writer task, read back
+        // in order, and the half-close reads as the end.
+        let (client, server) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::channel(4);
+        let writer = tokio::spawn(write_frames(client, rx));
+        for f in &frames {
+            tx.send(f.clone()).await.unwrap();
+        }
+        drop(tx);
+        let mut reader = read_frames(server);
+        for f in &frames {
+            assert_eq!(reader.next().await.unwrap().unwrap(), *f);
+        }
+        assert!(reader.next().await.is_none());
+        writer.await.unwrap();
+        assert_eq!(
+            &frames[0].clone().encode()[..],
+            &[1, 0, 0, 0, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o']
+        );
+
+        async fn first(bytes: &'static [u8]) -> Option<io::Result<Frame>> {
+            read_frames(bytes).next().await
+        }
+        assert!(first(&[9u8, 0, 0, 0, 0, 0, 0, 0]).await.unwrap().is_err());
+        assert!(first(&[1u8, 0, 1, 0, 0, 0, 0, 0]).await.unwrap().is_err());
+        let err = first(&[1u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(err.to_string().contains("larger than the limit"), "{err}");
-        let mut truncated = &[1u8, 0, 0, 0, 0, 0, 0, 9, b'a'][..];
-        assert!(Frame::read(&mut truncated).await.is_err());
+        // A stream that ends inside a frame is an error, not a quiet end.
+        assert!(first(&[1u8, 0, 0, 0, 0, 0, 0, 9, b'a'])
+            .await
+            .unwrap()
+            .is_err());
+        assert!(first(&[]).await.is_none());
     }
 }

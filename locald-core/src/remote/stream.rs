@@ -20,7 +20,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::protocol::{Frame, FrameKind, KillRequest, Outcome, WireError};
+use super::protocol::{
+    read_frames, write_frames, Frame, FrameKind, KillRequest, Outcome, WireError,
+};
+use futures_util::{StreamExt, TryStreamExt};
 
 /// How much of each stream is buffered on this side before the daemon is slowed down.
 const BUFFER: usize = 64 << 10;
@@ -81,24 +84,15 @@ pub(crate) fn remote_process<IO>(
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(32);
+    let (rd, wr) = tokio::io::split(io);
+    let mut rd = read_frames(rd);
+    let (out_tx, out_rx) = mpsc::channel::<Frame>(32);
     let (exit_tx, exit_rx) = watch::channel::<Exit>(None);
     let pending: PendingKills = Arc::default();
 
     // Frames to the daemon, in order; when every sender is gone, half-close, which
     // tells the daemon that this side dropped the process.
-    tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            if frame.write(&mut wr).await.is_err() {
-                return;
-            }
-            if out_rx.is_empty() && wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    tokio::spawn(write_frames(wr, out_rx));
 
     let (stdin, stdin_task) = if streams.stdin {
         let (user, mut drain) = tokio::io::duplex(BUFFER);
@@ -129,10 +123,10 @@ where
     tokio::spawn(async move {
         let mut feeds = [stdout_feed, stderr_feed];
         loop {
-            let frame = match Frame::read(&mut rd).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(err) => {
+            let frame = match rd.next().await {
+                Some(Ok(frame)) => frame,
+                None => break,
+                Some(Err(err)) => {
                     tracing::debug!(%err, "process stream from the daemon ended");
                     break;
                 }
@@ -319,23 +313,13 @@ impl Drop for RemoteProcess {
 
 /// Log chunks read from a framed response body.
 pub(crate) fn log_chunks(body: hyper::body::Incoming) -> LogChunks {
+    let bytes = body.into_data_stream().map_err(std::io::Error::other);
+    let mut frames = read_frames(tokio_util::io::StreamReader::new(bytes));
     let (tx, rx) = mpsc::channel(16);
-    let (mut feed, mut frames) = tokio::io::duplex(BUFFER);
-    let pump = tokio::spawn(async move {
-        let mut body = body;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data() {
-                if feed.write_all(&data).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
     tokio::spawn(async move {
         loop {
-            let item = match Frame::read(&mut frames).await {
-                Ok(Some(frame)) => match frame.kind {
+            let item = match frames.next().await {
+                Some(Ok(frame)) => match frame.kind {
                     FrameKind::Stdout => Ok((LogStream::Stdout, frame.payload.to_vec())),
                     FrameKind::Stderr => Ok((LogStream::Stderr, frame.payload.to_vec())),
                     FrameKind::End => {
@@ -346,14 +330,13 @@ pub(crate) fn log_chunks(body: hyper::body::Incoming) -> LogChunks {
                     }
                     _ => continue,
                 },
-                Ok(None) | Err(_) => Err(lost().to_error()),
+                None | Some(Err(_)) => Err(lost().to_error()),
             };
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
                 break;
             }
         }
-        pump.abort();
     });
     Box::pin(Chunks(rx))
 }
