@@ -1,15 +1,11 @@
 //! Listeners, connections, peer checks and the shutdown policy.
 
 use std::{
-    collections::HashMap,
     future::Future,
     io,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -23,9 +19,9 @@ use locald::remote::DaemonInfo;
 use locald::Runtime;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{watch, Notify},
-    task::AbortHandle,
+    sync::watch,
 };
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::daemon::{api, state::Recovery, Error, Result, StateDir};
 
@@ -46,68 +42,47 @@ pub(crate) struct Shared {
 
 /// Tasks being served (connections, process streams), so that a stopping daemon can
 /// wait for them and end the ones that outlive the grace period.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tasks {
-    next: AtomicU64,
-    live: Mutex<Live>,
-    idle: Notify,
+    /// Always closed: `wait` resolves whenever no task is left, and spawning goes on.
+    tracker: TaskTracker,
+    /// Cancelling it drops every task's future where it waits, as an abort would.
+    abort: CancellationToken,
 }
 
-#[derive(Debug, Default)]
-struct Live {
-    tasks: HashMap<u64, AbortHandle>,
-    /// Tasks that ended before they were listed.
-    ended: std::collections::HashSet<u64>,
+impl Default for Tasks {
+    fn default() -> Self {
+        let tracker = TaskTracker::new();
+        tracker.close();
+        Tasks {
+            tracker,
+            abort: CancellationToken::new(),
+        }
+    }
 }
 
 impl Tasks {
-    pub(crate) fn spawn(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let done = Done {
-            tasks: self.clone(),
-            id,
-        };
-        let handle = tokio::spawn(async move {
-            // Dropped last, also when the task is aborted.
-            let _done = done;
-            task.await;
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let abort = self.abort.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = abort.cancelled() => {}
+                () = task => {}
+            }
         });
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        // A task that already ended left its id in `ended` instead.
-        if !live.ended.remove(&id) {
-            live.tasks.insert(id, handle.abort_handle());
-        }
     }
 
     fn count(&self) -> usize {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tasks
-            .len()
+        self.tracker.len()
     }
 
     async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.tracker.wait().await;
     }
 
     /// Aborts every task and waits (briefly) until each has dropped what it held.
     async fn abort_all(&self) {
-        for task in self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tasks
-            .values()
-        {
-            task.abort();
-        }
+        self.abort.cancel();
         if tokio::time::timeout(Duration::from_secs(5), self.wait_idle())
             .await
             .is_err()
@@ -116,25 +91,6 @@ impl Tasks {
                 tasks = self.count(),
                 "tasks did not end after being aborted"
             );
-        }
-    }
-}
-
-/// Unlists a task when it ends or is aborted.
-#[derive(Debug)]
-struct Done {
-    tasks: Arc<Tasks>,
-    id: u64,
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        let mut live = self.tasks.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.tasks.remove(&self.id).is_none() {
-            live.ended.insert(self.id);
-        }
-        if live.tasks.is_empty() {
-            self.tasks.idle.notify_waiters();
         }
     }
 }
