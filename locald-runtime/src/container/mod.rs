@@ -138,6 +138,7 @@ pub struct ContainerRuntime {
     shim: Option<PathBuf>,
     platform: Platform,
     images: std::sync::OnceLock<crate::image::ImageStore>,
+    snapshot: Option<crate::image::SnapshotMode>,
 }
 
 impl Default for ContainerRuntime {
@@ -168,7 +169,22 @@ impl ContainerRuntime {
             shim: None,
             platform: Platform::detect(),
             images: std::sync::OnceLock::new(),
+            snapshot: None,
         }
+    }
+
+    /// How containers' root filesystems are made (default: `$LOCALD_SNAPSHOT` when set
+    /// to `auto`, `overlay` or `copy`, else [`SnapshotMode::Auto`]: an overlayfs
+    /// snapshot, or a copy of the layers where overlayfs cannot be mounted).
+    /// [`SnapshotMode::Copy`] always copies, which is slow but works on any
+    /// filesystem; [`SnapshotMode::Overlay`] fails instead of copying.
+    ///
+    /// [`SnapshotMode::Auto`]: crate::image::SnapshotMode::Auto
+    /// [`SnapshotMode::Copy`]: crate::image::SnapshotMode::Copy
+    /// [`SnapshotMode::Overlay`]: crate::image::SnapshotMode::Overlay
+    pub fn snapshot_mode(mut self, mode: crate::image::SnapshotMode) -> Self {
+        self.snapshot = Some(mode);
+        self
     }
 
     /// Uses `program` as the shim (default: this executable when it called
@@ -384,6 +400,10 @@ impl ContainerRuntime {
         state::write_json(&dir.join("state.json"), &st).map_err(io_err("writing state.json"))?;
 
         let shim_program = self.find_shim()?;
+        let snapshot = match self.snapshot {
+            Some(mode) => mode,
+            None => rootfs::snapshot_mode_from_env()?,
+        };
         let (sync_r, sync_w) = sys::pipe()?;
         let (exit_r, exit_w) = sys::pipe()?;
         let (out_r, out_w) = sys::pipe()?;
@@ -408,6 +428,7 @@ impl ContainerRuntime {
         cmd.arg(SHIM_ARG)
             .arg("run")
             .arg(&dir)
+            .env(rootfs::SNAPSHOT_ENV, snapshot.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
