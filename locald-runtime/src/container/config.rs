@@ -8,29 +8,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use locald_core::{ContainerSpec, Error, Isolation, MountSource, NetworkMode, Result};
+use locald_core::{ContainerSpec, Error, Isolation, MountSource, NetworkMode, Result, Signal};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::rootfs;
-
-/// What an image says about how to run it: the fields of an OCI image config that
-/// shape a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
-    /// The image's entrypoint.
-    pub entrypoint: Vec<String>,
-    /// The image's default command (the arguments after the entrypoint).
-    pub cmd: Vec<String>,
-    /// The image's environment, as `KEY=VALUE`.
-    pub env: Vec<String>,
-    /// The image's working directory (empty: `/`).
-    pub working_dir: String,
-    /// The image's user (empty: root).
-    pub user: String,
-    /// The ports the image says it listens on, as `80/tcp`.
-    pub exposed_ports: Vec<String>,
-}
+use crate::ImageConfig;
 
 /// The default `PATH` when neither the image nor the caller sets one (docker's).
 pub(crate) const DEFAULT_PATH: &str =
@@ -147,6 +130,31 @@ const CLONE_NAMESPACE_FLAGS: &[u64] = &[
     0x4000_0000, // CLONE_NEWNET
 ];
 
+/// The runtime-config annotation that carries the image's `StopSignal` (the OCI image
+/// spec's conversion rules).
+pub(crate) const STOP_SIGNAL_ANNOTATION: &str = "org.opencontainers.image.stopSignal";
+
+/// The image's stop signal (`SIGUSR1`, `USR1` or `10`), if it names one.
+pub(crate) fn image_stop_signal(image: &ImageConfig, what: &str) -> Result<Option<Signal>> {
+    match image.stop_signal().as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| Error::InvalidImage {
+            what: what.to_owned(),
+            reason: format!("its stop signal {s:?} is not a known signal name or number"),
+        }),
+    }
+}
+
+/// The signal that stops the container whose bundle is `state_dir`: the image's stop
+/// signal recorded in its `config.json`, else SIGTERM (as docker does).
+pub(crate) fn recorded_stop_signal(state_dir: &Path) -> Signal {
+    super::state::read_json::<oci_spec::runtime::Spec>(&state_dir.join("config.json"))
+        .ok()
+        .and_then(|spec| spec.annotations().clone())
+        .and_then(|a| a.get(STOP_SIGNAL_ANNOTATION).and_then(|s| s.parse().ok()))
+        .unwrap_or(Signal::TERM)
+}
+
 /// The first host uid (and gid) that container root maps to in Safe Mode.
 pub(crate) const SAFE_HOST_ID: u32 = 1_000_000;
 /// How many ids Safe Mode maps.
@@ -261,8 +269,10 @@ pub(crate) fn plan_process(
     let (entrypoint, cmd) = match &spec.entrypoint {
         Some(ep) => (ep.clone(), spec.cmd.clone().unwrap_or_default()),
         None => (
-            image.entrypoint.clone(),
-            spec.cmd.clone().unwrap_or_else(|| image.cmd.clone()),
+            image.entrypoint().clone().unwrap_or_default(),
+            spec.cmd
+                .clone()
+                .unwrap_or_else(|| image.cmd().clone().unwrap_or_default()),
         ),
     };
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
@@ -273,7 +283,10 @@ pub(crate) fn plan_process(
             "no command given and the image has neither an entrypoint nor a command",
         ));
     }
-    let user_str = spec.user.clone().unwrap_or_else(|| image.user.clone());
+    let user_str = spec
+        .user
+        .clone()
+        .unwrap_or_else(|| image.user().clone().unwrap_or_default());
     let user = resolve_user(lowers, &user_str)?;
     let hostname = spec
         .hostname
@@ -287,7 +300,7 @@ pub(crate) fn plan_process(
         }
     };
     set("PATH", DEFAULT_PATH, &mut env);
-    for kv in &image.env {
+    for kv in image.env().iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v, &mut env);
     }
@@ -306,10 +319,10 @@ pub(crate) fn plan_process(
         .iter()
         .map(|k| format!("{k}={}", env[k]))
         .collect::<Vec<_>>();
-    let cwd = match (&spec.workdir, image.working_dir.as_str()) {
+    let cwd = match (&spec.workdir, image.working_dir().as_deref()) {
         (Some(dir), _) => dir.display().to_string(),
-        (None, "") => "/".to_owned(),
-        (None, dir) => dir.to_owned(),
+        (None, None | Some("")) => "/".to_owned(),
+        (None, Some(dir)) => dir.to_owned(),
     };
     Ok(ProcessPlan {
         args,
@@ -330,6 +343,8 @@ pub(crate) struct BundleInputs<'a> {
     pub(crate) volumes_dir: &'a Path,
     pub(crate) nofile_hard: u64,
     pub(crate) user_namespace: bool,
+    /// The image's stop signal, recorded as an annotation for `stop`.
+    pub(crate) stop_signal: Option<Signal>,
 }
 
 /// The cgroup path of a container, under locald's parent cgroup.
@@ -468,8 +483,17 @@ pub(crate) fn oci_config(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<V
     if safe {
         linux["seccomp"] = safe_seccomp();
     }
+    let mut annotations = serde_json::Map::new();
+    if let Some(signal) = b.stop_signal {
+        let value = match signal.name() {
+            Some(name) => format!("SIG{name}"),
+            None => signal.number().to_string(),
+        };
+        annotations.insert(STOP_SIGNAL_ANNOTATION.to_owned(), json!(value));
+    }
     let config = json!({
         "ociVersion": "1.0.2",
+        "annotations": annotations,
         "process": process,
         "root": {"path": b.rootfs, "readonly": spec.read_only || safe},
         "hostname": p.hostname,
@@ -587,13 +611,13 @@ mod tests {
     fn entrypoint_and_cmd_follow_docker() {
         let dir = rootfs_with_users();
         let lowers = vec![dir.path().to_owned()];
-        let image = ImageConfig {
-            entrypoint: vec!["/entry".into()],
-            cmd: vec!["default".into()],
-            env: vec!["A=image".into(), "B=image".into()],
-            working_dir: "/srv".into(),
-            ..ImageConfig::default()
-        };
+        let image = oci_spec::image::ConfigBuilder::default()
+            .entrypoint(vec!["/entry".to_owned()])
+            .cmd(vec!["default".to_owned()])
+            .env(vec!["A=image".to_owned(), "B=image".to_owned()])
+            .working_dir("/srv")
+            .build()
+            .unwrap();
         let spec = ContainerSpec::builder_from_rootfs("/r")
             .env("B", "mine")
             .build()
@@ -651,10 +675,12 @@ mod tests {
                 volumes_dir: Path::new("/vols"),
                 nofile_hard: 20_000,
                 user_namespace: true,
+                stop_signal: Some(Signal::USR1),
             },
         )
         .unwrap();
         assert_eq!(v["linux"]["cgroupsPath"], "/locald/id1");
+        assert_eq!(v["annotations"][STOP_SIGNAL_ANNOTATION], "SIGUSR1");
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(v["process"]["rlimits"][0]["hard"], 20_000);

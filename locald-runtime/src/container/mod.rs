@@ -41,7 +41,6 @@ use locald_core::{
 };
 use tokio::io::AsyncReadExt;
 
-pub use config::ImageConfig;
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Layout, Phase};
@@ -254,6 +253,17 @@ impl ContainerRuntime {
             ));
         }
         let source = rootfs::resolve_source(&self.layout.home, &spec.source)?;
+        let stop_signal = config::image_stop_signal(
+            &source.config,
+            &format!(
+                "config of {}",
+                source
+                    .image
+                    .as_ref()
+                    .map(|i| i.familiar())
+                    .unwrap_or_default()
+            ),
+        )?;
         let id = state::new_id().map_err(|e| Error::io("making a container id", e))?;
         let plan = config::plan_process(&spec, &source.config, &source.lowers, &id)?;
         rootfs::check_program(&source.lowers, &plan.args[0], &plan.env, &plan.cwd)?;
@@ -356,6 +366,7 @@ impl ContainerRuntime {
                 volumes_dir: &self.layout.volumes(),
                 nofile_hard: sys::nofile_hard_limit(),
                 user_namespace,
+                stop_signal,
             },
         )?;
         std::fs::write(dir.join("hosts"), config::hosts_file(&plan.hostname))
@@ -381,6 +392,14 @@ impl ContainerRuntime {
         };
         state::write_json(&dir.join("shim.json"), &shim_cfg)
             .map_err(io_err("writing shim.json"))?;
+        // Docker's rule: the image's labels, with the container's own over them.
+        let mut recorded = spec.clone();
+        for (key, value) in source.config.labels().iter().flatten() {
+            recorded
+                .labels
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
         let st = state::State {
             id: id.clone(),
             name: name.clone(),
@@ -394,7 +413,7 @@ impl ContainerRuntime {
             oom_killed: false,
             finished: None,
             ports,
-            spec: spec.clone(),
+            spec: recorded,
             error: None,
         };
         state::write_json(&dir.join("state.json"), &st).map_err(io_err("writing state.json"))?;
@@ -779,7 +798,8 @@ impl Runtime for ContainerRuntime {
             }
             return Ok(());
         }
-        let _ = self.signal(&dir, Signal::TERM);
+        // Docker's rule: the image's stop signal (default SIGTERM), then SIGKILL.
+        let _ = self.signal(&dir, config::recorded_stop_signal(&dir));
         if tokio::time::timeout(grace, wait_shim_gone(&dir))
             .await
             .is_err()

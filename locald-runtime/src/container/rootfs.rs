@@ -15,8 +15,8 @@ use std::{
 use locald_core::{ContainerSource, Error, ImageRef, Result};
 use serde::{Deserialize, Serialize};
 
-use super::config::ImageConfig;
 use crate::image::{LayerDir, Snapshot, SnapshotMode, WhiteoutFormat};
+use crate::ImageConfig;
 
 /// A resolved root filesystem: the directories to stack, topmost first, and how to
 /// run the image.
@@ -90,17 +90,9 @@ pub(crate) fn image_layers(home: &Path, image: &ImageRef) -> Result<RootfsSource
             ),
         });
     }
-    let c = resolved.config;
     Ok(RootfsSource {
         lowers: resolved.layers.into_iter().rev().map(|l| l.path).collect(),
-        config: ImageConfig {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-            env: c.env,
-            working_dir: c.workdir.unwrap_or_default(),
-            user: c.user.unwrap_or_default(),
-            exposed_ports: c.exposed_ports,
-        },
+        config: resolved.config,
         image: Some(image.clone()),
     })
 }
