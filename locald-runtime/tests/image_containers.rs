@@ -192,3 +192,68 @@ async fn stop_sends_the_image_stop_signal_and_labels_show() {
     e.rt.remove_container(&id, false).await.unwrap();
     assert_eq!(e.left(), (0, 0), "containers or mounts left");
 }
+
+/// `run_container` with an image that is not stored pulls it first, as `docker run`
+/// does, with the spec's pull options: `insecure` for a plain-HTTP registry, and the
+/// progress channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_container_pulls_a_missing_image() {
+    let Some(e) = env(
+        "run_container_pulls_a_missing_image",
+        &["docker-registry", "skopeo"],
+    ) else {
+        return;
+    };
+    let registry = support::Registry::start();
+    let layout = e.layout(
+        "img",
+        vec![Layer::new().dir("etc").file("etc/motd", "pulled by run\n")],
+        serde_json::json!({"Cmd": ["cat", "/etc/motd"]}),
+    );
+    let name = format!("{}/app:1", registry.addr);
+    support::push(&layout.dir, "img", &name, &[]);
+    assert!(e.rt.list_images().await.unwrap().is_empty());
+
+    // The registry speaks plain HTTP: without `insecure` the pull, and so the run,
+    // fails with the pull's own error, and nothing is left behind.
+    let err =
+        e.rt.run_container(ContainerSpec::builder(name.as_str()).build().unwrap())
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains(&registry.addr), "{err}");
+    assert!(e.rt.list_images().await.unwrap().is_empty());
+    assert_eq!(e.left(), (0, 0), "containers or mounts left");
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let spec = ContainerSpec::builder(name.as_str())
+        .insecure(true)
+        .pull_progress(tx);
+    let (status, out) = e.run_on(&e.rt, spec).await;
+    assert_eq!(
+        (status, out.as_str()),
+        (ExitStatus::Exited(0), "pulled by run\n")
+    );
+    let mut events = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        events.push(ev);
+    }
+    assert!(
+        matches!(
+            events.first(),
+            Some(locald_core::PullProgress::Resolved { layers: 2, .. })
+        ),
+        "{events:?}"
+    );
+    let images = e.rt.list_images().await.unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].reference.to_string(), name);
+
+    // Stored now: no pull, so a dead registry does not matter.
+    drop(registry);
+    let (status, out) = e.run_on(&e.rt, ContainerSpec::builder(name.as_str())).await;
+    assert_eq!(
+        (status, out.as_str()),
+        (ExitStatus::Exited(0), "pulled by run\n")
+    );
+    assert_eq!(e.left(), (0, 0), "containers or mounts left");
+}

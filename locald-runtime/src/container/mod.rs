@@ -252,7 +252,7 @@ impl ContainerRuntime {
                 ),
             ));
         }
-        let source = rootfs::resolve_source(&self.layout.home, &spec.source)?;
+        let source = rootfs::resolve_source(&spec.source, || self.images())?;
         let stop_signal = config::image_stop_signal(
             &source.config,
             &format!(
@@ -506,6 +506,20 @@ impl ContainerRuntime {
         Ok(ContainerHandle::new(id, name, process))
     }
 
+    /// Pulls the spec's image into the store when it is not there yet, as `docker run`
+    /// does, with the spec's pull options (the built-in image is made, not pulled).
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        let locald_core::ContainerSource::Image(image) = &spec.source else {
+            return Ok(());
+        };
+        let store = self.images()?;
+        if store.store().get(image)?.is_some() {
+            return Ok(());
+        }
+        tracing::info!(image = %image, "image not stored; pulling it");
+        store.pull(image, spec.pull_options()).await.map(drop)
+    }
+
     async fn wait_id(&self, dir: &Path) -> Result<ExitStatus> {
         wait_shim_gone(dir).await;
         let st = state::read_state(dir).map_err(|e| Error::io("reading container state", e))?;
@@ -708,11 +722,7 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn run_container(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
-        if let locald_core::ContainerSource::Image(image) = &spec.source {
-            if image.to_string() == crate::image::BUILTIN_IMAGE {
-                self.images()?.ensure_builtin().await?;
-            }
-        }
+        self.ensure_image(&spec).await?;
         self.start(spec).await
     }
 

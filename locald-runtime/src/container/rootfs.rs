@@ -15,7 +15,7 @@ use std::{
 use locald_core::{ContainerSource, Error, ImageRef, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::image::{LayerDir, Snapshot, SnapshotMode, WhiteoutFormat};
+use crate::image::{ImageStore, LayerDir, Snapshot, SnapshotMode, WhiteoutFormat};
 use crate::ImageConfig;
 
 /// A resolved root filesystem: the directories to stack, topmost first, and how to
@@ -30,9 +30,12 @@ pub(crate) struct RootfsSource {
     pub(crate) image: Option<ImageRef>,
 }
 
-/// Turns a container source into lower directories and an image config; `home` is
-/// locald's data home (where the image store lives).
-pub(crate) fn resolve_source(home: &Path, source: &ContainerSource) -> Result<RootfsSource> {
+/// Turns a container source into lower directories and an image config; `images`
+/// hands out the runtime's image store (only an image source asks for it).
+pub(crate) fn resolve_source<'a>(
+    source: &ContainerSource,
+    images: impl FnOnce() -> Result<&'a ImageStore>,
+) -> Result<RootfsSource> {
     match source {
         ContainerSource::Rootfs(dir) => {
             let meta = std::fs::metadata(dir).map_err(|e| {
@@ -58,7 +61,7 @@ pub(crate) fn resolve_source(home: &Path, source: &ContainerSource) -> Result<Ro
                 image: None,
             })
         }
-        ContainerSource::Image(image) => image_layers(home, image),
+        ContainerSource::Image(image) => image_layers(images()?, image),
         _ => Err(Error::invalid(
             "container source",
             format!("{source:?}"),
@@ -69,13 +72,9 @@ pub(crate) fn resolve_source(home: &Path, source: &ContainerSource) -> Result<Ro
 
 /// The unpacked layers (topmost first) and run configuration of a stored image.
 ///
-/// This is where the image store plugs in: look `image` up in the store under `home`,
-/// return its unpacked layer directories topmost first (overlayfs whiteouts as the
-/// kernel expects them: 0/0 character devices and `trusted.overlay.opaque`) and its
-/// config's entrypoint, cmd, env, working dir, user and exposed ports. Until then no
-/// image is stored.
-pub(crate) fn image_layers(home: &Path, image: &ImageRef) -> Result<RootfsSource> {
-    let store = crate::image::ImageStore::open_home(home)?;
+/// The image is looked up in `store`; its layers must hold overlayfs-form whiteouts
+/// (0/0 character devices and `trusted.overlay.opaque`), as a pull by root makes them.
+pub(crate) fn image_layers(store: &ImageStore, image: &ImageRef) -> Result<RootfsSource> {
     let resolved = store.resolve(image)?;
     if let Some(layer) = resolved
         .layers
@@ -309,9 +308,10 @@ mod tests {
     #[test]
     fn an_image_not_in_the_store_is_not_found() {
         let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open_home(home.path()).unwrap();
         let source = ContainerSource::Image("busybox".parse().unwrap());
         assert_eq!(
-            resolve_source(home.path(), &source)
+            resolve_source(&source, || Ok(&store))
                 .unwrap_err()
                 .to_string(),
             "no such image: busybox:latest"
