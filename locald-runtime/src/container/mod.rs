@@ -3,14 +3,17 @@
 //!
 //! The flow of [`ContainerRuntime::run_container`](locald_core::Runtime::run_container):
 //!
-//! 1. the root filesystem source is resolved to read-only lower directories and an
-//!    image config ([`rootfs`], the seam with the image store);
+//! 1. an image that is not stored is pulled into the runtime's one image store, with
+//!    the spec's pull options; the root filesystem source is resolved to read-only
+//!    lower directories and the image's config ([`rootfs`], the seam with the store);
 //! 2. everything that can be checked is checked in the caller, before anything is
 //!    created: the user, the program, bind sources, published ports (bound here, so a
 //!    port in use is an error naming it);
 //! 3. the state directory is written: `state.json`, the OCI `config.json`, `shim.json`,
 //!    `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`;
-//! 4. the shim ([`shim`]) is started: it mounts the overlay, creates and starts the
+//! 4. the shim ([`shim`]) is started: it mounts the root (an image
+//!    [`Snapshot`](crate::image::Snapshot): overlayfs, or a copy of the layers where
+//!    overlayfs cannot be used), creates and starts the
 //!    container with the runtime library, reports `ok <pid>` or an error, then
 //!    supervises the container until it exits and cleans up.
 
@@ -242,16 +245,22 @@ impl ContainerRuntime {
         Ok((id, dir))
     }
 
+    /// Starts a container: resolve its source, check what can be checked, prepare its
+    /// state directory and bundle, launch the shim, wait until it reports.
     async fn start(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err(Error::io(
-                "running containers",
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "containers need root on this host (rootless containers are not supported yet)",
-                ),
-            ));
-        }
+        require_root()?;
+        let resolved = self.resolve(&spec)?;
+        // Ports: bound here so that one in use is reported before anything starts.
+        let (listeners, ports) = bind_ports(&spec)?;
+        let prepared = self.prepare(&spec, &resolved, ports)?;
+        let launched = self.launch_shim(&spec, prepared, listeners)?;
+        self.wait_ready(launched).await
+    }
+
+    /// Resolves the spec's root filesystem and process, and checks everything that can
+    /// be checked before anything is created: the user, the program, the working
+    /// directory, the bind sources, the image's stop signal.
+    fn resolve(&self, spec: &ContainerSpec) -> Result<Resolved> {
         let source = rootfs::resolve_source(&spec.source, || self.images())?;
         let stop_signal = config::image_stop_signal(
             &source.config,
@@ -265,7 +274,7 @@ impl ContainerRuntime {
             ),
         )?;
         let id = state::new_id().map_err(|e| Error::io("making a container id", e))?;
-        let plan = config::plan_process(&spec, &source.config, &source.lowers, &id)?;
+        let plan = config::plan_process(spec, &source.config, &source.lowers, &id)?;
         rootfs::check_program(&source.lowers, &plan.args[0], &plan.env, &plan.cwd)?;
         match rootfs::find_in_layers(&source.lowers, Path::new(&plan.cwd)) {
             Some(p) if !p.is_dir() => {
@@ -295,46 +304,37 @@ impl ContainerRuntime {
                 }
             }
         }
-        // Ports: bound here so that one in use is reported before anything starts.
-        let mut listeners = Vec::new();
-        let mut ports = Vec::new();
-        for p in &spec.ports {
-            if p.protocol == Protocol::Udp {
-                return Err(Error::invalid(
-                    "port mapping",
-                    p.to_string(),
-                    "publishing udp ports is not supported yet",
-                ));
-            }
-            let ip = p.host_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-            let addr = std::net::SocketAddr::new(ip, p.host_port.unwrap_or(0));
-            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-                if e.kind() == io::ErrorKind::AddrInUse {
-                    Error::invalid(
-                        "port mapping",
-                        p.to_string(),
-                        format!("host port {} is already in use", addr.port()),
-                    )
-                } else {
-                    Error::io(format!("listening on {addr} for port mapping {p}"), e)
-                }
-            })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| Error::io("reading a listener's address", e))?;
-            let mut mapped = *p;
-            mapped.host_ip = Some(ip);
-            mapped.host_port = Some(bound.port());
-            ports.push(mapped);
-            listeners.push(OwnedFd::from(listener));
-        }
+        let snapshot = match self.snapshot {
+            Some(mode) => mode,
+            None => rootfs::snapshot_mode_from_env()?,
+        };
+        Ok(Resolved {
+            source,
+            stop_signal,
+            id,
+            plan,
+            snapshot,
+        })
+    }
+
+    /// Claims the name and writes the state directory: `/etc` files, the OCI bundle,
+    /// `shim.json`, `state.json`. On failure the directory and the name are released.
+    fn prepare(
+        &self,
+        spec: &ContainerSpec,
+        resolved: &Resolved,
+        ports: Vec<locald_core::PortMapping>,
+    ) -> Result<Prepared<'_>> {
+        let Resolved {
+            source, id, plan, ..
+        } = resolved;
         let name = spec
             .name
             .clone()
             .unwrap_or_else(|| format!("c-{}", &id[..12]));
-        state::claim_name(&self.layout, &name, &id)?;
-        let dir = self.layout.container(&id);
-        let mut guard = Cleanup {
+        state::claim_name(&self.layout, &name, id)?;
+        let dir = self.layout.container(id);
+        let guard = Cleanup {
             layout: &self.layout,
             dir: dir.clone(),
             name: name.clone(),
@@ -354,21 +354,7 @@ impl ContainerRuntime {
                     .map_err(|e| Error::io(format!("creating volume {v}"), e))?;
             }
         }
-        let user_namespace = spec.isolation == Isolation::Safe
-            && sys::user_namespaces_usable(&[dir.as_path()], &source.lowers);
-        let oci = config::oci_config(
-            &spec,
-            &config::BundleInputs {
-                id: &id,
-                process: &plan,
-                rootfs: &dir.join("rootfs"),
-                state_dir: &dir,
-                volumes_dir: &self.layout.volumes(),
-                nofile_hard: sys::nofile_hard_limit(),
-                user_namespace,
-                stop_signal,
-            },
-        )?;
+        let oci = self.bundle_config(spec, resolved, &dir)?;
         std::fs::write(dir.join("hosts"), config::hosts_file(&plan.hostname))
             .map_err(io_err("writing hosts"))?;
         std::fs::write(dir.join("hostname"), format!("{}\n", plan.hostname))
@@ -417,12 +403,48 @@ impl ContainerRuntime {
             error: None,
         };
         state::write_json(&dir.join("state.json"), &st).map_err(io_err("writing state.json"))?;
+        Ok(Prepared {
+            guard,
+            id: id.clone(),
+            name,
+            dir,
+            snapshot: resolved.snapshot,
+        })
+    }
 
+    /// The OCI runtime configuration for the container in `dir`.
+    fn bundle_config(
+        &self,
+        spec: &ContainerSpec,
+        resolved: &Resolved,
+        dir: &Path,
+    ) -> Result<oci_spec::runtime::Spec> {
+        let user_namespace = spec.isolation == Isolation::Safe
+            && sys::user_namespaces_usable(&[dir], &resolved.source.lowers);
+        config::oci_config(
+            spec,
+            &config::BundleInputs {
+                id: &resolved.id,
+                process: &resolved.plan,
+                rootfs: &dir.join("rootfs"),
+                state_dir: dir,
+                volumes_dir: &self.layout.volumes(),
+                nofile_hard: sys::nofile_hard_limit(),
+                user_namespace,
+                stop_signal: resolved.stop_signal,
+            },
+        )
+    }
+
+    /// Starts the shim on the prepared state directory with its pipes and the port
+    /// listeners. From here on the shim owns the directory.
+    fn launch_shim(
+        &self,
+        spec: &ContainerSpec,
+        mut prepared: Prepared<'_>,
+        listeners: Vec<OwnedFd>,
+    ) -> Result<Launched> {
         let shim_program = self.find_shim()?;
-        let snapshot = match self.snapshot {
-            Some(mode) => mode,
-            None => rootfs::snapshot_mode_from_env()?,
-        };
         let (sync_r, sync_w) = sys::pipe()?;
         let (exit_r, exit_w) = sys::pipe()?;
         let (out_r, out_w) = sys::pipe()?;
@@ -446,13 +468,13 @@ impl ContainerRuntime {
         cmd.kill_on_drop(false);
         cmd.arg(SHIM_ARG)
             .arg("run")
-            .arg(&dir)
-            .env(rootfs::SNAPSHOT_ENV, snapshot.as_str())
+            .arg(&prepared.dir)
+            .env(rootfs::SNAPSHOT_ENV, prepared.snapshot.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mapped = sys::map_fds(&mut cmd, fds, true)?;
-        let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+        let child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
             source: e,
         })?;
@@ -460,14 +482,39 @@ impl ContainerRuntime {
         // From here on the shim owns the state directory: it cleans up after a failed
         // start itself, and a caller that gives up waiting must not pull the directory
         // from under it.
-        guard.armed = false;
-        let mut sync = sys::receiver(sync_r)?;
+        prepared.guard.armed = false;
+        Ok(Launched {
+            id: prepared.id,
+            name: prepared.name,
+            dir: prepared.dir,
+            child,
+            sync: sync_r,
+            exit: exit_r,
+            out: out_r,
+            err: err_r,
+            stdin: stdin_w,
+        })
+    }
+
+    /// Waits for the shim's `ok <pid>` or `err <why>`; on an error, waits for the shim
+    /// to have cleaned up, then removes the state directory and releases the name.
+    async fn wait_ready(&self, launched: Launched) -> Result<ContainerHandle> {
+        let Launched {
+            id,
+            name,
+            dir,
+            mut child,
+            sync,
+            exit,
+            out,
+            err,
+            stdin,
+        } = launched;
+        let mut sync = sys::receiver(sync)?;
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
         let reply = reply.trim();
-        let pid = if let Some(pid) = reply.strip_prefix("ok ") {
-            pid.parse::<u32>().unwrap_or(0)
-        } else {
+        let Some(pid) = reply.strip_prefix("ok ") else {
             let why = reply
                 .strip_prefix("err ")
                 .unwrap_or("the container shim exited without reporting");
@@ -482,18 +529,19 @@ impl ContainerRuntime {
                 io::Error::other(why.to_owned()),
             ));
         };
+        let pid = pid.parse::<u32>().unwrap_or(0);
         let control = ContainerControl {
             dir,
             shim: Some(child),
             pid,
             pid_start: state::process_start_time(pid),
-            exit: Some(sys::receiver(exit_r)?),
+            exit: Some(sys::receiver(exit)?),
             buf: Vec::new(),
             status: None,
         };
-        let stdout = sys::receiver(out_r)?;
-        let stderr = sys::receiver(err_r)?;
-        let stdin = match stdin_w {
+        let stdout = sys::receiver(out)?;
+        let stderr = sys::receiver(err)?;
+        let stdin = match stdin {
             Some(w) => Some(Box::pin(sys::sender(w)?) as locald_core::ProcessStdin),
             None => None,
         };
@@ -549,6 +597,92 @@ async fn wait_shim_gone(dir: &Path) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(25));
     }
+}
+
+/// Containers need root here; say so before anything else.
+fn require_root() -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    Err(Error::io(
+        "running containers",
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "containers need root on this host (rootless containers are not supported yet)",
+        ),
+    ))
+}
+
+/// Binds the spec's published ports (default host address `127.0.0.1`), so that a
+/// port in use is an error naming it; returns the listeners for the shim and the
+/// mappings with the host ports actually bound.
+fn bind_ports(spec: &ContainerSpec) -> Result<(Vec<OwnedFd>, Vec<locald_core::PortMapping>)> {
+    let mut listeners = Vec::new();
+    let mut ports = Vec::new();
+    for p in &spec.ports {
+        if p.protocol == Protocol::Udp {
+            return Err(Error::invalid(
+                "port mapping",
+                p.to_string(),
+                "publishing udp ports is not supported yet",
+            ));
+        }
+        let ip = p.host_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let addr = std::net::SocketAddr::new(ip, p.host_port.unwrap_or(0));
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                Error::invalid(
+                    "port mapping",
+                    p.to_string(),
+                    format!("host port {} is already in use", addr.port()),
+                )
+            } else {
+                Error::io(format!("listening on {addr} for port mapping {p}"), e)
+            }
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading a listener's address", e))?;
+        let mut mapped = *p;
+        mapped.host_ip = Some(ip);
+        mapped.host_port = Some(bound.port());
+        ports.push(mapped);
+        listeners.push(OwnedFd::from(listener));
+    }
+    Ok((listeners, ports))
+}
+
+/// A container's source and process, resolved and checked; nothing created yet.
+#[derive(Debug)]
+struct Resolved {
+    source: rootfs::RootfsSource,
+    stop_signal: Option<Signal>,
+    id: String,
+    plan: config::ProcessPlan,
+    snapshot: crate::image::SnapshotMode,
+}
+
+/// A written state directory, removed (and its name released) on drop until the shim
+/// takes it over.
+struct Prepared<'a> {
+    guard: Cleanup<'a>,
+    id: String,
+    name: String,
+    dir: PathBuf,
+    snapshot: crate::image::SnapshotMode,
+}
+
+/// A shim started on a state directory, and the caller's ends of its pipes.
+struct Launched {
+    id: String,
+    name: String,
+    dir: PathBuf,
+    child: tokio::process::Child,
+    sync: OwnedFd,
+    exit: OwnedFd,
+    out: OwnedFd,
+    err: OwnedFd,
+    stdin: Option<OwnedFd>,
 }
 
 /// Removes a half-made container unless disarmed.
