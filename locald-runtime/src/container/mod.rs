@@ -317,17 +317,15 @@ impl ContainerRuntime {
         })
     }
 
-    /// Claims the name and writes the state directory: `/etc` files, the OCI bundle,
-    /// `shim.json`, `state.json`. On failure the directory and the name are released.
+    /// Claims the name, creates the state directory and named volumes, and writes the
+    /// directory. On failure the directory and the name are released.
     fn prepare(
         &self,
         spec: &ContainerSpec,
         resolved: &Resolved,
         ports: Vec<locald_core::PortMapping>,
     ) -> Result<Prepared<'_>> {
-        let Resolved {
-            source, id, plan, ..
-        } = resolved;
+        let id = &resolved.id;
         let name = spec
             .name
             .clone()
@@ -343,10 +341,6 @@ impl ContainerRuntime {
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let io_err = |what: &str| {
-            let what = format!("{what} in {}", dir.display());
-            move |e: io::Error| Error::io(what, e)
-        };
         for m in &spec.mounts {
             if let MountSource::Volume(v) = &m.source {
                 let data = self.layout.volumes().join(v).join("_data");
@@ -354,7 +348,35 @@ impl ContainerRuntime {
                     .map_err(|e| Error::io(format!("creating volume {v}"), e))?;
             }
         }
-        let oci = self.bundle_config(spec, resolved, &dir)?;
+        self.write_state_dir(spec, resolved, &name, &dir, ports)?;
+        Ok(Prepared {
+            guard,
+            id: id.clone(),
+            name,
+            dir,
+            snapshot: resolved.snapshot,
+        })
+    }
+
+    /// Writes the state directory `dir`: the `/etc` files, the OCI bundle's
+    /// `config.json`, `shim.json` and `state.json` (last: it makes the container
+    /// visible).
+    fn write_state_dir(
+        &self,
+        spec: &ContainerSpec,
+        resolved: &Resolved,
+        name: &str,
+        dir: &Path,
+        ports: Vec<locald_core::PortMapping>,
+    ) -> Result<()> {
+        let Resolved {
+            source, id, plan, ..
+        } = resolved;
+        let io_err = |what: &str| {
+            let what = format!("{what} in {}", dir.display());
+            move |e: io::Error| Error::io(what, e)
+        };
+        let oci = self.bundle_config(spec, resolved, dir)?;
         std::fs::write(dir.join("hosts"), config::hosts_file(&plan.hostname))
             .map_err(io_err("writing hosts"))?;
         std::fs::write(dir.join("hostname"), format!("{}\n", plan.hostname))
@@ -364,7 +386,7 @@ impl ContainerRuntime {
         state::write_json(&dir.join("config.json"), &oci).map_err(io_err("writing config.json"))?;
         let shim_cfg = shim::ShimConfig {
             id: id.clone(),
-            name: name.clone(),
+            name: name.to_owned(),
             lowers: source.lowers.clone(),
             read_only: spec.read_only || spec.isolation == Isolation::Safe,
             tty: spec.tty,
@@ -388,7 +410,7 @@ impl ContainerRuntime {
         }
         let st = state::State {
             id: id.clone(),
-            name: name.clone(),
+            name: name.to_owned(),
             image: source.image.clone(),
             command: plan.args.clone(),
             created: state::now(),
@@ -403,13 +425,7 @@ impl ContainerRuntime {
             error: None,
         };
         state::write_json(&dir.join("state.json"), &st).map_err(io_err("writing state.json"))?;
-        Ok(Prepared {
-            guard,
-            id: id.clone(),
-            name,
-            dir,
-            snapshot: resolved.snapshot,
-        })
+        Ok(())
     }
 
     /// The OCI runtime configuration for the container in `dir`.
