@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ByteSize, Cpus, Error, ImageRef, Process, Result};
+use crate::{ByteSize, Cpus, Error, ImageRef, Process, ProgressSender, PullOptions, Result};
 
 /// Where a container's root filesystem comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -485,9 +485,47 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Remove the container when it exits.
     pub auto_remove: bool,
+    /// The platform to pick, as `os/arch[/variant]`, when the image is not stored and
+    /// must be pulled (default: `linux/` and the host's architecture).
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// Allow plain HTTP or unverified TLS for the image's registry when the image must
+    /// be pulled (default `false`).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Where pulling a missing image reports progress: a channel, so it neither
+    /// crosses the daemon API nor takes part in `==`.
+    #[serde(skip)]
+    pull_progress: ProgressSink,
 }
 
+/// A progress channel carried by a spec; all sinks compare equal.
+#[derive(Debug, Clone, Default)]
+struct ProgressSink(Option<ProgressSender>);
+
+impl PartialEq for ProgressSink {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ProgressSink {}
+
 impl ContainerSpec {
+    /// How [`Runtime::run_container`](crate::Runtime::run_container) pulls the image
+    /// when it is not stored yet, as `docker run` does: this spec's platform,
+    /// `insecure` and progress channel.
+    pub fn pull_options(&self) -> PullOptions {
+        let mut options = PullOptions::default().insecure(self.insecure);
+        if let Some(platform) = &self.platform {
+            options = options.platform(platform.clone());
+        }
+        if let Some(sender) = &self.pull_progress.0 {
+            options = options.progress(sender.clone());
+        }
+        options
+    }
+
     /// A builder for a container of `image` (a reference such as `busybox` or
     /// `127.0.0.1:5000/app:1`), validated by [`ContainerSpecBuilder::build`].
     ///
@@ -556,9 +594,34 @@ pub struct ContainerSpecBuilder {
     name: Option<String>,
     labels: Vec<(String, String)>,
     auto_remove: bool,
+    platform: Option<String>,
+    insecure: bool,
+    pull_progress: Option<ProgressSender>,
 }
 
 impl ContainerSpecBuilder {
+    /// When the image must be pulled, picks `platform` (`linux/arm64`, `linux/arm/v7`)
+    /// from a multi-platform image (default: `linux/` and the host's architecture).
+    /// Only for an image source.
+    pub fn platform(mut self, platform: impl Into<String>) -> Self {
+        self.platform = Some(platform.into());
+        self
+    }
+
+    /// When the image must be pulled, allows plain HTTP or unverified TLS for its
+    /// registry (default `false`).
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    /// When the image must be pulled, sends progress events to `sender` (default:
+    /// none). The channel stays in this process: it is not serialized.
+    pub fn pull_progress(mut self, sender: ProgressSender) -> Self {
+        self.pull_progress = Some(sender);
+        self
+    }
+
     /// Replaces the image's entrypoint (default: the image's).
     pub fn entrypoint<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
         self.entrypoint = Some(args.into_iter().map(Into::into).collect());
@@ -843,6 +906,16 @@ impl ContainerSpecBuilder {
                 ))
             }
         };
+        if let Some(platform) = &self.platform {
+            if !matches!(source, ContainerSource::Image(_)) {
+                return Err(Error::invalid(
+                    "platform",
+                    platform,
+                    "a platform is picked only when pulling an image, not for a root filesystem",
+                ));
+            }
+            validate_platform(platform)?;
+        }
         let mut labels = BTreeMap::new();
         for (key, value) in self.labels {
             if key.is_empty() {
@@ -873,7 +946,24 @@ impl ContainerSpecBuilder {
             name: self.name,
             labels,
             auto_remove: self.auto_remove,
+            platform: self.platform,
+            insecure: self.insecure,
+            pull_progress: ProgressSink(self.pull_progress),
         })
+    }
+}
+
+/// `os/arch` or `os/arch/variant`, each part non-empty.
+fn validate_platform(platform: &str) -> Result<()> {
+    let parts: Vec<&str> = platform.split('/').collect();
+    if (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty()) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "platform",
+            platform,
+            "expected os/arch or os/arch/variant, such as linux/arm64",
+        ))
     }
 }
 
@@ -1122,6 +1212,49 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         let back: ContainerSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn pull_options_cross_serde_but_the_progress_channel_does_not() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let spec = ContainerSpec::builder("127.0.0.1:5000/app:1")
+            .platform("linux/arm64")
+            .insecure(true)
+            .pull_progress(tx)
+            .build()
+            .unwrap();
+        let options = spec.pull_options();
+        assert_eq!(options.platform.as_deref(), Some("linux/arm64"));
+        assert!(options.insecure);
+        let sender = options
+            .progress
+            .expect("the channel reaches the pull options");
+        sender
+            .send(crate::PullProgress::LayerDone { digest: "d".into() })
+            .unwrap();
+        assert!(rx.try_recv().is_ok());
+        let back: ContainerSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(back.platform.as_deref(), Some("linux/arm64"));
+        assert!(back.insecure);
+        assert!(back.pull_options().progress.is_none());
+        // Defaults, also for specs serialized before these fields existed.
+        let plain = ContainerSpec::builder("busybox").build().unwrap();
+        let mut old = serde_json::to_value(&plain).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("platform");
+        obj.remove("insecure");
+        let old: ContainerSpec = serde_json::from_value(old).unwrap();
+        assert_eq!((old.platform, old.insecure), (None, false));
+        assert_eq!(
+            err(ContainerSpec::builder("busybox").platform("linux")),
+            "invalid platform \"linux\": expected os/arch or os/arch/variant, such as linux/arm64"
+        );
+        assert_eq!(
+            err(ContainerSpec::builder_from_rootfs("/r").platform("linux/amd64")),
+            "invalid platform \"linux/amd64\": a platform is picked only when pulling an image, not for a root filesystem"
+        );
     }
 
     #[test]

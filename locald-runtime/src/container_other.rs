@@ -3,7 +3,6 @@
 
 use async_trait::async_trait;
 use locald_core::{Command, Platform, Process, Result, Runtime, RuntimeInfo};
-use serde::{Deserialize, Serialize};
 
 /// The argument (`argv[1]`) that turns an executable into the container shim.
 pub const SHIM_ARG: &str = "__locald-shim";
@@ -14,23 +13,6 @@ pub fn run_if_requested() {}
 /// The shim's entry point; on this platform it always fails.
 pub fn shim_main(_args: &[String]) -> i32 {
     2
-}
-
-/// What an image says about how to run it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
-    /// The image's entrypoint.
-    pub entrypoint: Vec<String>,
-    /// The image's default command.
-    pub cmd: Vec<String>,
-    /// The image's environment, as `KEY=VALUE`.
-    pub env: Vec<String>,
-    /// The image's working directory.
-    pub working_dir: String,
-    /// The image's user.
-    pub user: String,
-    /// The ports the image says it listens on.
-    pub exposed_ports: Vec<String>,
 }
 
 /// The container runtime; containers are unsupported off Linux.

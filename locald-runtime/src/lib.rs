@@ -39,7 +39,14 @@ mod sys;
 pub mod testing;
 
 #[cfg(target_os = "linux")]
-pub use container::{run_if_requested, shim_main, ContainerRuntime, ImageConfig, SHIM_ARG};
+pub use container::{run_if_requested, shim_main, ContainerRuntime, SHIM_ARG};
 #[cfg(not(target_os = "linux"))]
-pub use container_other::{run_if_requested, shim_main, ContainerRuntime, ImageConfig, SHIM_ARG};
+pub use container_other::{run_if_requested, shim_main, ContainerRuntime, SHIM_ARG};
+/// The OCI specification types locald uses, re-exported so that callers name the same
+/// versions.
+pub use oci_spec;
+/// What an image says about how to run it: the `config` section of an OCI (or Docker)
+/// image config, as oci-spec parses it. The store's resolved images and the container
+/// runtime both use this one type.
+pub use oci_spec::image::Config as ImageConfig;
 pub use process::ProcessRuntime;

@@ -167,7 +167,7 @@ async fn pull_anonymous_and_run_from_a_snapshot() {
     assert_eq!(listed[0].reference, reference);
 
     let resolved = e.store.resolve(&reference).unwrap();
-    assert_eq!(resolved.config.cmd, Some(vec!["/bin/sh".to_owned()]));
+    assert_eq!(resolved.config.cmd(), &Some(vec!["/bin/sh".to_owned()]));
     let snap = Snapshot::create(
         &resolved.layers,
         &e.home.path().join("snap"),

@@ -163,6 +163,9 @@ fn build_spec(args: &Args) -> anyhow::Result<ContainerSpec> {
     if let Some(n) = &args.name {
         b = b.name(n.as_str());
     }
+    if args.rootfs.is_none() {
+        b = b.insecure(args.insecure);
+    }
     b = b
         .read_only(args.read_only)
         .safe(args.safe)
@@ -179,20 +182,26 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     let spec = build_spec(&args)?;
     let runtime = crate::cli::runtime(host).await?;
     let mut signals = Signals::new()?;
-    let mut handle = match runtime.run_container(spec.clone()).await {
-        // Like docker run: an image that is not stored is pulled, then run.
-        Err(locald::Error::NotFound { kind: "image", .. }) => {
-            let locald::ContainerSource::Image(image) = &spec.source else {
-                unreachable!("only an image source can be a missing image")
-            };
-            eprintln!("Unable to find image '{}' locally", image.familiar());
-            let options = locald::PullOptions::default().insecure(args.insecure);
-            let pulled = runtime.pull_image(image, options).await?;
-            eprintln!("Digest: {}", pulled.digest);
-            runtime.run_container(spec).await?
-        }
-        other => other?,
+    // Like docker run, the runtime pulls an image that is not stored; say so first.
+    let missing = match &spec.source {
+        locald::ContainerSource::Image(image) => runtime
+            .list_images()
+            .await
+            .ok()
+            .filter(|stored| !stored.iter().any(|i| &i.reference == image))
+            .map(|_| image.clone()),
+        _ => None,
     };
+    if let Some(image) = &missing {
+        eprintln!("Unable to find image '{}' locally", image.familiar());
+    }
+    let mut handle = runtime.run_container(spec).await?;
+    if let Some(image) = missing {
+        let pulled = runtime.list_images().await?;
+        if let Some(pulled) = pulled.iter().find(|i| i.reference == image) {
+            eprintln!("Digest: {}", pulled.digest);
+        }
+    }
     let id = handle.id().to_owned();
     if args.detach {
         println!("{id}");

@@ -1,57 +1,48 @@
 //! From a [`ContainerSpec`] and an [`ImageConfig`] to an OCI runtime `config.json`.
 //!
-//! The document is assembled as JSON and then parsed into `oci_spec::runtime::Spec`, so
-//! a field of the wrong shape is caught here and not inside the runtime.
+//! The document is built with oci-spec's typed builders (`oci_spec::runtime`), the
+//! types the runtime library reads it back into.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
 };
 
-use locald_core::{ContainerSpec, Error, Isolation, MountSource, NetworkMode, Result};
+use locald_core::{ContainerSpec, Error, Isolation, MountSource, NetworkMode, Result, Signal};
+use oci_spec::runtime::{
+    Arch as SeccompArch, Capabilities, Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::rootfs;
-
-/// What an image says about how to run it: the fields of an OCI image config that
-/// shape a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
-    /// The image's entrypoint.
-    pub entrypoint: Vec<String>,
-    /// The image's default command (the arguments after the entrypoint).
-    pub cmd: Vec<String>,
-    /// The image's environment, as `KEY=VALUE`.
-    pub env: Vec<String>,
-    /// The image's working directory (empty: `/`).
-    pub working_dir: String,
-    /// The image's user (empty: root).
-    pub user: String,
-    /// The ports the image says it listens on, as `80/tcp`.
-    pub exposed_ports: Vec<String>,
-}
+use crate::ImageConfig;
 
 /// The default `PATH` when neither the image nor the caller sets one (docker's).
 pub(crate) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Docker's default capability set.
-pub(crate) const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
+pub(crate) const DEFAULT_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
 ];
 
 const MASKED_PATHS: &[&str] = &[
@@ -137,15 +128,50 @@ const SAFE_BLOCKED_SYSCALLS: &[&str] = &[
 ];
 
 /// `clone` flags that create namespaces; Safe Mode refuses a `clone` with any of them.
-const CLONE_NAMESPACE_FLAGS: &[u64] = &[
-    0x0002_0000, // CLONE_NEWNS
-    0x0200_0000, // CLONE_NEWCGROUP
-    0x0400_0000, // CLONE_NEWUTS
-    0x0800_0000, // CLONE_NEWIPC
-    0x1000_0000, // CLONE_NEWUSER
-    0x2000_0000, // CLONE_NEWPID
-    0x4000_0000, // CLONE_NEWNET
+const CLONE_NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWCGROUP,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
 ];
+
+/// The `RLIMIT_NOFILE` containers get (docker's), unless the caller's hard limit is
+/// lower.
+const DEFAULT_NOFILE: u64 = 1 << 20;
+
+/// The CFS period for the CPU quota, in microseconds (docker's).
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The size of Safe Mode's `/tmp` tmpfs.
+const SAFE_TMP_BYTES: u64 = 64 << 20;
+
+/// The runtime-config annotation that carries the image's `StopSignal` (the OCI image
+/// spec's conversion rules).
+pub(crate) const STOP_SIGNAL_ANNOTATION: &str = "org.opencontainers.image.stopSignal";
+
+/// The image's stop signal (`SIGUSR1`, `USR1` or `10`), if it names one.
+pub(crate) fn image_stop_signal(image: &ImageConfig, what: &str) -> Result<Option<Signal>> {
+    match image.stop_signal().as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| Error::InvalidImage {
+            what: what.to_owned(),
+            reason: format!("its stop signal {s:?} is not a known signal name or number"),
+        }),
+    }
+}
+
+/// The signal that stops the container whose bundle is `state_dir`: the image's stop
+/// signal recorded in its `config.json`, else SIGTERM (as docker does).
+pub(crate) fn recorded_stop_signal(state_dir: &Path) -> Signal {
+    super::state::read_json::<oci_spec::runtime::Spec>(&state_dir.join("config.json"))
+        .ok()
+        .and_then(|spec| spec.annotations().clone())
+        .and_then(|a| a.get(STOP_SIGNAL_ANNOTATION).and_then(|s| s.parse().ok()))
+        .unwrap_or(Signal::TERM)
+}
 
 /// The first host uid (and gid) that container root maps to in Safe Mode.
 pub(crate) const SAFE_HOST_ID: u32 = 1_000_000;
@@ -261,8 +287,10 @@ pub(crate) fn plan_process(
     let (entrypoint, cmd) = match &spec.entrypoint {
         Some(ep) => (ep.clone(), spec.cmd.clone().unwrap_or_default()),
         None => (
-            image.entrypoint.clone(),
-            spec.cmd.clone().unwrap_or_else(|| image.cmd.clone()),
+            image.entrypoint().clone().unwrap_or_default(),
+            spec.cmd
+                .clone()
+                .unwrap_or_else(|| image.cmd().clone().unwrap_or_default()),
         ),
     };
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
@@ -273,7 +301,10 @@ pub(crate) fn plan_process(
             "no command given and the image has neither an entrypoint nor a command",
         ));
     }
-    let user_str = spec.user.clone().unwrap_or_else(|| image.user.clone());
+    let user_str = spec
+        .user
+        .clone()
+        .unwrap_or_else(|| image.user().clone().unwrap_or_default());
     let user = resolve_user(lowers, &user_str)?;
     let hostname = spec
         .hostname
@@ -287,7 +318,7 @@ pub(crate) fn plan_process(
         }
     };
     set("PATH", DEFAULT_PATH, &mut env);
-    for kv in &image.env {
+    for kv in image.env().iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v, &mut env);
     }
@@ -306,10 +337,10 @@ pub(crate) fn plan_process(
         .iter()
         .map(|k| format!("{k}={}", env[k]))
         .collect::<Vec<_>>();
-    let cwd = match (&spec.workdir, image.working_dir.as_str()) {
+    let cwd = match (&spec.workdir, image.working_dir().as_deref()) {
         (Some(dir), _) => dir.display().to_string(),
-        (None, "") => "/".to_owned(),
-        (None, dir) => dir.to_owned(),
+        (None, None | Some("")) => "/".to_owned(),
+        (None, Some(dir)) => dir.to_owned(),
     };
     Ok(ProcessPlan {
         args,
@@ -321,7 +352,7 @@ pub(crate) fn plan_process(
 }
 
 /// Everything [`oci_config`] needs besides the spec.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct BundleInputs<'a> {
     pub(crate) id: &'a str,
     pub(crate) process: &'a ProcessPlan,
@@ -330,6 +361,8 @@ pub(crate) struct BundleInputs<'a> {
     pub(crate) volumes_dir: &'a Path,
     pub(crate) nofile_hard: u64,
     pub(crate) user_namespace: bool,
+    /// The image's stop signal, recorded as an annotation for `stop`.
+    pub(crate) stop_signal: Option<Signal>,
 }
 
 /// The cgroup path of a container, under locald's parent cgroup.
@@ -338,35 +371,175 @@ pub(crate) fn cgroup_path(id: &str) -> String {
 }
 
 /// Builds the OCI runtime configuration.
-pub(crate) fn oci_config(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Value> {
+pub(crate) fn oci_config(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Spec> {
     let safe = spec.isolation == Isolation::Safe;
-    let caps: Vec<&str> = if safe {
-        Vec::new()
+    let mut annotations = HashMap::new();
+    if let Some(signal) = b.stop_signal {
+        let value = match signal.name() {
+            Some(name) => format!("SIG{name}"),
+            None => signal.number().to_string(),
+        };
+        annotations.insert(STOP_SIGNAL_ANNOTATION.to_owned(), value);
+    }
+    SpecBuilder::default()
+        .version("1.0.2")
+        .process(process(spec, b)?)
+        .root(
+            RootBuilder::default()
+                .path(b.rootfs)
+                .readonly(spec.read_only || safe)
+                .build()
+                .map_err(invalid_config)?,
+        )
+        .hostname(b.process.hostname.clone())
+        .mounts(mounts(spec, b)?)
+        .linux(linux(spec, b)?)
+        .annotations(annotations)
+        .build()
+        .map_err(invalid_config)
+}
+
+fn invalid_config(e: oci_spec::OciSpecError) -> Error {
+    Error::io(
+        "building the container configuration",
+        std::io::Error::other(e),
+    )
+}
+
+/// The container's main process: docker's default capabilities (none in Safe Mode),
+/// `RLIMIT_NOFILE` clamped to the caller's hard limit.
+fn process(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Process> {
+    let safe = spec.isolation == Isolation::Safe;
+    let caps: Capabilities = if safe {
+        Capabilities::new()
     } else {
-        DEFAULT_CAPS.to_vec()
+        DEFAULT_CAPS.iter().copied().collect()
     };
-    let nofile = 1_048_576u64.min(b.nofile_hard);
+    let mut capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .map_err(invalid_config)?;
+    if !safe {
+        // Unset (not empty), as docker leaves them.
+        capabilities.set_inheritable(None);
+        capabilities.set_ambient(None);
+    }
+    let nofile = DEFAULT_NOFILE.min(b.nofile_hard);
+    let p = b.process;
+    ProcessBuilder::default()
+        .terminal(spec.tty)
+        .user(
+            UserBuilder::default()
+                .uid(p.user.uid)
+                .gid(p.user.gid)
+                .additional_gids(p.user.additional_gids.clone())
+                .build()
+                .map_err(invalid_config)?,
+        )
+        .args(p.args.clone())
+        .env(p.env.clone())
+        .cwd(&p.cwd)
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(nofile)
+            .soft(nofile)
+            .build()
+            .map_err(invalid_config)?])
+        .no_new_privileges(safe)
+        .build()
+        .map_err(invalid_config)
+}
+
+fn mount(
+    destination: impl Into<PathBuf>,
+    typ: &str,
+    source: impl Into<PathBuf>,
+    options: &[&str],
+) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(invalid_config)
+}
+
+/// `/proc`, `/dev` and friends, `/sys`, the `/etc` files from the state directory,
+/// then the spec's mounts in order (and Safe Mode's `/tmp`).
+fn mounts(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Vec<Mount>> {
     let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
     ];
     if b.user_namespace {
         // A sysfs cannot be mounted from a user namespace that does not own the
         // network namespace: bind the host's, read-only.
-        mounts.push(json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev"]}));
+        mounts.push(mount(
+            "/sys",
+            "none",
+            "/sys",
+            &["rbind", "nosuid", "noexec", "nodev"],
+        )?);
     } else {
-        mounts.push(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}));
-        mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
+        mounts.push(mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?);
+        mounts.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?);
     }
     for (file, dest) in [
         ("hosts", "/etc/hosts"),
         ("resolv.conf", "/etc/resolv.conf"),
         ("hostname", "/etc/hostname"),
     ] {
-        mounts.push(json!({"destination": dest, "type": "bind", "source": b.state_dir.join(file), "options": ["rbind", "rprivate"]}));
+        mounts.push(mount(
+            dest,
+            "bind",
+            b.state_dir.join(file),
+            &["rbind", "rprivate"],
+        )?);
     }
     let mut has_tmp = false;
     for m in &spec.mounts {
@@ -374,27 +547,22 @@ pub(crate) fn oci_config(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<V
         if m.destination == Path::new("/tmp") {
             has_tmp = true;
         }
-        match &m.source {
-            MountSource::Bind(src) => mounts.push(json!({
-                "destination": m.destination, "type": "bind", "source": src,
-                "options": ["rbind", "rprivate", ro]
-            })),
-            MountSource::Volume(name) => mounts.push(json!({
-                "destination": m.destination, "type": "bind",
-                "source": b.volumes_dir.join(name).join("_data"),
-                "options": ["rbind", "rprivate", ro]
-            })),
+        mounts.push(match &m.source {
+            MountSource::Bind(src) => {
+                mount(&m.destination, "bind", src, &["rbind", "rprivate", ro])?
+            }
+            MountSource::Volume(name) => mount(
+                &m.destination,
+                "bind",
+                b.volumes_dir.join(name).join("_data"),
+                &["rbind", "rprivate", ro],
+            )?,
             MountSource::Tmpfs { size, mode } => {
-                let mut opts = vec![
-                    "nosuid".to_owned(),
-                    "nodev".to_owned(),
-                    ro.to_owned(),
-                    format!("mode={:o}", mode.unwrap_or(0o1777)),
-                ];
-                if let Some(size) = size {
-                    opts.push(format!("size={}", size.bytes()));
-                }
-                mounts.push(json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": opts}))
+                let mode = format!("mode={:o}", mode.unwrap_or(0o1777));
+                let size = size.map(|s| format!("size={}", s.bytes()));
+                let mut opts = vec!["nosuid", "nodev", ro, &mode];
+                opts.extend(size.as_deref());
+                mount(&m.destination, "tmpfs", "tmpfs", &opts)?
             }
             _ => {
                 return Err(Error::invalid(
@@ -403,113 +571,158 @@ pub(crate) fn oci_config(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<V
                     "this kind of mount is not supported",
                 ))
             }
-        }
+        });
     }
-    if safe && !has_tmp {
-        mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=67108864"]}));
+    if spec.isolation == Isolation::Safe && !has_tmp {
+        let size = format!("size={SAFE_TMP_BYTES}");
+        mounts.push(mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", &size],
+        )?);
     }
+    Ok(mounts)
+}
+
+/// Namespaces, the cgroup and its limits, docker's masked and read-only paths, and
+/// in Safe Mode the user namespace's id maps and the seccomp filter.
+fn linux(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Linux> {
     let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
     ];
     if spec.network != NetworkMode::Host {
-        namespaces.push(json!({"type": "network"}));
+        namespaces.push(LinuxNamespaceType::Network);
     }
     if b.user_namespace {
-        namespaces.push(json!({"type": "user"}));
+        namespaces.push(LinuxNamespaceType::User);
     }
-    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let namespaces = namespaces
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(invalid_config)?;
+    let mut linux = LinuxBuilder::default()
+        .cgroups_path(cgroup_path(b.id))
+        .resources(resources(spec)?)
+        .namespaces(namespaces)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+        );
+    if b.user_namespace {
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(SAFE_HOST_ID)
+            .size(SAFE_ID_COUNT)
+            .build()
+            .map_err(invalid_config)?;
+        linux = linux.uid_mappings(vec![map]).gid_mappings(vec![map]);
+    }
+    if spec.isolation == Isolation::Safe {
+        linux = linux.seccomp(safe_seccomp()?);
+    }
+    linux.build().map_err(invalid_config)
+}
+
+/// No device access; memory (swap included in the limit, so no swap at all, which is
+/// what people expect from a limit), CPU quota and pids limits.
+fn resources(spec: &ContainerSpec) -> Result<LinuxResources> {
+    let mut resources =
+        LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .map_err(invalid_config)?]);
     if let Some(mem) = spec.resources.memory {
-        // Swap included in the limit, as docker does by default (memory-swap = 2x is
-        // docker's; no swap at all is what people expect from a limit).
-        resources["memory"] = json!({"limit": mem.bytes(), "swap": mem.bytes()});
+        let bytes = mem.bytes() as i64;
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .swap(bytes)
+                .build()
+                .map_err(invalid_config)?,
+        );
     }
     if let Some(cpus) = spec.resources.cpus {
-        let period: u64 = 100_000;
-        let quota = (cpus.nano() as u128 * period as u128 / 1_000_000_000) as i64;
-        resources["cpu"] = json!({"quota": quota, "period": period});
+        let quota = (cpus.nano() as u128 * CPU_PERIOD_US as u128 / 1_000_000_000) as i64;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(invalid_config)?,
+        );
     }
     if let Some(pids) = spec.resources.pids {
-        resources["pids"] = json!({"limit": pids});
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(pids as i64)
+                .build()
+                .map_err(invalid_config)?,
+        );
     }
-    let p = b.process;
-    let mut process = json!({
-        "terminal": spec.tty,
-        "user": {"uid": p.user.uid, "gid": p.user.gid, "additionalGids": p.user.additional_gids},
-        "args": p.args,
-        "env": p.env,
-        "cwd": p.cwd,
-        "capabilities": {
-            "bounding": caps, "effective": caps, "permitted": caps,
-        },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-        "noNewPrivileges": safe,
-    });
-    if safe {
-        process["capabilities"]["inheritable"] = json!([]);
-        process["capabilities"]["ambient"] = json!([]);
-    }
-    let mut linux = json!({
-        "cgroupsPath": cgroup_path(b.id),
-        "resources": resources,
-        "namespaces": namespaces,
-        "maskedPaths": MASKED_PATHS,
-        "readonlyPaths": READONLY_PATHS,
-    });
-    if b.user_namespace {
-        linux["uidMappings"] =
-            json!([{"containerID": 0, "hostID": SAFE_HOST_ID, "size": SAFE_ID_COUNT}]);
-        linux["gidMappings"] =
-            json!([{"containerID": 0, "hostID": SAFE_HOST_ID, "size": SAFE_ID_COUNT}]);
-    }
-    if safe {
-        linux["seccomp"] = safe_seccomp();
-    }
-    let config = json!({
-        "ociVersion": "1.0.2",
-        "process": process,
-        "root": {"path": b.rootfs, "readonly": spec.read_only || safe},
-        "hostname": p.hostname,
-        "mounts": mounts,
-        "linux": linux,
-    });
-    // Parsing into the typed spec catches a malformed document here.
-    let typed: oci_spec::runtime::Spec = serde_json::from_value(config).map_err(|e| {
-        Error::io(
-            "building the container configuration",
-            std::io::Error::other(e),
-        )
-    })?;
-    serde_json::to_value(typed).map_err(|e| {
-        Error::io(
-            "building the container configuration",
-            std::io::Error::other(e),
-        )
-    })
+    resources.build().map_err(invalid_config)
 }
 
 /// Safe Mode's seccomp profile: allow by default, refuse the calls docker's default
 /// profile refuses with `EPERM` (and `clone3` with `ENOSYS`, so that C libraries fall
 /// back to `clone`, whose namespace flags are then checked).
-fn safe_seccomp() -> Value {
+fn safe_seccomp() -> Result<LinuxSeccomp> {
+    let refuse = |names: &[&str], errno: i32| {
+        LinuxSyscallBuilder::default()
+            .names(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(errno as u32)
+    };
     let mut syscalls = vec![
-        json!({"names": SAFE_BLOCKED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}),
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}),
+        refuse(SAFE_BLOCKED_SYSCALLS, libc::EPERM)
+            .build()
+            .map_err(invalid_config)?,
+        refuse(&["clone3"], libc::ENOSYS)
+            .build()
+            .map_err(invalid_config)?,
     ];
     for flag in CLONE_NAMESPACE_FLAGS {
-        syscalls.push(json!({
-            "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]
-        }));
+        let flag = *flag as u64;
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(flag)
+            .value_two(flag)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()
+            .map_err(invalid_config)?;
+        syscalls.push(
+            refuse(&["clone"], libc::EPERM)
+                .args(vec![arg])
+                .build()
+                .map_err(invalid_config)?,
+        );
     }
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": syscalls,
-    })
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![
+            SeccompArch::ScmpArchX86_64,
+            SeccompArch::ScmpArchX86,
+            SeccompArch::ScmpArchX32,
+            SeccompArch::ScmpArchAarch64,
+            SeccompArch::ScmpArchArm,
+        ])
+        .syscalls(syscalls)
+        .build()
+        .map_err(invalid_config)
 }
 
 /// `/etc/hosts` for a container.
@@ -544,6 +757,7 @@ pub(crate) fn resolv_conf(network: NetworkMode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn rootfs_with_users() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -587,13 +801,13 @@ mod tests {
     fn entrypoint_and_cmd_follow_docker() {
         let dir = rootfs_with_users();
         let lowers = vec![dir.path().to_owned()];
-        let image = ImageConfig {
-            entrypoint: vec!["/entry".into()],
-            cmd: vec!["default".into()],
-            env: vec!["A=image".into(), "B=image".into()],
-            working_dir: "/srv".into(),
-            ..ImageConfig::default()
-        };
+        let image = oci_spec::image::ConfigBuilder::default()
+            .entrypoint(vec!["/entry".to_owned()])
+            .cmd(vec!["default".to_owned()])
+            .env(vec!["A=image".to_owned(), "B=image".to_owned()])
+            .working_dir("/srv")
+            .build()
+            .unwrap();
         let spec = ContainerSpec::builder_from_rootfs("/r")
             .env("B", "mine")
             .build()
@@ -641,20 +855,19 @@ mod tests {
             .build()
             .unwrap();
         let p = plan_process(&spec, &ImageConfig::default(), &lowers, "id1").unwrap();
-        let v = oci_config(
-            &spec,
-            &BundleInputs {
-                id: "id1",
-                process: &p,
-                rootfs: Path::new("/state/rootfs"),
-                state_dir: Path::new("/state"),
-                volumes_dir: Path::new("/vols"),
-                nofile_hard: 20_000,
-                user_namespace: true,
-            },
-        )
-        .unwrap();
+        let inputs = BundleInputs {
+            id: "id1",
+            process: &p,
+            rootfs: Path::new("/state/rootfs"),
+            state_dir: Path::new("/state"),
+            volumes_dir: Path::new("/vols"),
+            nofile_hard: 20_000,
+            user_namespace: true,
+            stop_signal: Some(Signal::USR1),
+        };
+        let v = serde_json::to_value(oci_config(&spec, &inputs).unwrap()).unwrap();
         assert_eq!(v["linux"]["cgroupsPath"], "/locald/id1");
+        assert_eq!(v["annotations"][STOP_SIGNAL_ANNOTATION], "SIGUSR1");
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(v["process"]["rlimits"][0]["hard"], 20_000);

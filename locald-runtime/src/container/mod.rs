@@ -3,14 +3,17 @@
 //!
 //! The flow of [`ContainerRuntime::run_container`](locald_core::Runtime::run_container):
 //!
-//! 1. the root filesystem source is resolved to read-only lower directories and an
-//!    image config ([`rootfs`], the seam with the image store);
+//! 1. an image that is not stored is pulled into the runtime's one image store, with
+//!    the spec's pull options; the root filesystem source is resolved to read-only
+//!    lower directories and the image's config ([`rootfs`], the seam with the store);
 //! 2. everything that can be checked is checked in the caller, before anything is
 //!    created: the user, the program, bind sources, published ports (bound here, so a
 //!    port in use is an error naming it);
 //! 3. the state directory is written: `state.json`, the OCI `config.json`, `shim.json`,
 //!    `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`;
-//! 4. the shim ([`shim`]) is started: it mounts the overlay, creates and starts the
+//! 4. the shim ([`shim`]) is started: it mounts the root (an image
+//!    [`Snapshot`](crate::image::Snapshot): overlayfs, or a copy of the layers where
+//!    overlayfs cannot be used), creates and starts the
 //!    container with the runtime library, reports `ok <pid>` or an error, then
 //!    supervises the container until it exits and cleans up.
 
@@ -41,7 +44,6 @@ use locald_core::{
 };
 use tokio::io::AsyncReadExt;
 
-pub use config::ImageConfig;
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Layout, Phase};
@@ -138,6 +140,7 @@ pub struct ContainerRuntime {
     shim: Option<PathBuf>,
     platform: Platform,
     images: std::sync::OnceLock<crate::image::ImageStore>,
+    snapshot: Option<crate::image::SnapshotMode>,
 }
 
 impl Default for ContainerRuntime {
@@ -168,7 +171,22 @@ impl ContainerRuntime {
             shim: None,
             platform: Platform::detect(),
             images: std::sync::OnceLock::new(),
+            snapshot: None,
         }
+    }
+
+    /// How containers' root filesystems are made (default: `$LOCALD_SNAPSHOT` when set
+    /// to `auto`, `overlay` or `copy`, else [`SnapshotMode::Auto`]: an overlayfs
+    /// snapshot, or a copy of the layers where overlayfs cannot be mounted).
+    /// [`SnapshotMode::Copy`] always copies, which is slow but works on any
+    /// filesystem; [`SnapshotMode::Overlay`] fails instead of copying.
+    ///
+    /// [`SnapshotMode::Auto`]: crate::image::SnapshotMode::Auto
+    /// [`SnapshotMode::Copy`]: crate::image::SnapshotMode::Copy
+    /// [`SnapshotMode::Overlay`]: crate::image::SnapshotMode::Overlay
+    pub fn snapshot_mode(mut self, mode: crate::image::SnapshotMode) -> Self {
+        self.snapshot = Some(mode);
+        self
     }
 
     /// Uses `program` as the shim (default: this executable when it called
@@ -227,19 +245,36 @@ impl ContainerRuntime {
         Ok((id, dir))
     }
 
+    /// Starts a container: resolve its source, check what can be checked, prepare its
+    /// state directory and bundle, launch the shim, wait until it reports.
     async fn start(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err(Error::io(
-                "running containers",
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "containers need root on this host (rootless containers are not supported yet)",
-                ),
-            ));
-        }
-        let source = rootfs::resolve_source(&self.layout.home, &spec.source)?;
+        require_root()?;
+        let resolved = self.resolve(&spec)?;
+        // Ports: bound here so that one in use is reported before anything starts.
+        let (listeners, ports) = bind_ports(&spec)?;
+        let prepared = self.prepare(&spec, &resolved, ports)?;
+        let launched = self.launch_shim(&spec, prepared, listeners)?;
+        self.wait_ready(launched).await
+    }
+
+    /// Resolves the spec's root filesystem and process, and checks everything that can
+    /// be checked before anything is created: the user, the program, the working
+    /// directory, the bind sources, the image's stop signal.
+    fn resolve(&self, spec: &ContainerSpec) -> Result<Resolved> {
+        let source = rootfs::resolve_source(&spec.source, || self.images())?;
+        let stop_signal = config::image_stop_signal(
+            &source.config,
+            &format!(
+                "config of {}",
+                source
+                    .image
+                    .as_ref()
+                    .map(|i| i.familiar())
+                    .unwrap_or_default()
+            ),
+        )?;
         let id = state::new_id().map_err(|e| Error::io("making a container id", e))?;
-        let plan = config::plan_process(&spec, &source.config, &source.lowers, &id)?;
+        let plan = config::plan_process(spec, &source.config, &source.lowers, &id)?;
         rootfs::check_program(&source.lowers, &plan.args[0], &plan.env, &plan.cwd)?;
         match rootfs::find_in_layers(&source.lowers, Path::new(&plan.cwd)) {
             Some(p) if !p.is_dir() => {
@@ -269,46 +304,35 @@ impl ContainerRuntime {
                 }
             }
         }
-        // Ports: bound here so that one in use is reported before anything starts.
-        let mut listeners = Vec::new();
-        let mut ports = Vec::new();
-        for p in &spec.ports {
-            if p.protocol == Protocol::Udp {
-                return Err(Error::invalid(
-                    "port mapping",
-                    p.to_string(),
-                    "publishing udp ports is not supported yet",
-                ));
-            }
-            let ip = p.host_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-            let addr = std::net::SocketAddr::new(ip, p.host_port.unwrap_or(0));
-            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-                if e.kind() == io::ErrorKind::AddrInUse {
-                    Error::invalid(
-                        "port mapping",
-                        p.to_string(),
-                        format!("host port {} is already in use", addr.port()),
-                    )
-                } else {
-                    Error::io(format!("listening on {addr} for port mapping {p}"), e)
-                }
-            })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| Error::io("reading a listener's address", e))?;
-            let mut mapped = *p;
-            mapped.host_ip = Some(ip);
-            mapped.host_port = Some(bound.port());
-            ports.push(mapped);
-            listeners.push(OwnedFd::from(listener));
-        }
+        let snapshot = match self.snapshot {
+            Some(mode) => mode,
+            None => rootfs::snapshot_mode_from_env()?,
+        };
+        Ok(Resolved {
+            source,
+            stop_signal,
+            id,
+            plan,
+            snapshot,
+        })
+    }
+
+    /// Claims the name, creates the state directory and named volumes, and writes the
+    /// directory. On failure the directory and the name are released.
+    fn prepare(
+        &self,
+        spec: &ContainerSpec,
+        resolved: &Resolved,
+        ports: Vec<locald_core::PortMapping>,
+    ) -> Result<Prepared<'_>> {
+        let id = &resolved.id;
         let name = spec
             .name
             .clone()
             .unwrap_or_else(|| format!("c-{}", &id[..12]));
-        state::claim_name(&self.layout, &name, &id)?;
-        let dir = self.layout.container(&id);
-        let mut guard = Cleanup {
+        state::claim_name(&self.layout, &name, id)?;
+        let dir = self.layout.container(id);
+        let guard = Cleanup {
             layout: &self.layout,
             dir: dir.clone(),
             name: name.clone(),
@@ -317,10 +341,6 @@ impl ContainerRuntime {
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let io_err = |what: &str| {
-            let what = format!("{what} in {}", dir.display());
-            move |e: io::Error| Error::io(what, e)
-        };
         for m in &spec.mounts {
             if let MountSource::Volume(v) = &m.source {
                 let data = self.layout.volumes().join(v).join("_data");
@@ -328,20 +348,35 @@ impl ContainerRuntime {
                     .map_err(|e| Error::io(format!("creating volume {v}"), e))?;
             }
         }
-        let user_namespace = spec.isolation == Isolation::Safe
-            && sys::user_namespaces_usable(&[dir.as_path()], &source.lowers);
-        let oci = config::oci_config(
-            &spec,
-            &config::BundleInputs {
-                id: &id,
-                process: &plan,
-                rootfs: &dir.join("rootfs"),
-                state_dir: &dir,
-                volumes_dir: &self.layout.volumes(),
-                nofile_hard: sys::nofile_hard_limit(),
-                user_namespace,
-            },
-        )?;
+        self.write_state_dir(spec, resolved, &name, &dir, ports)?;
+        Ok(Prepared {
+            guard,
+            id: id.clone(),
+            name,
+            dir,
+            snapshot: resolved.snapshot,
+        })
+    }
+
+    /// Writes the state directory `dir`: the `/etc` files, the OCI bundle's
+    /// `config.json`, `shim.json` and `state.json` (last: it makes the container
+    /// visible).
+    fn write_state_dir(
+        &self,
+        spec: &ContainerSpec,
+        resolved: &Resolved,
+        name: &str,
+        dir: &Path,
+        ports: Vec<locald_core::PortMapping>,
+    ) -> Result<()> {
+        let Resolved {
+            source, id, plan, ..
+        } = resolved;
+        let io_err = |what: &str| {
+            let what = format!("{what} in {}", dir.display());
+            move |e: io::Error| Error::io(what, e)
+        };
+        let oci = self.bundle_config(spec, resolved, dir)?;
         std::fs::write(dir.join("hosts"), config::hosts_file(&plan.hostname))
             .map_err(io_err("writing hosts"))?;
         std::fs::write(dir.join("hostname"), format!("{}\n", plan.hostname))
@@ -351,7 +386,7 @@ impl ContainerRuntime {
         state::write_json(&dir.join("config.json"), &oci).map_err(io_err("writing config.json"))?;
         let shim_cfg = shim::ShimConfig {
             id: id.clone(),
-            name: name.clone(),
+            name: name.to_owned(),
             lowers: source.lowers.clone(),
             read_only: spec.read_only || spec.isolation == Isolation::Safe,
             tty: spec.tty,
@@ -365,9 +400,17 @@ impl ContainerRuntime {
         };
         state::write_json(&dir.join("shim.json"), &shim_cfg)
             .map_err(io_err("writing shim.json"))?;
+        // Docker's rule: the image's labels, with the container's own over them.
+        let mut recorded = spec.clone();
+        for (key, value) in source.config.labels().iter().flatten() {
+            recorded
+                .labels
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
         let st = state::State {
             id: id.clone(),
-            name: name.clone(),
+            name: name.to_owned(),
             image: source.image.clone(),
             command: plan.args.clone(),
             created: state::now(),
@@ -378,11 +421,45 @@ impl ContainerRuntime {
             oom_killed: false,
             finished: None,
             ports,
-            spec: spec.clone(),
+            spec: recorded,
             error: None,
         };
         state::write_json(&dir.join("state.json"), &st).map_err(io_err("writing state.json"))?;
+        Ok(())
+    }
 
+    /// The OCI runtime configuration for the container in `dir`.
+    fn bundle_config(
+        &self,
+        spec: &ContainerSpec,
+        resolved: &Resolved,
+        dir: &Path,
+    ) -> Result<oci_spec::runtime::Spec> {
+        let user_namespace = spec.isolation == Isolation::Safe
+            && sys::user_namespaces_usable(&[dir], &resolved.source.lowers);
+        config::oci_config(
+            spec,
+            &config::BundleInputs {
+                id: &resolved.id,
+                process: &resolved.plan,
+                rootfs: &dir.join("rootfs"),
+                state_dir: dir,
+                volumes_dir: &self.layout.volumes(),
+                nofile_hard: sys::nofile_hard_limit(),
+                user_namespace,
+                stop_signal: resolved.stop_signal,
+            },
+        )
+    }
+
+    /// Starts the shim on the prepared state directory with its pipes and the port
+    /// listeners. From here on the shim owns the directory.
+    fn launch_shim(
+        &self,
+        spec: &ContainerSpec,
+        mut prepared: Prepared<'_>,
+        listeners: Vec<OwnedFd>,
+    ) -> Result<Launched> {
         let shim_program = self.find_shim()?;
         let (sync_r, sync_w) = sys::pipe()?;
         let (exit_r, exit_w) = sys::pipe()?;
@@ -407,12 +484,13 @@ impl ContainerRuntime {
         cmd.kill_on_drop(false);
         cmd.arg(SHIM_ARG)
             .arg("run")
-            .arg(&dir)
+            .arg(&prepared.dir)
+            .env(rootfs::SNAPSHOT_ENV, prepared.snapshot.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mapped = sys::map_fds(&mut cmd, fds, true)?;
-        let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+        let child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
             source: e,
         })?;
@@ -420,14 +498,39 @@ impl ContainerRuntime {
         // From here on the shim owns the state directory: it cleans up after a failed
         // start itself, and a caller that gives up waiting must not pull the directory
         // from under it.
-        guard.armed = false;
-        let mut sync = sys::receiver(sync_r)?;
+        prepared.guard.armed = false;
+        Ok(Launched {
+            id: prepared.id,
+            name: prepared.name,
+            dir: prepared.dir,
+            child,
+            sync: sync_r,
+            exit: exit_r,
+            out: out_r,
+            err: err_r,
+            stdin: stdin_w,
+        })
+    }
+
+    /// Waits for the shim's `ok <pid>` or `err <why>`; on an error, waits for the shim
+    /// to have cleaned up, then removes the state directory and releases the name.
+    async fn wait_ready(&self, launched: Launched) -> Result<ContainerHandle> {
+        let Launched {
+            id,
+            name,
+            dir,
+            mut child,
+            sync,
+            exit,
+            out,
+            err,
+            stdin,
+        } = launched;
+        let mut sync = sys::receiver(sync)?;
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
         let reply = reply.trim();
-        let pid = if let Some(pid) = reply.strip_prefix("ok ") {
-            pid.parse::<u32>().unwrap_or(0)
-        } else {
+        let Some(pid) = reply.strip_prefix("ok ") else {
             let why = reply
                 .strip_prefix("err ")
                 .unwrap_or("the container shim exited without reporting");
@@ -442,18 +545,19 @@ impl ContainerRuntime {
                 io::Error::other(why.to_owned()),
             ));
         };
+        let pid = pid.parse::<u32>().unwrap_or(0);
         let control = ContainerControl {
             dir,
             shim: Some(child),
             pid,
             pid_start: state::process_start_time(pid),
-            exit: Some(sys::receiver(exit_r)?),
+            exit: Some(sys::receiver(exit)?),
             buf: Vec::new(),
             status: None,
         };
-        let stdout = sys::receiver(out_r)?;
-        let stderr = sys::receiver(err_r)?;
-        let stdin = match stdin_w {
+        let stdout = sys::receiver(out)?;
+        let stderr = sys::receiver(err)?;
+        let stdin = match stdin {
             Some(w) => Some(Box::pin(sys::sender(w)?) as locald_core::ProcessStdin),
             None => None,
         };
@@ -464,6 +568,20 @@ impl ContainerRuntime {
             Some(Box::pin(stderr)),
         );
         Ok(ContainerHandle::new(id, name, process))
+    }
+
+    /// Pulls the spec's image into the store when it is not there yet, as `docker run`
+    /// does, with the spec's pull options (the built-in image is made, not pulled).
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        let locald_core::ContainerSource::Image(image) = &spec.source else {
+            return Ok(());
+        };
+        let store = self.images()?;
+        if store.store().get(image)?.is_some() {
+            return Ok(());
+        }
+        tracing::info!(image = %image, "image not stored; pulling it");
+        store.pull(image, spec.pull_options()).await.map(drop)
     }
 
     async fn wait_id(&self, dir: &Path) -> Result<ExitStatus> {
@@ -495,6 +613,92 @@ async fn wait_shim_gone(dir: &Path) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(25));
     }
+}
+
+/// Containers need root here; say so before anything else.
+fn require_root() -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    Err(Error::io(
+        "running containers",
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "containers need root on this host (rootless containers are not supported yet)",
+        ),
+    ))
+}
+
+/// Binds the spec's published ports (default host address `127.0.0.1`), so that a
+/// port in use is an error naming it; returns the listeners for the shim and the
+/// mappings with the host ports actually bound.
+fn bind_ports(spec: &ContainerSpec) -> Result<(Vec<OwnedFd>, Vec<locald_core::PortMapping>)> {
+    let mut listeners = Vec::new();
+    let mut ports = Vec::new();
+    for p in &spec.ports {
+        if p.protocol == Protocol::Udp {
+            return Err(Error::invalid(
+                "port mapping",
+                p.to_string(),
+                "publishing udp ports is not supported yet",
+            ));
+        }
+        let ip = p.host_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let addr = std::net::SocketAddr::new(ip, p.host_port.unwrap_or(0));
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                Error::invalid(
+                    "port mapping",
+                    p.to_string(),
+                    format!("host port {} is already in use", addr.port()),
+                )
+            } else {
+                Error::io(format!("listening on {addr} for port mapping {p}"), e)
+            }
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading a listener's address", e))?;
+        let mut mapped = *p;
+        mapped.host_ip = Some(ip);
+        mapped.host_port = Some(bound.port());
+        ports.push(mapped);
+        listeners.push(OwnedFd::from(listener));
+    }
+    Ok((listeners, ports))
+}
+
+/// A container's source and process, resolved and checked; nothing created yet.
+#[derive(Debug)]
+struct Resolved {
+    source: rootfs::RootfsSource,
+    stop_signal: Option<Signal>,
+    id: String,
+    plan: config::ProcessPlan,
+    snapshot: crate::image::SnapshotMode,
+}
+
+/// A written state directory, removed (and its name released) on drop until the shim
+/// takes it over.
+struct Prepared<'a> {
+    guard: Cleanup<'a>,
+    id: String,
+    name: String,
+    dir: PathBuf,
+    snapshot: crate::image::SnapshotMode,
+}
+
+/// A shim started on a state directory, and the caller's ends of its pipes.
+struct Launched {
+    id: String,
+    name: String,
+    dir: PathBuf,
+    child: tokio::process::Child,
+    sync: OwnedFd,
+    exit: OwnedFd,
+    out: OwnedFd,
+    err: OwnedFd,
+    stdin: Option<OwnedFd>,
 }
 
 /// Removes a half-made container unless disarmed.
@@ -668,11 +872,7 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn run_container(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
-        if let locald_core::ContainerSource::Image(image) = &spec.source {
-            if image.to_string() == crate::image::BUILTIN_IMAGE {
-                self.images()?.ensure_builtin().await?;
-            }
-        }
+        self.ensure_image(&spec).await?;
         self.start(spec).await
     }
 
@@ -773,7 +973,8 @@ impl Runtime for ContainerRuntime {
             }
             return Ok(());
         }
-        let _ = self.signal(&dir, Signal::TERM);
+        // Docker's rule: the image's stop signal (default SIGTERM), then SIGKILL.
+        let _ = self.signal(&dir, config::recorded_stop_signal(&dir));
         if tokio::time::timeout(grace, wait_shim_gone(&dir))
             .await
             .is_err()

@@ -15,7 +15,8 @@ use std::{
 use locald_core::{ContainerSource, Error, ImageRef, Result};
 use serde::{Deserialize, Serialize};
 
-use super::config::ImageConfig;
+use crate::image::{ImageStore, LayerDir, Snapshot, SnapshotMode, WhiteoutFormat};
+use crate::ImageConfig;
 
 /// A resolved root filesystem: the directories to stack, topmost first, and how to
 /// run the image.
@@ -29,9 +30,12 @@ pub(crate) struct RootfsSource {
     pub(crate) image: Option<ImageRef>,
 }
 
-/// Turns a container source into lower directories and an image config; `home` is
-/// locald's data home (where the image store lives).
-pub(crate) fn resolve_source(home: &Path, source: &ContainerSource) -> Result<RootfsSource> {
+/// Turns a container source into lower directories and an image config; `images`
+/// hands out the runtime's image store (only an image source asks for it).
+pub(crate) fn resolve_source<'a>(
+    source: &ContainerSource,
+    images: impl FnOnce() -> Result<&'a ImageStore>,
+) -> Result<RootfsSource> {
     match source {
         ContainerSource::Rootfs(dir) => {
             let meta = std::fs::metadata(dir).map_err(|e| {
@@ -57,7 +61,7 @@ pub(crate) fn resolve_source(home: &Path, source: &ContainerSource) -> Result<Ro
                 image: None,
             })
         }
-        ContainerSource::Image(image) => image_layers(home, image),
+        ContainerSource::Image(image) => image_layers(images()?, image),
         _ => Err(Error::invalid(
             "container source",
             format!("{source:?}"),
@@ -68,13 +72,9 @@ pub(crate) fn resolve_source(home: &Path, source: &ContainerSource) -> Result<Ro
 
 /// The unpacked layers (topmost first) and run configuration of a stored image.
 ///
-/// This is where the image store plugs in: look `image` up in the store under `home`,
-/// return its unpacked layer directories topmost first (overlayfs whiteouts as the
-/// kernel expects them: 0/0 character devices and `trusted.overlay.opaque`) and its
-/// config's entrypoint, cmd, env, working dir, user and exposed ports. Until then no
-/// image is stored.
-pub(crate) fn image_layers(home: &Path, image: &ImageRef) -> Result<RootfsSource> {
-    let store = crate::image::ImageStore::open_home(home)?;
+/// The image is looked up in `store`; its layers must hold overlayfs-form whiteouts
+/// (0/0 character devices and `trusted.overlay.opaque`), as a pull by root makes them.
+pub(crate) fn image_layers(store: &ImageStore, image: &ImageRef) -> Result<RootfsSource> {
     let resolved = store.resolve(image)?;
     if let Some(layer) = resolved
         .layers
@@ -89,17 +89,9 @@ pub(crate) fn image_layers(home: &Path, image: &ImageRef) -> Result<RootfsSource
             ),
         });
     }
-    let c = resolved.config;
     Ok(RootfsSource {
         lowers: resolved.layers.into_iter().rev().map(|l| l.path).collect(),
-        config: ImageConfig {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-            env: c.env,
-            working_dir: c.workdir.unwrap_or_default(),
-            user: c.user.unwrap_or_default(),
-            exposed_ports: c.exposed_ports,
-        },
+        config: resolved.config,
         image: Some(image.clone()),
     })
 }
@@ -207,104 +199,67 @@ pub(crate) fn check_program(
     }
 }
 
-/// Mounts the container's root: an overlay of `lowers` with `upper` and `work` from
-/// the state directory, on `target`. A read-only container over a single directory
-/// gets a read-only bind mount instead (nothing can be written, so nothing needs an
-/// upper layer). Falls back to copying the lower directories if overlayfs refuses.
+/// The environment variable that carries the snapshot mode to the shim (and lets a
+/// CLI user force one): `auto` (default), `overlay` or `copy`.
+pub(crate) const SNAPSHOT_ENV: &str = "LOCALD_SNAPSHOT";
+
+/// The snapshot mode named by [`SNAPSHOT_ENV`], or `auto` when unset.
+pub(crate) fn snapshot_mode_from_env() -> Result<SnapshotMode> {
+    match std::env::var(SNAPSHOT_ENV) {
+        Err(_) => Ok(SnapshotMode::Auto),
+        Ok(v) => v
+            .parse()
+            .map_err(|_| Error::invalid(SNAPSHOT_ENV, v, "expected auto, overlay or copy")),
+    }
+}
+
+/// Mounts the container's root on `state_dir/rootfs`: an [`image::Snapshot`] of
+/// `lowers` (topmost first) with its upper and work directories in the state
+/// directory, in the mode [`SNAPSHOT_ENV`] names. A read-only container over a single
+/// directory gets a read-only bind mount instead (nothing can be written, so nothing
+/// needs an upper layer). On failure nothing is left mounted.
+///
+/// [`image::Snapshot`]: crate::image::Snapshot
 pub(crate) fn mount_rootfs(
     lowers: &[PathBuf],
     state_dir: &Path,
     target: &Path,
     read_only: bool,
-) -> io::Result<()> {
+) -> Result<()> {
     use nix::mount::{mount, MsFlags};
-    std::fs::create_dir_all(target)?;
+    debug_assert_eq!(target, state_dir.join("rootfs"));
     if read_only && lowers.len() == 1 {
-        mount(
+        std::fs::create_dir_all(target)
+            .map_err(|e| Error::io(format!("creating {}", target.display()), e))?;
+        return mount(
             Some(&lowers[0]),
             target,
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
-        )?;
-        return Ok(());
-    }
-    let upper = state_dir.join("upper");
-    let work = state_dir.join("work");
-    std::fs::create_dir_all(&upper)?;
-    std::fs::create_dir_all(&work)?;
-    let lowerdir = lowers
-        .iter()
-        .map(|l| {
-            l.display()
-                .to_string()
-                .replace(':', "\\:")
-                .replace(',', "\\,")
-        })
-        .collect::<Vec<_>>()
-        .join(":");
-    let data = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    );
-    // `volatile` (Linux 5.10+): the upper layer is not synced to disk on unmount. A
-    // container's writes are scratch data; syncing them made every container exit
-    // wait for the host's whole writeback queue. Older kernels refuse the option.
-    let volatile = format!("{data},volatile");
-    let mounted = mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(volatile.as_str()),
-    )
-    .or_else(|_| {
-        mount(
-            Some("overlay"),
-            target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.as_str()),
         )
-    });
-    match mounted {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            // No overlayfs here (or an unsupported lower filesystem): copy.
-            for lower in lowers.iter().rev() {
-                let status = std::process::Command::new("cp")
-                    .arg("-a")
-                    .arg(format!("{}/.", lower.display()))
-                    .arg(target)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()?;
-                if !status.success() {
-                    return Err(io::Error::other(format!(
-                        "copying {} into the container's root failed",
-                        lower.display()
-                    )));
-                }
-            }
-            std::fs::write(state_dir.join("rootfs-copied"), b"")?;
-            Ok(())
-        }
+        .map_err(|e| Error::io(format!("bind-mounting {}", lowers[0].display()), e.into()));
     }
+    let mode = snapshot_mode_from_env()?;
+    // The lowers come from `resolve_source`: a plain directory, or image layers that
+    // were checked to hold overlayfs-form whiteouts.
+    let layers: Vec<LayerDir> = lowers
+        .iter()
+        .rev()
+        .map(|path| LayerDir {
+            path: path.clone(),
+            whiteouts: WhiteoutFormat::Overlay,
+        })
+        .collect();
+    Snapshot::create_in_place(&layers, state_dir, mode).map(drop)
 }
 
-/// Unmounts the container's root (if mounted) and removes the overlay directories.
+/// Unmounts the container's root (if mounted) and removes the snapshot's directories;
+/// nothing is deleted through a mount that could not be undone.
 pub(crate) fn unmount_rootfs(state_dir: &Path) {
-    use nix::mount::{umount2, MntFlags};
-    let target = state_dir.join("rootfs");
-    if state_dir.join("rootfs-copied").exists() {
-        let _ = std::fs::remove_dir_all(&target);
-        return;
+    if let Err(e) = Snapshot::remove_in(state_dir) {
+        tracing::warn!(error = %e, "removing a container's root filesystem");
     }
-    let _ = umount2(&target, MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir(&target);
-    let _ = std::fs::remove_dir_all(state_dir.join("work"));
 }
 
 #[cfg(test)]
@@ -353,9 +308,10 @@ mod tests {
     #[test]
     fn an_image_not_in_the_store_is_not_found() {
         let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open_home(home.path()).unwrap();
         let source = ContainerSource::Image("busybox".parse().unwrap());
         assert_eq!(
-            resolve_source(home.path(), &source)
+            resolve_source(&source, || Ok(&store))
                 .unwrap_err()
                 .to_string(),
             "no such image: busybox:latest"

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use locald_core::{Error, Result};
+use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
+
+use crate::ImageConfig;
 
 /// A content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,109 +170,56 @@ impl WantedPlatform {
     }
 }
 
-/// The parts of an image config locald uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
-    /// The entrypoint.
-    pub entrypoint: Option<Vec<String>>,
-    /// The default command.
-    pub cmd: Option<Vec<String>>,
-    /// `KEY=VALUE` environment entries.
-    pub env: Vec<String>,
-    /// The working directory.
-    pub workdir: Option<String>,
-    /// The user (`name`, `uid`, `uid:gid`, ...).
-    pub user: Option<String>,
-    /// Exposed ports (`80/tcp`).
-    pub exposed_ports: Vec<String>,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// The signal that stops the container.
-    pub stop_signal: Option<String>,
-}
-
-/// The whole config document.
-#[derive(Debug, Clone, Deserialize)]
+/// An image config document (OCI or Docker, which agree on the fields locald reads),
+/// parsed with oci-spec's [`ImageConfiguration`].
+#[derive(Debug, Clone)]
 pub(crate) struct ConfigDocument {
-    #[serde(default)]
-    pub(crate) architecture: String,
-    #[serde(default)]
-    pub(crate) os: String,
-    #[serde(default)]
-    pub(crate) variant: Option<String>,
-    #[serde(default)]
+    /// When the image was built, if the config says.
     pub(crate) created: Option<String>,
-    #[serde(default)]
-    pub(crate) config: Option<RawConfig>,
+    /// The layers' uncompressed digests, bottom first.
     pub(crate) rootfs: RootFs,
+    doc: ImageConfiguration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct RawConfig {
-    #[serde(default)]
-    entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    env: Option<Vec<String>>,
-    #[serde(default)]
-    working_dir: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    stop_signal: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
+/// The `rootfs` section of an image config.
+#[derive(Debug, Clone)]
 pub(crate) struct RootFs {
-    #[serde(rename = "type")]
-    pub(crate) kind: String,
     pub(crate) diff_ids: Vec<String>,
 }
 
 impl ConfigDocument {
     pub(crate) fn parse(bytes: &[u8], what: &str) -> Result<ConfigDocument> {
-        let doc: ConfigDocument =
+        let doc: ImageConfiguration =
             serde_json::from_slice(bytes).map_err(|e| Error::InvalidImage {
                 what: what.to_owned(),
                 reason: format!("not an image config: {e}"),
             })?;
-        if doc.rootfs.kind != "layers" {
+        if doc.rootfs().typ() != "layers" {
             return Err(Error::InvalidImage {
                 what: what.to_owned(),
-                reason: format!("rootfs type {:?} is not \"layers\"", doc.rootfs.kind),
+                reason: format!("rootfs type {:?} is not \"layers\"", doc.rootfs().typ()),
             });
         }
-        Ok(doc)
+        Ok(ConfigDocument {
+            created: doc.created().clone(),
+            rootfs: RootFs {
+                diff_ids: doc.rootfs().diff_ids().clone(),
+            },
+            doc,
+        })
     }
 
     pub(crate) fn platform(&self) -> String {
-        match &self.variant {
-            Some(v) => format!("{}/{}/{}", self.os, self.architecture, v),
-            None => format!("{}/{}", self.os, self.architecture),
+        let (os, arch) = (self.doc.os(), self.doc.architecture());
+        match self.doc.variant() {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
         }
     }
 
+    /// How to run the image; empty when the config has no `config` section.
     pub(crate) fn image_config(&self) -> ImageConfig {
-        let raw = self.config.clone().unwrap_or_default();
-        ImageConfig {
-            entrypoint: raw.entrypoint,
-            cmd: raw.cmd,
-            env: raw.env.unwrap_or_default(),
-            workdir: raw.working_dir.filter(|w| !w.is_empty()),
-            user: raw.user.filter(|u| !u.is_empty()),
-            exposed_ports: raw
-                .exposed_ports
-                .map(|p| p.into_keys().collect())
-                .unwrap_or_default(),
-            labels: raw.labels.unwrap_or_default(),
-            stop_signal: raw.stop_signal,
-        }
+        self.doc.config().clone().unwrap_or_default()
     }
 }
 

@@ -27,11 +27,11 @@ mod unpack;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::ImageConfig;
 pub use auth::{AuthSources, Credentials};
 pub use builtin::BUILTIN_IMAGE;
 pub use digest::Digest;
 use locald_core::{Error, ImageRef, ImageSummary, Paths, PruneReport, PullOptions, Result};
-pub use manifest::ImageConfig;
 pub use registry::RegistryConfig;
 pub use snapshot::{remove_snapshot_dir, LayerDir, Snapshot, SnapshotMode};
 pub use store::{ImageRecord, LayerRecord, Store};

@@ -18,15 +18,51 @@ use super::unpack::{
 };
 
 /// How to build a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SnapshotMode {
     /// overlayfs where it works, else a copy.
+    #[default]
     Auto,
     /// overlayfs only.
     Overlay,
     /// A full copy of the layers applied in order.
     Copy,
+}
+
+impl SnapshotMode {
+    /// The mode's name: `auto`, `overlay` or `copy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Auto => "auto",
+            SnapshotMode::Overlay => "overlay",
+            SnapshotMode::Copy => "copy",
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SnapshotMode {
+    type Err = Error;
+
+    /// Parses `auto`, `overlay` or `copy`.
+    fn from_str(s: &str) -> Result<SnapshotMode> {
+        match s {
+            "auto" => Ok(SnapshotMode::Auto),
+            "overlay" => Ok(SnapshotMode::Overlay),
+            "copy" => Ok(SnapshotMode::Copy),
+            _ => Err(Error::invalid(
+                "snapshot mode",
+                s,
+                "expected auto, overlay or copy",
+            )),
+        }
+    }
 }
 
 /// One layer of a snapshot: its unpacked directory and how its whiteouts are stored.
@@ -56,6 +92,35 @@ impl Snapshot {
             let _ = remove_existing(dir);
         }
         result
+    }
+
+    /// Builds a snapshot of `layers` (bottom first) as `rootfs/`, `upper/` and `work/`
+    /// inside the existing directory `dir`, which may hold other files (a container's
+    /// state directory). On failure nothing is left mounted and only those three are
+    /// removed; [`Snapshot::remove_in`] undoes a success.
+    pub(crate) fn create_in_place(
+        layers: &[LayerDir],
+        dir: &Path,
+        mode: SnapshotMode,
+    ) -> Result<Snapshot> {
+        let result = Self::create_in(layers, dir, mode);
+        if result.is_err() {
+            let _ = Self::remove_in(dir);
+        }
+        result
+    }
+
+    /// Unmounts the snapshot made in `dir` by [`Snapshot::create_in_place`] and removes
+    /// its `rootfs/`, `upper/` and `work/`, leaving the rest of `dir` alone. Nothing is
+    /// deleted through a mount that could not be undone.
+    pub(crate) fn remove_in(dir: &Path) -> Result<()> {
+        unmount(&dir.join("rootfs"))?;
+        for sub in ["rootfs", "upper", "work"] {
+            let path = dir.join(sub);
+            remove_existing(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        }
+        Ok(())
     }
 
     fn create_in(layers: &[LayerDir], dir: &Path, mode: SnapshotMode) -> Result<Snapshot> {
@@ -122,22 +187,32 @@ impl Snapshot {
 /// Unmounts (if mounted) and deletes a snapshot directory made by [`Snapshot::create`],
 /// for cleanups that only know the path.
 pub fn remove_snapshot_dir(dir: &Path) -> Result<()> {
-    let rootfs = dir.join("rootfs");
-    if is_mount_point(&rootfs) {
-        if let Err(e) = nix::mount::umount2(&rootfs, nix::mount::MntFlags::empty()) {
-            tracing::debug!(error = %e, "umount busy, detaching");
-            nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| Error::io(format!("unmounting {}", rootfs.display()), e.into()))?;
-        }
-    }
+    unmount(&dir.join("rootfs"))?;
     remove_existing(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }
 
-fn is_mount_point(path: &Path) -> bool {
-    let (Ok(meta), Some(parent)) = (fs::metadata(path), path.parent()) else {
-        return false;
-    };
-    fs::metadata(parent).is_ok_and(|p| p.dev() != meta.dev())
+/// Unmounts whatever is mounted on `rootfs` (stacked mounts included). A bind mount
+/// from the same filesystem has the same device number as its parent, so the kernel is
+/// asked instead: `EINVAL` means nothing (more) is mounted there.
+fn unmount(rootfs: &Path) -> Result<()> {
+    use nix::{errno::Errno, mount::MntFlags};
+    loop {
+        match nix::mount::umount2(rootfs, MntFlags::empty()) {
+            Ok(()) => continue,
+            Err(Errno::EINVAL | Errno::ENOENT) => return Ok(()),
+            Err(Errno::EBUSY) => {
+                tracing::debug!(path = %rootfs.display(), "umount busy, detaching");
+                nix::mount::umount2(rootfs, MntFlags::MNT_DETACH)
+                    .map_err(|e| Error::io(format!("unmounting {}", rootfs.display()), e.into()))?;
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("unmounting {}", rootfs.display()),
+                    e.into(),
+                ))
+            }
+        }
+    }
 }
 
 fn mount_overlay(layers: &[LayerDir], dir: &Path, rootfs: &Path) -> Result<()> {
@@ -146,11 +221,17 @@ fn mount_overlay(layers: &[LayerDir], dir: &Path, rootfs: &Path) -> Result<()> {
     for d in [&upper, &work, &rootfs.to_path_buf()] {
         fs::create_dir_all(d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
     }
-    // overlayfs lists the top layer first.
+    // overlayfs lists the top layer first; `:` and `,` in a path are escaped.
     let lower: Vec<String> = layers
         .iter()
         .rev()
-        .map(|l| l.path.display().to_string())
+        .map(|l| {
+            l.path
+                .display()
+                .to_string()
+                .replace(':', "\\:")
+                .replace(',', "\\,")
+        })
         .collect();
     let mut options = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -172,19 +253,26 @@ fn mount_overlay(layers: &[LayerDir], dir: &Path, rootfs: &Path) -> Result<()> {
             )),
         ));
     }
-    nix::mount::mount(
-        Some("overlay"),
-        rootfs,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(|e| {
-        Error::io(
-            format!("mounting overlayfs at {}", rootfs.display()),
-            e.into(),
+    let mount = |options: &str| {
+        nix::mount::mount(
+            Some("overlay"),
+            rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options),
         )
-    })
+    };
+    // `volatile` (Linux 5.10+): the upper layer is never synced to disk. A snapshot's
+    // writes are scratch data; syncing them made every container exit wait for the
+    // host's whole writeback queue. Older kernels refuse the option.
+    mount(&format!("{options},volatile"))
+        .or_else(|_| mount(&options))
+        .map_err(|e| {
+            Error::io(
+                format!("mounting overlayfs at {}", rootfs.display()),
+                e.into(),
+            )
+        })
 }
 
 /// Applies one unpacked layer onto `target` the way overlayfs would show it.
