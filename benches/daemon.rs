@@ -2,8 +2,8 @@
 //! invalid command: the round trip alone) and `run_command("true")`, in process against
 //! the same calls through a daemon on a Unix socket (the daemon serves from its own tokio
 //! runtime in this process, over a real socket and real HTTP), and, once the runtime
-//! runs containers and `LOCALD_BENCH_ROOTFS` names a root filesystem with `/bin/true`,
-//! a container run both ways.
+//! runs containers (as root) on a root filesystem with `/bin/true` (`LOCALD_BENCH_ROOTFS`,
+//! default: the shared busybox fixture), a container run both ways.
 //!
 //! `scripts/bench daemon` runs this, prints the medians and their difference, and
 //! measures an idle daemon's memory.
@@ -90,8 +90,7 @@ fn daemon_round_trip(c: &mut Criterion) {
     }
     group.finish();
 
-    let rootfs = std::env::var("LOCALD_BENCH_ROOTFS").ok();
-    match rootfs {
+    match bench_rootfs() {
         Some(rootfs) if local.info().supports(Capability::Containers) => {
             let spec = ContainerSpec::builder_from_rootfs(rootfs.as_str())
                 .cmd(["/bin/true"])
@@ -119,12 +118,25 @@ fn daemon_round_trip(c: &mut Criterion) {
             #[allow(clippy::print_stderr)]
             {
                 eprintln!(
-                    "SKIP container_true_daemon: needs a runtime that runs containers and LOCALD_BENCH_ROOTFS"
+                    "SKIP container_true_daemon: needs a runtime that runs containers, and root or LOCALD_BENCH_ROOTFS"
                 );
             }
         }
     }
     drop(server_rt);
+}
+
+/// `LOCALD_BENCH_ROOTFS`, else (on Linux, as root) the shared busybox fixture.
+fn bench_rootfs() -> Option<String> {
+    if let Ok(rootfs) = std::env::var("LOCALD_BENCH_ROOTFS") {
+        return Some(rootfs);
+    }
+    #[cfg(target_os = "linux")]
+    if locald::native::testing::is_root() {
+        let rootfs = locald::native::testing::shared_busybox_rootfs().expect("busybox rootfs");
+        return rootfs.to_str().map(str::to_owned);
+    }
+    None
 }
 
 criterion_group!(benches, daemon_round_trip);

@@ -21,6 +21,12 @@ use locald_test_support::{
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo"];
 
+/// The shared busybox fixture as an image layer.
+fn busybox_layer() -> Layer {
+    let rootfs = locald_runtime::testing::shared_busybox_rootfs().expect("busybox rootfs");
+    Layer::from_dir(&rootfs).expect("the busybox rootfs as a layer")
+}
+
 struct Env {
     home: tempfile::TempDir,
     store: ImageStore,
@@ -133,7 +139,7 @@ async fn pull_anonymous_and_run_from_a_snapshot() {
     let (_d, image) = publish(
         &registry.addr,
         "tools/busybox:latest",
-        &[(support::busybox_layer(), Compression::Gzip)],
+        &[(busybox_layer(), Compression::Gzip)],
         &[],
     );
     let e = env();

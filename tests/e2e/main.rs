@@ -375,6 +375,14 @@ fn every_command_has_help() {
     assert!(stderr(&out).contains("unrecognized subcommand"));
 }
 
+/// The shared busybox fixture as an image layer.
+#[cfg(target_os = "linux")]
+fn busybox_layer() -> locald_test_support::Layer {
+    let rootfs = locald::native::testing::shared_busybox_rootfs().expect("busybox rootfs");
+    locald_test_support::Layer::from_dir(&rootfs).expect("the busybox rootfs as a layer")
+}
+
+#[cfg(target_os = "linux")]
 #[test]
 fn pull_then_images_lists_it() {
     use locald_test_support as support;
@@ -390,7 +398,7 @@ fn pull_then_images_lists_it() {
     let mut layout = support::Layout::new(dir.path().join("oci"));
     let image = layout.image(
         "amd64",
-        &[(support::busybox_layer(), support::Compression::Gzip)],
+        &[(busybox_layer(), support::Compression::Gzip)],
         serde_json::json!({"Cmd": ["sh"]}),
     );
     layout.name_image("img", &image);
@@ -973,7 +981,7 @@ fn run_an_image_pulled_from_a_registry_and_the_builtin_image() {
     let image = layout.image(
         "amd64",
         &[
-            (support::busybox_layer(), support::Compression::Gzip),
+            (busybox_layer(), support::Compression::Gzip),
             (support::Layer::new().dir("etc").file("etc/motd", "from the second layer\n").whiteout("etc/group"), support::Compression::Zstd),
         ],
         serde_json::json!({"Cmd": ["cat", "/etc/motd"], "Env": ["PATH=/bin", "GREETING=image"], "WorkingDir": "/etc"}),

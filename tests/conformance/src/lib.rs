@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Commands are checked everywhere. Container cases run where the runtime has the
-//! [`Capability::Containers`] and `LOCALD_CONFORMANCE_ROOTFS` names a root filesystem
-//! with a `/bin/sh` (a busybox tree will do); elsewhere they check that the runtime
-//! says it cannot, with the same error, or print a loud SKIP.
+//! [`Capability::Containers`] and a root filesystem with a `/bin/sh` is at hand:
+//! `LOCALD_CONFORMANCE_ROOTFS` names one, else on Linux as root the suite uses the
+//! shared busybox tree of `locald_runtime::testing`. Elsewhere they check that the
+//! runtime says it cannot, with the same error, or print a loud SKIP.
 
 use std::{any::Any, sync::Arc, time::Duration};
 
@@ -526,18 +527,40 @@ pub mod cases {
         }
     }
 
+    /// The root filesystem for container cases: `LOCALD_CONFORMANCE_ROOTFS`, else the
+    /// shared busybox fixture where it can be used (Linux, as root), else why not.
+    fn rootfs() -> Result<std::ffi::OsString, &'static str> {
+        if let Some(rootfs) = std::env::var_os("LOCALD_CONFORMANCE_ROOTFS") {
+            return Ok(rootfs);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use locald_runtime::testing;
+            if testing::is_root() {
+                let rootfs = testing::shared_busybox_rootfs().expect("the busybox rootfs");
+                return Ok(rootfs.into());
+            }
+            Err("containers need root and LOCALD_CONFORMANCE_ROOTFS names no root filesystem")
+        }
+        #[cfg(not(target_os = "linux"))]
+        Err("LOCALD_CONFORMANCE_ROOTFS names no root filesystem")
+    }
+
     /// A container's life cycle: run, output, wait, list, logs, remove.
     #[allow(clippy::print_stderr)] // a skipped case must say so loudly
     pub async fn containers(rt: Arc<dyn Runtime>) {
         if !rt.info().supports(Capability::Containers) {
             return; // `unsupported_capabilities` checks the error.
         }
-        let Some(rootfs) = std::env::var_os("LOCALD_CONFORMANCE_ROOTFS") else {
-            eprintln!(
-                "SKIP containers: the {} runtime runs containers but LOCALD_CONFORMANCE_ROOTFS names no root filesystem",
-                rt.info().name
-            );
-            return;
+        let rootfs = match rootfs() {
+            Ok(rootfs) => rootfs,
+            Err(why) => {
+                eprintln!(
+                    "\n!!! SKIPPED containers: the {} runtime runs containers but {why} !!!\n",
+                    rt.info().name
+                );
+                return;
+            }
         };
         let spec = ContainerSpec::builder_from_rootfs(rootfs.to_string_lossy().as_ref())
             .cmd(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])

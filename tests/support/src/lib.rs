@@ -4,7 +4,9 @@
 //! distribution server) on a loopback port, [`Layout`] writes OCI image layouts byte by
 //! byte (so tests control every tar entry, including malicious ones), [`push`] copies
 //! them into the registry with `skopeo`, and [`Proxy`] relays TCP to the registry while
-//! cutting or slowing connections on demand.
+//! cutting or slowing connections on demand. A busybox image layer is
+//! [`Layer::from_dir`] of `locald_runtime::testing::shared_busybox_rootfs()`, the one
+//! busybox fixture every test shares.
 #![allow(clippy::print_stderr, missing_docs)]
 
 use std::{
@@ -368,6 +370,37 @@ impl Layer {
         self
     }
 
+    /// Every directory, regular file and symlink under `root`, with their modes (owned
+    /// by root), in name order. `Layer::from_dir(&shared_busybox_rootfs()?)` is the
+    /// busybox fixture of `locald_runtime::testing` as a layer.
+    #[cfg(unix)]
+    pub fn from_dir(root: &Path) -> std::io::Result<Layer> {
+        use std::os::unix::fs::PermissionsExt;
+        fn walk(root: &Path, dir: &Path, mut layer: Layer) -> std::io::Result<Layer> {
+            let mut entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                let name = path
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_string_lossy();
+                let meta = entry.metadata()?; // of the entry itself, not a link's target
+                let mode = meta.permissions().mode() & 0o7777;
+                layer = if meta.is_dir() {
+                    walk(root, &path, layer.dir_mode(&name, mode))?
+                } else if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&path)?;
+                    layer.symlink(&name, &target.to_string_lossy())
+                } else {
+                    layer.file_with(&name, std::fs::read(&path)?, mode, 0)
+                };
+            }
+            Ok(layer)
+        }
+        walk(root, root, Layer::new())
+    }
+
     /// A whiteout: hides `path` of lower layers.
     pub fn whiteout(self, path: &str) -> Layer {
         let (dir, name) = path
@@ -469,34 +502,6 @@ fn set_raw(field: &mut [u8], value: &str) {
     );
     field.fill(0);
     field[..value.len()].copy_from_slice(value.as_bytes());
-}
-
-/// The host's busybox as a layer: `/bin/busybox`, a symlink per applet, `/etc/passwd`.
-pub fn busybox_layer() -> Layer {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .expect("busybox-static installed");
-    let applets = Command::new("busybox")
-        .arg("--list")
-        .output()
-        .expect("busybox runs");
-    let mut layer = Layer::new()
-        .dir("bin")
-        .dir("etc")
-        .dir_mode("tmp", 0o1777)
-        .file_with("bin/busybox", busybox, 0o755, 0)
-        .file(
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-        )
-        .file("etc/group", "root:x:0:\nnogroup:x:65534:\n");
-    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            layer = layer.symlink(&format!("bin/{applet}"), "busybox");
-        }
-    }
-    layer
 }
 
 /// What [`Layout::add_image`] wrote.
