@@ -38,7 +38,9 @@ impl Env {
     /// Writes an OCI layout with one image of `layers` (over busybox) and `config`.
     fn layout(&self, name: &str, layers: Vec<Layer>, config: serde_json::Value) -> Layout {
         let mut layout = Layout::new(self.layouts.path().join(name));
-        let mut all = vec![(support::busybox_layer(), Compression::Gzip)];
+        let busybox = locald_runtime::testing::shared_busybox_rootfs().expect("busybox rootfs");
+        let busybox = Layer::from_dir(&busybox).expect("the busybox rootfs as a layer");
+        let mut all = vec![(busybox, Compression::Gzip)];
         all.extend(layers.into_iter().map(|l| (l, Compression::Gzip)));
         let image = layout.image("amd64", &all, config);
         layout.name_image(name, &image);
