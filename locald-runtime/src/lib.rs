@@ -37,6 +37,7 @@ mod process_unix;
 mod sys;
 #[cfg(target_os = "linux")]
 pub mod testing;
+pub mod util;
 
 #[cfg(target_os = "linux")]
 pub use container::{run_if_requested, shim_main, ContainerRuntime, ImageConfig, SHIM_ARG};
