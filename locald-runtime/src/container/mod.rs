@@ -435,8 +435,10 @@ impl ContainerRuntime {
             // ended before removing the state directory.
             let _ = child.wait().await;
             wait_shim_gone(&dir).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            state::release_name(&self.layout, &name, &id);
+            if !shim::keep_failed() {
+                let _ = std::fs::remove_dir_all(&dir);
+                state::release_name(&self.layout, &name, &id);
+            }
             return Err(Error::io(
                 format!("starting container {name}"),
                 io::Error::other(why.to_owned()),

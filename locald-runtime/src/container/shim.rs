@@ -258,8 +258,8 @@ fn run(dir: &Path) -> i32 {
         Ok(s) => s,
         Err(msg) => {
             shim_log(&format!("start failed: {msg}"));
-            if std::env::var_os("LOCALD_SHIM_KEEP_FAILED").is_some() {
-                let _ = std::fs::copy("config.json", "/tmp/failed-config.json");
+            if keep_failed() {
+                keep_failed_config(dir);
             }
             cleanup(dir, &cfg);
             let mut st = state::read_state(dir).ok();
@@ -316,6 +316,31 @@ fn run(dir: &Path) -> i32 {
         write_fd(&fd, &msg);
     }
     0
+}
+
+/// Set (to anything) in the environment of the caller, which the shim inherits, to
+/// keep a container whose start failed: its state directory stays, with a copy of the
+/// runtime configuration as `failed-config.json`, until the container is removed.
+pub(crate) const KEEP_FAILED_ENV: &str = "LOCALD_SHIM_KEEP_FAILED";
+
+/// True when [`KEEP_FAILED_ENV`] asks to keep failed containers.
+pub(crate) fn keep_failed() -> bool {
+    std::env::var_os(KEEP_FAILED_ENV).is_some()
+}
+
+/// Copies `config.json` to `failed-config.json` in the state directory, for debugging.
+/// Only ever inside `dir` (root-owned, not writable by others), and through a new file
+/// renamed into place, so no link planted there could redirect the write.
+fn keep_failed_config(dir: &Path) {
+    let result = std::fs::read(dir.join("config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            crate::util::write_atomic(&dir.join("failed-config.json"), &bytes)
+                .map_err(|e| format!("{e}: {}", e.io_error()))
+        });
+    if let Err(e) = result {
+        shim_log(&format!("keeping the failed configuration: {e}"));
+    }
 }
 
 /// Removes the runtime library's container (its cgroup), unmounts the root.
