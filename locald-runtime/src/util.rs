@@ -194,6 +194,22 @@ pub fn random_id() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
+/// An error and its causes on one line, `outer: inner: innermost`, leaving out a
+/// cause whose text the message already contains (as some libraries repeat it).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +270,23 @@ mod tests {
         let err = write_atomic(&path, b"x").unwrap_err();
         assert_eq!(err.to_string(), format!("writing {}", path.display()));
         assert_eq!(err.io_error().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn chains_print_each_cause_once() {
+        let inner = io::Error::new(io::ErrorKind::NotFound, "no such file");
+        let err = Error::Write {
+            path: "/x/y".into(),
+            source: inner,
+        };
+        assert_eq!(error_chain(&err), "writing /x/y: no such file");
+        let repeated = Error::Random {
+            source: io::Error::other("reading random bytes from the system"),
+        };
+        assert_eq!(
+            error_chain(&repeated),
+            "reading random bytes from the system"
+        );
     }
 
     #[test]

@@ -424,13 +424,10 @@ impl ContainerRuntime {
         let mut sync = sys::receiver(sync_r)?;
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
-        let reply = reply.trim();
-        let pid = if let Some(pid) = reply.strip_prefix("ok ") {
-            pid.parse::<u32>().unwrap_or(0)
-        } else {
-            let why = reply
-                .strip_prefix("err ")
-                .unwrap_or("the container shim exited without reporting");
+        let started =
+            shim::protocol::started(&reply, "the container shim exited without reporting");
+        let Ok(pid) = started else {
+            let why = started.unwrap_err();
             // The shim has unmounted and removed what it created; wait until it has
             // ended before removing the state directory.
             let _ = child.wait().await;
@@ -532,18 +529,7 @@ struct ContainerControl {
 }
 
 fn parse_status(text: &str) -> Option<ExitStatus> {
-    let line = text.lines().rev().find(|l| !l.is_empty())?;
-    if let Some(code) = line.strip_prefix("exit ") {
-        return code.trim().parse().ok().map(ExitStatus::Exited);
-    }
-    if let Some(sig) = line.strip_prefix("signal ") {
-        return sig
-            .trim()
-            .parse::<i32>()
-            .ok()
-            .map(|n| ExitStatus::Signaled(crate::sys::signal_from_os(n)));
-    }
-    None
+    shim::protocol::exit_status(text)
 }
 
 #[async_trait]
@@ -903,7 +889,7 @@ impl Runtime for ContainerRuntime {
         })?;
         drop(mapped);
         let mut status_pipe = sys::receiver(status_r)?;
-        // The first line is `pid <n>` or `err <why>`.
+        // The first line is the shim's `started` or `failed` message.
         let mut buf = Vec::new();
         let mut chunk = [0u8; 256];
         while !buf.contains(&b'\n') {
@@ -914,14 +900,10 @@ impl Runtime for ContainerRuntime {
         }
         let text = String::from_utf8_lossy(&buf).into_owned();
         let first = text.lines().next().unwrap_or("");
-        let Some(pid) = first
-            .strip_prefix("pid ")
-            .and_then(|p| p.trim().parse::<u32>().ok())
-        else {
+        let started = shim::protocol::started(first, "the exec helper exited without reporting");
+        let Ok(pid) = started else {
             let _ = child.wait().await;
-            let why = first
-                .strip_prefix("err ")
-                .unwrap_or("the exec helper exited without reporting");
+            let why = started.unwrap_err();
             return Err(Error::io(
                 format!("running {} in container {}", command.get_program(), st.name),
                 io::Error::other(why.to_owned()),
