@@ -194,25 +194,8 @@ impl ContainerRuntime {
         if shim::registered() {
             return Ok(PathBuf::from("/proc/self/exe"));
         }
-        let mut dirs = Vec::new();
-        if let Ok(exe) = std::env::current_exe() {
-            if let Some(d) = exe.parent() {
-                dirs.push(d.to_owned());
-                if let Some(up) = d.parent() {
-                    dirs.push(up.to_owned());
-                }
-            }
-        }
-        if let Some(path) = std::env::var_os("PATH") {
-            dirs.extend(std::env::split_paths(&path));
-        }
-        for d in dirs {
-            for name in ["locald-shim", "locald"] {
-                let p = d.join(name);
-                if p.is_file() {
-                    return Ok(p);
-                }
-            }
+        if let Some(p) = shim::find_installed() {
+            return Ok(p);
         }
         Err(Error::ProgramNotFound {
             program: "locald-shim (call locald_runtime::run_if_requested() first in main, \

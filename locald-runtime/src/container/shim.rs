@@ -143,6 +143,35 @@ pub(crate) fn registered() -> bool {
     REGISTERED.load(Ordering::SeqCst)
 }
 
+/// An installed shim: a `locald-shim` or `locald` executable next to this executable,
+/// one directory up (cargo puts test binaries in `target/debug/deps`), or on `PATH`,
+/// searched in that order, directory by directory.
+pub(crate) fn find_installed() -> Option<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(d) = exe.parent() {
+            dirs.push(d.to_owned());
+            if let Some(up) = d.parent() {
+                dirs.push(up.to_owned());
+            }
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    find_in(&dirs)
+}
+
+/// The first executable `locald-shim` or `locald` in `dirs`, directory by directory.
+fn find_in(dirs: &[PathBuf]) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    dirs.iter().find_map(|dir| {
+        ["locald-shim", "locald"]
+            .into_iter()
+            .find_map(|name| which::which_in(name, Some(dir), &cwd).ok())
+    })
+}
+
 /// The shim's entry point for `locald-shim` and `locald __locald-shim`: `args` are the
 /// arguments after the marker. Returns the process exit code.
 pub fn main_with(args: &[String]) -> i32 {
@@ -718,5 +747,34 @@ fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
             reap_leftovers();
             Err(ShimError::Create(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn file(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_shim_is_an_executable_found_directory_by_directory() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let dirs = [a.path().to_owned(), b.path().to_owned()];
+        assert_eq!(find_in(&dirs), None);
+        // Not executable: skipped.
+        file(a.path(), "locald-shim", 0o644);
+        let in_b = file(b.path(), "locald-shim", 0o755);
+        assert_eq!(find_in(&dirs), Some(in_b));
+        // An earlier directory wins, whichever of the two names it has.
+        let locald = file(a.path(), "locald", 0o755);
+        assert_eq!(find_in(&dirs), Some(locald));
     }
 }
