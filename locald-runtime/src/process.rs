@@ -8,7 +8,7 @@ use locald_core::{Capability, Command, Output, Platform, Process, Result, Runtim
 /// Each command leads a new process group. A [`timeout`](Command::timeout) kills the
 /// whole group with SIGKILL; so does dropping a spawned [`Process`] that was not waited
 /// for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProcessRuntime {
     platform: Platform,
 }
