@@ -336,7 +336,8 @@ fn run(dir: &Path) -> i32 {
         send(
             &s,
             &Message::Started {
-                pid: started.init as u32,
+                // The library always knows the init's pid; 0 if it ever did not.
+                pid: u32::try_from(started.init).unwrap_or(0),
             },
         );
     }
