@@ -6,6 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use procfs_core::process::MountInfo;
 use serde::{Deserialize, Serialize};
 
 /// Which cgroup hierarchy the host mounts.
@@ -55,23 +56,15 @@ impl HostFeatures {
         let read = |rel: &str| fs::read_to_string(root.join(rel)).unwrap_or_default();
         let mut cgroup2_mount = None;
         let mut v1 = Vec::new();
-        for line in read("proc/self/mountinfo").lines() {
-            // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount_point = left.split(' ').nth(4).unwrap_or("");
-            let mut right = right.split(' ');
-            let fstype = right.next().unwrap_or("");
-            let super_opts = right.nth(1).unwrap_or("");
-            match fstype {
+        for mount in mounts(&root.join("proc/self/mountinfo")) {
+            match mount.fs_type.as_str() {
                 "cgroup2" if cgroup2_mount.is_none() => {
-                    cgroup2_mount = Some(PathBuf::from(mount_point));
+                    cgroup2_mount = Some(mount.mount_point);
                 }
                 "cgroup" => {
-                    for opt in super_opts.split(',') {
+                    for opt in mount.super_options.keys() {
                         if matches!(
-                            opt,
+                            opt.as_str(),
                             "cpu"
                                 | "cpuacct"
                                 | "cpuset"
@@ -86,9 +79,9 @@ impl HostFeatures {
                                 | "hugetlb"
                                 | "rdma"
                                 | "misc"
-                        ) && !v1.iter().any(|c| c == opt)
+                        ) && !v1.contains(opt)
                         {
-                            v1.push(opt.to_owned());
+                            v1.push(opt.clone());
                         }
                     }
                 }
@@ -127,6 +120,16 @@ impl HostFeatures {
             seccomp,
         }
     }
+}
+
+/// The mounts listed in a `mountinfo` file (`/proc/<pid>/mountinfo` format), parsed
+/// by `procfs-core`; a line it cannot parse is skipped, a missing file is no mounts.
+pub(crate) fn mounts(path: &Path) -> Vec<MountInfo> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| MountInfo::from_line(line).ok())
+        .collect()
 }
 
 fn modules_have_overlay(root: &Path, release: &str) -> bool {
@@ -220,6 +223,22 @@ mod tests {
         assert!(f.overlayfs, "overlay found as a module");
         assert!(!f.user_namespaces);
         assert!(!f.seccomp);
+    }
+
+    #[test]
+    fn bad_mountinfo_lines_are_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("mountinfo");
+        fs::write(
+            &path,
+            "not a mountinfo line\n\
+             40 26 0:35 / /sys/fs/cgroup/v2 rw,relatime shared:20 - cgroup2 cgroup2 rw\n",
+        )
+        .unwrap();
+        let found = mounts(&path);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].mount_point, Path::new("/sys/fs/cgroup/v2"));
+        assert_eq!(found[0].fs_type, "cgroup2");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! process; elsewhere its container calls return
 //! [`Error::Unsupported`](locald_core::Error::Unsupported). On Linux the `image` module
 //! pulls images from registries, keeps them in a content-addressed store and unpacks
-//! their layers safely; `ContainerRuntime` runs containers from them.
+//! their layers safely; `ContainerRuntime` runs containers from them. [`util`] holds
+//! the small helpers every locald crate shares (atomic file writes, process start
+//! times, random ids).
 //!
 //! ```
 //! use locald_core::{Command, Runtime};
@@ -37,6 +39,7 @@ mod process_unix;
 mod sys;
 #[cfg(target_os = "linux")]
 pub mod testing;
+pub mod util;
 
 #[cfg(target_os = "linux")]
 pub use container::{run_if_requested, shim_main, ContainerRuntime, SHIM_ARG};

@@ -147,10 +147,7 @@ impl Token {
 }
 
 fn random_token() -> io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    locald::native::util::random_id().map_err(|e| e.into_io_error())
 }
 
 /// A socket the daemon accepts connections on.

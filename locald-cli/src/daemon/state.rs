@@ -12,8 +12,7 @@
 //! `$LOCALD_HOME/containers/` and lists them from there after a restart.
 
 use std::{
-    fs,
-    io::{self, Write},
+    fs, io,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -78,25 +77,7 @@ impl Drop for ProcessRecord {
 /// Writes `bytes` to `path` (mode 0600) through a temporary file and a rename, so
 /// that a crash leaves the old file or the new one, never half of one.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
-    ));
-    let result = (|| {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    locald::native::util::write_atomic(path, bytes).map_err(|e| e.into_io_error())
 }
 
 fn create_private_dir(path: &Path) -> io::Result<()> {
@@ -157,7 +138,7 @@ impl StateDir {
     pub(crate) fn record_process(&self, pid: u32) -> io::Result<ProcessRecord> {
         let entry = ProcessEntry {
             pid,
-            start_time: start_time(pid),
+            start_time: locald::native::util::process_start_time(pid),
         };
         let path = self.root.join("processes").join(format!("{pid}.json"));
         write_atomic(
@@ -281,20 +262,6 @@ impl StateDir {
     }
 }
 
-/// The start time of `pid` in clock ticks since boot, where the system tells it.
-#[cfg(target_os = "linux")]
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn start_time(_pid: u32) -> Option<u64> {
-    None
-}
-
 /// Kills the process group of a command a dead daemon had spawned. True when a
 /// signal went out.
 #[cfg(unix)]
@@ -306,7 +273,10 @@ fn kill_orphan(entry: &ProcessEntry) -> bool {
     if pgid <= 1 {
         return false;
     }
-    match (start_time(entry.pid), entry.start_time) {
+    match (
+        locald::native::util::process_start_time(entry.pid),
+        entry.start_time,
+    ) {
         // The id now belongs to another process: the group it led is gone (a process
         // group keeps its leader's id reserved while any member lives).
         (Some(now), Some(then)) if now != then => return false,
@@ -368,7 +338,7 @@ mod tests {
         let me = std::process::id();
         let entry = ProcessEntry {
             pid: me,
-            start_time: start_time(me).map(|t| t + 1),
+            start_time: locald::native::util::process_start_time(me).map(|t| t + 1),
         };
         assert!(!kill_orphan(&entry));
     }

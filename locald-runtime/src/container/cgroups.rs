@@ -6,27 +6,18 @@
 //! containers like docker's `/docker`: removing the shared parent while another
 //! container is being created under it would race with that creation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Every mounted cgroup hierarchy: (mount point, is cgroup v2).
 fn hierarchies() -> Vec<(PathBuf, bool)> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fstype = right.split_whitespace().next().unwrap_or("");
-        let mount_point = left.split_whitespace().nth(4).unwrap_or("");
-        match fstype {
-            "cgroup2" => out.push((PathBuf::from(mount_point), true)),
-            "cgroup" => out.push((PathBuf::from(mount_point), false)),
-            _ => {}
-        }
-    }
-    out
+    crate::host::mounts(Path::new("/proc/self/mountinfo"))
+        .into_iter()
+        .filter_map(|m| match m.fs_type.as_str() {
+            "cgroup2" => Some((m.mount_point, true)),
+            "cgroup" => Some((m.mount_point, false)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The container's cgroup directories that exist.

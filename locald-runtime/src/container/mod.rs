@@ -212,25 +212,8 @@ impl ContainerRuntime {
         if shim::registered() {
             return Ok(PathBuf::from("/proc/self/exe"));
         }
-        let mut dirs = Vec::new();
-        if let Ok(exe) = std::env::current_exe() {
-            if let Some(d) = exe.parent() {
-                dirs.push(d.to_owned());
-                if let Some(up) = d.parent() {
-                    dirs.push(up.to_owned());
-                }
-            }
-        }
-        if let Some(path) = std::env::var_os("PATH") {
-            dirs.extend(std::env::split_paths(&path));
-        }
-        for d in dirs {
-            for name in ["locald-shim", "locald"] {
-                let p = d.join(name);
-                if p.is_file() {
-                    return Ok(p);
-                }
-            }
+        if let Some(p) = shim::find_installed() {
+            return Ok(p);
         }
         Err(Error::ProgramNotFound {
             program: "locald-shim (call locald_runtime::run_if_requested() first in main, \
@@ -529,23 +512,23 @@ impl ContainerRuntime {
         let mut sync = sys::receiver(sync)?;
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
-        let reply = reply.trim();
-        let Some(pid) = reply.strip_prefix("ok ") else {
-            let why = reply
-                .strip_prefix("err ")
-                .unwrap_or("the container shim exited without reporting");
+        let started =
+            shim::protocol::started(&reply, "the container shim exited without reporting");
+        let Ok(pid) = started else {
+            let why = started.unwrap_err();
             // The shim has unmounted and removed what it created; wait until it has
             // ended before removing the state directory.
             let _ = child.wait().await;
             wait_shim_gone(&dir).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            state::release_name(&self.layout, &name, &id);
+            if !shim::keep_failed() {
+                let _ = std::fs::remove_dir_all(&dir);
+                state::release_name(&self.layout, &name, &id);
+            }
             return Err(Error::io(
                 format!("starting container {name}"),
                 io::Error::other(why.to_owned()),
             ));
         };
-        let pid = pid.parse::<u32>().unwrap_or(0);
         let control = ContainerControl {
             dir,
             shim: Some(child),
@@ -734,18 +717,7 @@ struct ContainerControl {
 }
 
 fn parse_status(text: &str) -> Option<ExitStatus> {
-    let line = text.lines().rev().find(|l| !l.is_empty())?;
-    if let Some(code) = line.strip_prefix("exit ") {
-        return code.trim().parse().ok().map(ExitStatus::Exited);
-    }
-    if let Some(sig) = line.strip_prefix("signal ") {
-        return sig
-            .trim()
-            .parse::<i32>()
-            .ok()
-            .map(|n| ExitStatus::Signaled(crate::sys::signal_from_os(n)));
-    }
-    None
+    shim::protocol::exit_status(text)
 }
 
 #[async_trait]
@@ -1117,7 +1089,7 @@ impl Runtime for ContainerRuntime {
         })?;
         drop(mapped);
         let mut status_pipe = sys::receiver(status_r)?;
-        // The first line is `pid <n>` or `err <why>`.
+        // The first line is the shim's `started` or `failed` message.
         let mut buf = Vec::new();
         let mut chunk = [0u8; 256];
         while !buf.contains(&b'\n') {
@@ -1128,14 +1100,10 @@ impl Runtime for ContainerRuntime {
         }
         let text = String::from_utf8_lossy(&buf).into_owned();
         let first = text.lines().next().unwrap_or("");
-        let Some(pid) = first
-            .strip_prefix("pid ")
-            .and_then(|p| p.trim().parse::<u32>().ok())
-        else {
+        let started = shim::protocol::started(first, "the exec helper exited without reporting");
+        let Ok(pid) = started else {
             let _ = child.wait().await;
-            let why = first
-                .strip_prefix("err ")
-                .unwrap_or("the exec helper exited without reporting");
+            let why = started.unwrap_err();
             return Err(Error::io(
                 format!("running {} in container {}", command.get_program(), st.name),
                 io::Error::other(why.to_owned()),

@@ -22,19 +22,26 @@ use std::{
     fs::File,
     io,
     net::{Ipv4Addr, SocketAddr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     rc::Rc,
 };
 
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+
 fn setns(fd: &File) -> io::Result<()> {
-    // SAFETY: setns takes a namespace file descriptor we own and a flag; the shim is
-    // single-threaded, so no other thread changes namespace under us.
-    let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // The shim is single-threaded, so no other thread changes namespace under us.
+    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
+/// A new close-on-exec IPv4 socket of `kind` in the current network namespace.
+fn socket(kind: SockType, flags: SockFlag) -> io::Result<OwnedFd> {
+    Ok(nix::sys::socket::socket(
+        AddressFamily::Inet,
+        kind,
+        flags | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
 }
 
 /// Runs `f` inside the network namespace `ns`, then returns to the current one.
@@ -51,19 +58,15 @@ fn in_netns<T>(ns: &File, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
 pub(crate) fn loopback_up(pid: i32) -> io::Result<File> {
     let ns = File::open(format!("/proc/{pid}/ns/net"))?;
     in_netns(&ns, || {
-        // SAFETY: a plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by socket(2).
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sock = socket(SockType::Datagram, SockFlag::empty())?;
         // SAFETY: ifreq is plain data; zeroed is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
         for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as libc::c_char;
         }
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+        // nix has no wrapper for these two requests.
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass, which
+        // outlives the calls.
         unsafe {
             if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
                 return Err(io::Error::last_os_error());
@@ -80,19 +83,8 @@ pub(crate) fn loopback_up(pid: i32) -> io::Result<File> {
 
 fn socket_in(ns: &File) -> io::Result<std::net::TcpStream> {
     in_netns(ns, || {
-        // SAFETY: a plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by socket(2) and is owned by the stream.
-        Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+        let fd = socket(SockType::Stream, SockFlag::SOCK_NONBLOCK)?;
+        Ok(std::net::TcpStream::from(fd))
     })
 }
 

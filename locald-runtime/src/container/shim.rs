@@ -18,11 +18,13 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod protocol;
+
 use std::{
     cell::RefCell,
-    collections::HashMap,
     fs::File,
-    io::{self, Write},
+    io,
+    io::Write,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     rc::Rc,
@@ -30,16 +32,82 @@ use std::{
     time::Duration,
 };
 
-use libcontainer::{container::builder::ContainerBuilder, syscall::syscall::SyscallType};
+use libcontainer::{
+    container::builder::ContainerBuilder, error::LibcontainerError, syscall::syscall::SyscallType,
+};
 use locald_core::{ExitStatus, NetworkMode};
 use nix::{
+    fcntl::{fcntl, FcntlArg, FdFlag, Flock, FlockArg},
     sys::wait::{waitpid, WaitPidFlag, WaitStatus},
     unistd::Pid,
 };
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub(crate) use protocol::{fds, ExecRequest, Message, ShimConfig};
+
 use super::{logs, rootfs, state};
+
+/// Why the shim could not start a container or an exec. Its display, with its causes
+/// ([`crate::util::error_chain`]), is what the caller reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ShimError {
+    /// `shim.json` is missing or unreadable.
+    #[error("reading shim.json")]
+    ReadConfig(#[source] io::Error),
+    /// Leaving the caller's session, stdio or working directory failed.
+    #[error("could not start the container shim")]
+    Detach(#[source] io::Error),
+    /// The container's lock file could not be created.
+    #[error("could not create the lock")]
+    Lock(#[source] io::Error),
+    /// The overlay (or copy) of the root filesystem failed.
+    #[error("mounting the root filesystem")]
+    MountRootfs(#[source] locald_core::Error),
+    /// The working directory could not be created in the snapshot.
+    #[error("creating the working directory")]
+    Workdir(#[source] io::Error),
+    /// A directory the shim needs could not be created.
+    #[error("creating {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket that receives the container's terminal could not be created.
+    #[error("creating the console socket")]
+    ConsoleSocket(#[source] io::Error),
+    /// A pipe for the container's output could not be created.
+    #[error("creating a pipe")]
+    Pipe(#[source] nix::Error),
+    /// `/dev/null` could not be opened for the container's stdin.
+    #[error("opening /dev/null")]
+    DevNull(#[source] io::Error),
+    /// The runtime library refused the container (or exec) or failed creating it.
+    #[error(transparent)]
+    Create(LibcontainerError),
+    /// The container's terminal never arrived.
+    #[error("receiving the container's terminal")]
+    Terminal(#[source] io::Error),
+    /// The container's loopback interface could not be brought up.
+    #[error("bringing up the container's loopback")]
+    Loopback(#[source] io::Error),
+    /// The created container could not be started.
+    #[error("starting the container")]
+    Start(#[source] LibcontainerError),
+    /// The exec request is not what the caller sends.
+    #[error("bad exec request")]
+    ExecRequest(#[source] serde_json::Error),
+}
+
+impl ShimError {
+    /// The message for the caller: the error and its causes on one line.
+    fn report(&self) -> String {
+        crate::util::error_chain(self).replace('\n', " ")
+    }
+}
 
 /// The argument (`argv[1]`) that turns an executable into the shim.
 pub const SHIM_ARG: &str = "__locald-shim";
@@ -75,6 +143,35 @@ pub(crate) fn registered() -> bool {
     REGISTERED.load(Ordering::SeqCst)
 }
 
+/// An installed shim: a `locald-shim` or `locald` executable next to this executable,
+/// one directory up (cargo puts test binaries in `target/debug/deps`), or on `PATH`,
+/// searched in that order, directory by directory.
+pub(crate) fn find_installed() -> Option<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(d) = exe.parent() {
+            dirs.push(d.to_owned());
+            if let Some(up) = d.parent() {
+                dirs.push(up.to_owned());
+            }
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    find_in(&dirs)
+}
+
+/// The first executable `locald-shim` or `locald` in `dirs`, directory by directory.
+fn find_in(dirs: &[PathBuf]) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    dirs.iter().find_map(|dir| {
+        ["locald-shim", "locald"]
+            .into_iter()
+            .find_map(|name| which::which_in(name, Some(dir), &cwd).ok())
+    })
+}
+
 /// The shim's entry point for `locald-shim` and `locald __locald-shim`: `args` are the
 /// arguments after the marker. Returns the process exit code.
 pub fn main_with(args: &[String]) -> i32 {
@@ -83,41 +180,6 @@ pub fn main_with(args: &[String]) -> i32 {
         [cmd, dir, request] if cmd == "exec" => exec(Path::new(dir), request),
         _ => 2,
     }
-}
-
-/// The file descriptors the caller hands the shim.
-pub(crate) mod fds {
-    /// Start result: `ok <pid>` or `err <message>`.
-    pub(crate) const SYNC: i32 = 3;
-    /// Held open until the shim is done; carries `exit <code>` or `signal <n>`.
-    pub(crate) const EXIT: i32 = 4;
-    /// The caller's stdout pipe (optional).
-    pub(crate) const OUT: i32 = 5;
-    /// The caller's stderr pipe (optional).
-    pub(crate) const ERR: i32 = 6;
-    /// The container's stdin (optional).
-    pub(crate) const IN: i32 = 7;
-    /// Published-port listeners, in the order of `ShimConfig::ports`.
-    pub(crate) const FIRST_LISTENER: i32 = 8;
-}
-
-/// `shim.json`: what the caller decided, for the shim to carry out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ShimConfig {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) lowers: Vec<PathBuf>,
-    pub(crate) read_only: bool,
-    pub(crate) tty: bool,
-    pub(crate) stdin: bool,
-    pub(crate) attach: bool,
-    pub(crate) auto_remove: bool,
-    pub(crate) network: NetworkMode,
-    /// Container ports, one per inherited listener.
-    pub(crate) ports: Vec<u16>,
-    pub(crate) names_dir: PathBuf,
-    /// The working directory, created in the snapshot when missing (as docker does).
-    pub(crate) workdir: PathBuf,
 }
 
 fn shim_log(msg: &str) {
@@ -131,21 +193,26 @@ fn shim_log(msg: &str) {
 }
 
 fn take_fd(fd: RawFd) -> Option<OwnedFd> {
-    // SAFETY: fcntl(F_GETFD) only queries whether `fd` is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return None;
-    }
+    // Is it open at all?
+    fcntl(fd, FcntlArg::F_GETFD).ok()?;
     // SAFETY: the caller handed this descriptor over to the shim; nothing else in this
     // process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Keep it out of the container.
-    // SAFETY: setting FD_CLOEXEC on a descriptor we own.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let _ = fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     Some(owned)
 }
 
-fn write_fd(fd: &OwnedFd, msg: &str) {
-    let _ = nix::unistd::write(fd, msg.as_bytes());
+/// Sends one protocol message; a caller that is gone is not the shim's problem.
+fn send(fd: &OwnedFd, msg: &Message) {
+    let _ = nix::unistd::write(fd, msg.to_line().as_bytes());
+}
+
+/// Ignores SIGPIPE: a caller that stops reading must not kill the shim.
+fn ignore_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN runs no code in this process, so no handler can be unsound.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }
 
 /// Reaps every child that has ended; returns the init's status if it was among them.
@@ -180,10 +247,8 @@ fn reap_leftovers() {
 fn detach() -> io::Result<()> {
     // The caller started the shim in a session of its own; it is the caller's child
     // until the caller exits, and then the system's.
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // SAFETY: ignoring SIGPIPE: a caller that stops reading must not kill the shim.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    ignore_sigpipe();
     // The shim's own stdio goes nowhere: nothing it or the library prints may reach a
     // terminal or the container.
     let null = std::fs::OpenOptions::new()
@@ -220,46 +285,33 @@ fn run(dir: &Path) -> i32 {
             .collect(),
         Err(_) => Vec::new(),
     };
+    let fail = |e: ShimError| {
+        if let Some(s) = &sync {
+            send(s, &Message::Failed { error: e.report() });
+        }
+        1
+    };
     let cfg = match cfg {
         Ok(c) => c,
-        Err(e) => {
-            if let Some(s) = &sync {
-                write_fd(s, &format!("err reading shim.json: {e}\n"));
-            }
-            return 1;
-        }
+        Err(e) => return fail(ShimError::ReadConfig(e)),
     };
-    if detach().is_err() || std::env::set_current_dir(dir).is_err() {
-        if let Some(s) = &sync {
-            write_fd(s, "err could not start the container shim\n");
-        }
-        return 1;
+    if let Err(e) = detach().and_then(|()| std::env::set_current_dir(dir)) {
+        return fail(ShimError::Detach(e));
     }
-    let lock = match std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))
-    {
-        Ok(f) => f,
-        Err(e) => {
-            if let Some(s) = &sync {
-                write_fd(s, &format!("err could not create the lock: {e}\n"));
-            }
-            return 1;
-        }
+    let lock = match lock(dir) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
     };
-    // SAFETY: flock on a descriptor we own.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
     let started = start(dir, &cfg, stdin);
     // The runtime library changes the working directory: come back.
     let _ = std::env::set_current_dir(dir);
     let started = match started {
         Ok(s) => s,
-        Err(msg) => {
+        Err(e) => {
+            let msg = e.report();
             shim_log(&format!("start failed: {msg}"));
-            if std::env::var_os("LOCALD_SHIM_KEEP_FAILED").is_some() {
-                let _ = std::fs::copy("config.json", "/tmp/failed-config.json");
+            if keep_failed() {
+                keep_failed_config(dir);
             }
             cleanup(dir, &cfg);
             let mut st = state::read_state(dir).ok();
@@ -269,7 +321,7 @@ fn run(dir: &Path) -> i32 {
                 let _ = state::write_json(&dir.join("state.json"), st);
             }
             if let Some(s) = &sync {
-                write_fd(s, &format!("err {}\n", msg.replace('\n', " ")));
+                send(s, &Message::Failed { error: msg });
             }
             return 1;
         }
@@ -281,7 +333,13 @@ fn run(dir: &Path) -> i32 {
         let _ = state::write_json(&dir.join("state.json"), &st);
     }
     if let Some(s) = sync {
-        write_fd(&s, &format!("ok {}\n", started.init));
+        send(
+            &s,
+            &Message::Started {
+                // The library always knows the init's pid; 0 if it ever did not.
+                pid: u32::try_from(started.init).unwrap_or(0),
+            },
+        );
     }
     let status = supervise(&cfg, started, client_out, client_err, listeners);
     let oom = oom_killed(&cfg.id);
@@ -309,13 +367,45 @@ fn run(dir: &Path) -> i32 {
     // the exit finds it free.
     drop(lock);
     if let Some(fd) = exit_fd {
-        let msg = match status {
-            ExitStatus::Exited(code) => format!("exit {code}\n"),
-            ExitStatus::Signaled(sig) => format!("signal {}\n", sig.number()),
-        };
-        write_fd(&fd, &msg);
+        send(&fd, &Message::Exited { status });
     }
     0
+}
+
+/// Creates the container's lock and takes it, for as long as the shim supervises.
+fn lock(dir: &Path) -> Result<Flock<File>, ShimError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(ShimError::Lock)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| ShimError::Lock(e.into()))
+}
+
+/// Set (to anything) in the environment of the caller, which the shim inherits, to
+/// keep a container whose start failed: its state directory stays, with a copy of the
+/// runtime configuration as `failed-config.json`, until the container is removed.
+pub(crate) const KEEP_FAILED_ENV: &str = "LOCALD_SHIM_KEEP_FAILED";
+
+/// True when [`KEEP_FAILED_ENV`] asks to keep failed containers.
+pub(crate) fn keep_failed() -> bool {
+    std::env::var_os(KEEP_FAILED_ENV).is_some()
+}
+
+/// Copies `config.json` to `failed-config.json` in the state directory, for debugging.
+/// Only ever inside `dir` (root-owned, not writable by others), and through a new file
+/// renamed into place, so no link planted there could redirect the write.
+fn keep_failed_config(dir: &Path) {
+    let result = std::fs::read(dir.join("config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            crate::util::write_atomic(&dir.join("failed-config.json"), &bytes)
+                .map_err(|e| format!("{e}: {}", e.io_error()))
+        });
+    if let Err(e) = result {
+        shim_log(&format!("keeping the failed configuration: {e}"));
+    }
 }
 
 /// Removes the runtime library's container (its cgroup), unmounts the root.
@@ -341,24 +431,25 @@ fn oom_killed(id: &str) -> bool {
     super::cgroups::oom_kills(id) > 0
 }
 
-fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, String> {
+fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, ShimError> {
     rootfs::mount_rootfs(&cfg.lowers, dir, &dir.join("rootfs"), cfg.read_only)
-        .map_err(|e| format!("mounting the root filesystem: {e}"))?;
+        .map_err(ShimError::MountRootfs)?;
     if !cfg.read_only {
         let cwd = dir
             .join("rootfs")
             .join(cfg.workdir.strip_prefix("/").unwrap_or(&cfg.workdir));
         if !cwd.exists() {
-            std::fs::create_dir_all(&cwd)
-                .map_err(|e| format!("creating the working directory: {e}"))?;
+            std::fs::create_dir_all(&cwd).map_err(ShimError::Workdir)?;
         }
     }
     let lc_root = dir.join("lc");
-    std::fs::create_dir_all(&lc_root)
-        .map_err(|e| format!("creating {}: {e}", lc_root.display()))?;
+    std::fs::create_dir_all(&lc_root).map_err(|source| ShimError::CreateDir {
+        path: lc_root.clone(),
+        source,
+    })?;
     let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(&lc_root)
-        .map_err(|e| e.to_string())?;
+        .map_err(ShimError::Create)?;
     let mut out = None;
     let mut err = None;
     let mut tty_input = None;
@@ -366,21 +457,19 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         let path = dir.join("console.sock");
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind("console.sock")
-            .map_err(|e| format!("creating the console socket: {e}"))?;
+            .map_err(ShimError::ConsoleSocket)?;
         builder = builder.with_console_socket(Some(path));
         // The terminal's input comes from the caller: keep the pipe for the relay.
         tty_input = stdin;
         Some(listener)
     } else {
-        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("creating a pipe: {e}"))?;
-        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("creating a pipe: {e}"))?;
+        let (out_r, out_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
         let stdin: OwnedFd = match stdin {
             Some(fd) => fd,
-            None => File::open("/dev/null")
-                .map_err(|e| format!("opening /dev/null: {e}"))?
-                .into(),
+            None => File::open("/dev/null").map_err(ShimError::DevNull)?.into(),
         };
         builder = builder
             .with_stdin(stdin)
@@ -399,7 +488,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         Ok(c) => c,
         Err(e) => {
             reap_leftovers();
-            return Err(describe_start_error(&e.to_string()));
+            return Err(ShimError::Create(e));
         }
     };
     let init = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
@@ -409,7 +498,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
             Err(e) => {
                 let _ = container.delete(true);
                 reap_leftovers();
-                return Err(format!("receiving the container's terminal: {e}"));
+                return Err(ShimError::Terminal(e));
             }
         },
         None => None,
@@ -420,7 +509,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
             Err(e) => {
                 let _ = container.delete(true);
                 reap_leftovers();
-                return Err(format!("bringing up the container's loopback: {e}"));
+                return Err(ShimError::Loopback(e));
             }
         }
     } else {
@@ -429,7 +518,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         reap_leftovers();
-        return Err(format!("starting the container: {e}"));
+        return Err(ShimError::Start(e));
     }
     Ok(Started {
         init,
@@ -439,10 +528,6 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         tty_input,
         netns,
     })
-}
-
-fn describe_start_error(msg: &str) -> String {
-    msg.to_owned()
 }
 
 fn receive_pty(listener: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd> {
@@ -622,64 +707,75 @@ fn wait_blocking(init: i32) -> ExitStatus {
     }
 }
 
-/// What `exec` asks of the shim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ExecRequest {
-    pub(crate) id: String,
-    pub(crate) args: Vec<String>,
-    pub(crate) env: HashMap<String, String>,
-    pub(crate) cwd: Option<PathBuf>,
-}
-
 /// Runs one command in a running container: stdio are the caller's (inherited as
-/// 0, 1, 2); fd 3 gets `pid <n>`, then `exit <code>` or `signal <n>`, or `err <why>`.
+/// 0, 1, 2); fd 3 gets [`Message::Started`] then [`Message::Exited`], or
+/// [`Message::Failed`].
 fn exec(dir: &Path, request: &str) -> i32 {
     let Some(status_fd) = take_fd(fds::SYNC) else {
         return 2;
     };
-    // SAFETY: as in `detach`.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let req: ExecRequest = match serde_json::from_str(request) {
-        Ok(r) => r,
-        Err(e) => {
-            write_fd(&status_fd, &format!("err bad exec request: {e}\n"));
-            return 1;
-        }
-    };
-    let builder = match ContainerBuilder::new(req.id.clone(), SyscallType::default())
-        .with_root_path(dir.join("lc"))
-    {
-        Ok(b) => b,
-        Err(e) => {
-            write_fd(&status_fd, &format!("err {e}\n"));
-            return 1;
-        }
-    };
-    let pid = match builder
-        .as_tenant()
-        .with_container_args(req.args.clone())
-        .with_env(req.env.clone())
-        .with_cwd(req.cwd.clone())
-        .with_detach(true)
-        .build()
-    {
+    ignore_sigpipe();
+    let pid = match exec_start(dir, request) {
         Ok(pid) => pid,
         Err(e) => {
-            reap_leftovers();
-            write_fd(
-                &status_fd,
-                &format!("err {}\n", e.to_string().replace('\n', " ")),
-            );
+            send(&status_fd, &Message::Failed { error: e.report() });
             return 1;
         }
     };
-    write_fd(&status_fd, &format!("pid {}\n", pid.as_raw()));
-    let status = wait_blocking(pid.as_raw());
+    send(&status_fd, &Message::Started { pid: pid as u32 });
+    let status = wait_blocking(pid);
     reap_leftovers();
-    let msg = match status {
-        ExitStatus::Exited(code) => format!("exit {code}\n"),
-        ExitStatus::Signaled(sig) => format!("signal {}\n", sig.number()),
-    };
-    write_fd(&status_fd, &msg);
+    send(&status_fd, &Message::Exited { status });
     0
+}
+
+/// Starts the process `request` asks for in the container; returns its pid.
+fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
+    let req: ExecRequest = serde_json::from_str(request).map_err(ShimError::ExecRequest)?;
+    let builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_root_path(dir.join("lc"))
+        .map_err(ShimError::Create)?;
+    let built = builder
+        .as_tenant()
+        .with_container_args(req.args)
+        .with_env(req.env)
+        .with_cwd(req.cwd)
+        .with_detach(true)
+        .build();
+    match built {
+        Ok(pid) => Ok(pid.as_raw()),
+        Err(e) => {
+            reap_leftovers();
+            Err(ShimError::Create(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn file(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_shim_is_an_executable_found_directory_by_directory() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let dirs = [a.path().to_owned(), b.path().to_owned()];
+        assert_eq!(find_in(&dirs), None);
+        // Not executable: skipped.
+        file(a.path(), "locald-shim", 0o644);
+        let in_b = file(b.path(), "locald-shim", 0o755);
+        assert_eq!(find_in(&dirs), Some(in_b));
+        // An earlier directory wins, whichever of the two names it has.
+        let locald = file(a.path(), "locald", 0o755);
+        assert_eq!(find_in(&dirs), Some(locald));
+    }
 }

@@ -18,7 +18,6 @@
 use std::{
     fs, io,
     io::Write,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -115,15 +114,13 @@ pub(crate) fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `value` as JSON to `path` atomically: a temporary file beside it, fsync-free
-/// (state is advisory across a power loss), then rename.
+/// Writes `value` as JSON to `path` atomically: a temporary file beside it, then a
+/// rename; not synced (state is advisory across a power loss), mode 0644.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::File::create(&tmp)?;
-    serde_json::to_writer(&mut f, value).map_err(io::Error::other)?;
-    f.flush()?;
-    drop(f);
-    fs::rename(&tmp, path)
+    let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let options = crate::util::AtomicWrite::new().durable(false).mode(0o644);
+    crate::util::write_atomic_with(path, &bytes, &options)
+        .map_err(crate::util::Error::into_io_error)
 }
 
 /// Reads a JSON file.
@@ -142,18 +139,12 @@ pub(crate) fn shim_alive(dir: &Path) -> bool {
     let Ok(file) = fs::File::open(dir.join("lock")) else {
         return false;
     };
-    // SAFETY: flock takes a file descriptor this function owns and an integer flag.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    rc != 0
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
 }
 
 /// A fresh random container id: 64 hexadecimal characters.
 pub(crate) fn new_id() -> io::Result<String> {
-    let mut bytes = [0u8; 32];
-    let mut f = fs::File::open("/dev/urandom")?;
-    io::Read::read_exact(&mut f, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::util::random_id().map_err(crate::util::Error::into_io_error)
 }
 
 /// Finds a container by full id, unique id prefix or name; returns its id.
@@ -254,10 +245,4 @@ pub(crate) fn release_name(layout: &Layout, name: &str, id: &str) {
     }
 }
 
-/// The start time of a process in clock ticks since boot (field 22 of
-/// `/proc/<pid>/stat`), or `None` when it does not exist.
-pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+pub(crate) use crate::util::process_start_time;

@@ -43,29 +43,22 @@ pub(super) fn map_fds(
     let mut high = Vec::new();
     let mut plan = Vec::new();
     for (fd, target) in fds {
-        // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own.
-        let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
-        if dup < 0 {
-            return Err(Error::io(
-                "duplicating a descriptor",
-                io::Error::last_os_error(),
-            ));
-        }
+        let dup = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+            .map_err(|e| Error::io("duplicating a descriptor", e.into()))?;
         // SAFETY: `dup` was just returned by fcntl and nothing else owns it.
         high.push(unsafe { OwnedFd::from_raw_fd(dup) });
         plan.push((dup, target));
     }
     // SAFETY: the closure runs in the forked child before exec and calls only dup2 and
-    // setsid, which are async-signal-safe; dup2 clears close-on-exec on the target.
+    // setsid (nix's thin wrappers, no allocation), which are async-signal-safe; dup2
+    // clears close-on-exec on the target.
     unsafe {
         cmd.pre_exec(move || {
-            if new_session && libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
+            if new_session {
+                nix::unistd::setsid()?;
             }
             for &(from, to) in &plan {
-                if libc::dup2(from, to) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                nix::unistd::dup2(from, to)?;
             }
             Ok(())
         });
@@ -75,31 +68,14 @@ pub(super) fn map_fds(
 
 /// Sends `signal` to `pid`; a process that is gone is not an error.
 pub(super) fn kill(pid: u32, signal: Signal) -> io::Result<()> {
-    let pid = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    if pid <= 1 {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    // SAFETY: kill(2) takes two integers.
-    let rc = unsafe { libc::kill(pid, crate::sys::signal_to_os(signal)) };
-    if rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::send_signal(pid, signal)
 }
 
 /// The hard limit on open files for this process (rlimits above it cannot be set).
 pub(super) fn nofile_hard_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_max
-    } else {
-        1024
-    }
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
 }
 
 /// True when Safe Mode can map container root to an unprivileged host uid: the kernel

@@ -4,10 +4,14 @@
 
 use std::{
     io::{self, BufWriter, Read, Write},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
     time::Duration,
 };
 
+use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use locald_core::{Error, ImageRef, ImageSummary, PullOptions, PullProgress, Result};
@@ -209,48 +213,43 @@ async fn fetch_manifest(
     image: &ImageRef,
     reference: &str,
 ) -> Result<(Vec<u8>, Digest)> {
-    let mut attempt = 1;
-    loop {
-        let result = async {
-            let resp = registry.manifest(reference).await?;
-            match resp.status() {
-                s if s.is_success() => {
-                    let bytes = read_limited(resp, "manifest", registry.host()).await?;
-                    let digest = Digest::of(&bytes);
-                    Ok(Some((bytes, digest)))
-                }
-                StatusCode::NOT_FOUND => Err(Error::NotFound {
-                    kind: "image",
-                    name: format!(
-                        "{} (the registry has no manifest {reference})",
-                        image.familiar()
-                    ),
-                }),
-                s if is_transient_status(s) => Ok(None),
-                _ => Err(registry
+    let once = || async {
+        let resp = registry.manifest(reference).await.map_err(Failure::from)?;
+        match resp.status() {
+            s if s.is_success() => {
+                let bytes = read_limited(resp, "manifest", registry.host())
+                    .await
+                    .map_err(Failure::from)?;
+                let digest = Digest::of(&bytes);
+                Ok((bytes, digest))
+            }
+            StatusCode::NOT_FOUND => Err(Failure::Fatal(Error::NotFound {
+                kind: "image",
+                name: format!(
+                    "{} (the registry has no manifest {reference})",
+                    image.familiar()
+                ),
+            })),
+            s if is_transient_status(s) => {
+                Err(Failure::again(format!("the registry answered {s}")))
+            }
+            _ => Err(Failure::Fatal(
+                registry
                     .status_error(resp, &format!("fetching manifest {reference}"))
-                    .await),
-            }
+                    .await,
+            )),
         }
-        .await;
-        match result {
-            Ok(Some(found)) => return Ok(found),
-            Err(e @ Error::Network { .. }) if attempt < registry.max_attempts => {
-                tracing::info!(error = %e, attempt, "retrying manifest");
-            }
-            Ok(None) if attempt < registry.max_attempts => {}
-            Ok(None) => {
-                return Err(Error::Registry {
-                    registry: registry.host().to_owned(),
-                    message: format!(
-                        "fetching manifest {reference} kept failing after {attempt} tries"
-                    ),
-                })
-            }
-            Err(e) => return Err(e),
-        }
-        attempt += 1;
-        tokio::time::sleep(backoff(attempt)).await;
+    };
+    let on_retry = |attempt: u32, why: &str| {
+        tracing::info!(error = %why, attempt, "retrying manifest");
+    };
+    match with_retries(registry.max_attempts, once, on_retry).await {
+        Ok(found) => Ok(found),
+        Err(Exhausted::Fatal(e)) | Err(Exhausted::Tries { error: Some(e), .. }) => Err(e),
+        Err(Exhausted::Tries { tries, .. }) => Err(Error::Registry {
+            registry: registry.host().to_owned(),
+            message: format!("fetching manifest {reference} kept failing after {tries} tries"),
+        }),
     }
 }
 
@@ -261,42 +260,126 @@ async fn fetch_small_blob(registry: &Registry, desc: &Descriptor, what: &str) ->
             reason: format!("{} bytes is too large for an {what}", desc.size),
         });
     }
-    let mut attempt = 1;
-    loop {
-        let resp = registry.blob(&desc.digest, 0).await;
-        let retry = match resp {
-            Ok(resp) if resp.status().is_success() => {
-                match read_limited(resp, what, registry.host()).await {
-                    Ok(b) => return Ok(b),
-                    Err(e @ Error::Network { .. }) => e.to_string(),
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(resp) if is_transient_status(resp.status()) => resp.status().to_string(),
-            Ok(resp) => {
-                return Err(registry
+    let once = || async {
+        let resp = registry
+            .blob(&desc.digest, 0)
+            .await
+            .map_err(Failure::from)?;
+        if resp.status().is_success() {
+            read_limited(resp, what, registry.host())
+                .await
+                .map_err(Failure::from)
+        } else if is_transient_status(resp.status()) {
+            Err(Failure::again(resp.status().to_string()))
+        } else {
+            Err(Failure::Fatal(
+                registry
                     .status_error(resp, &format!("fetching {what} {}", desc.digest))
-                    .await)
-            }
-            Err(e @ Error::Network { .. }) => e.to_string(),
-            Err(e) => return Err(e),
-        };
-        if attempt >= registry.max_attempts {
-            return Err(Error::Registry {
-                registry: registry.host().to_owned(),
-                message: format!(
-                    "fetching {what} {} failed after {attempt} tries: {retry}",
-                    desc.digest
-                ),
-            });
+                    .await,
+            ))
         }
-        attempt += 1;
-        tokio::time::sleep(backoff(attempt)).await;
+    };
+    let on_retry = |attempt: u32, why: &str| {
+        tracing::info!(error = %why, attempt, "retrying {what}");
+    };
+    match with_retries(registry.max_attempts, once, on_retry).await {
+        Ok(bytes) => Ok(bytes),
+        Err(Exhausted::Fatal(e)) => Err(e),
+        Err(Exhausted::Tries { tries, why, .. }) => Err(Error::Registry {
+            registry: registry.host().to_owned(),
+            message: format!(
+                "fetching {what} {} failed after {tries} tries: {why}",
+                desc.digest
+            ),
+        }),
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100 * (1 << attempt.min(6)))
+/// Why one try of a request failed.
+enum Failure {
+    /// Worth another try: connection trouble, a cut transfer, 5xx, 429. `error` is
+    /// the error itself when there is one, for callers that report it as is.
+    Again { why: String, error: Option<Error> },
+    /// Not worth another try.
+    Fatal(Error),
+}
+
+impl Failure {
+    fn again(why: String) -> Failure {
+        Failure::Again { why, error: None }
+    }
+}
+
+impl From<Error> for Failure {
+    /// Network errors are worth another try; anything else is not.
+    fn from(e: Error) -> Failure {
+        match e {
+            e @ Error::Network { .. } => Failure::Again {
+                why: e.to_string(),
+                error: Some(e),
+            },
+            e => Failure::Fatal(e),
+        }
+    }
+}
+
+/// How [`with_retries`] gave up.
+enum Exhausted {
+    /// A failure not worth another try.
+    Fatal(Error),
+    /// Every try failed; the last one for this reason.
+    Tries {
+        tries: u32,
+        why: String,
+        error: Option<Error>,
+    },
+}
+
+/// The wait between tries: exponential from 400 ms, doubling up to 6.4 s, with jitter
+/// so that concurrent pulls do not retry in step.
+fn backoff(max_attempts: u32) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(400))
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_millis(6400))
+        .with_max_times(max_attempts.saturating_sub(1) as usize)
+        .with_jitter()
+}
+
+/// Runs `once` until it succeeds, fails for good, or has been tried `max_attempts`
+/// times, waiting with [`backoff`] in between; `on_retry(next_attempt, why)` is called
+/// before each wait.
+async fn with_retries<T, F, Fut>(
+    max_attempts: u32,
+    mut once: F,
+    mut on_retry: impl FnMut(u32, &str),
+) -> std::result::Result<T, Exhausted>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+{
+    // Atomics only because the future must be Send; nothing runs concurrently.
+    let tries = AtomicU32::new(0);
+    let result = (|| {
+        tries.fetch_add(1, Relaxed);
+        once()
+    })
+    .retry(backoff(max_attempts))
+    .when(|e| matches!(e, Failure::Again { .. }))
+    .notify(|e, _| {
+        if let Failure::Again { why, .. } = e {
+            on_retry(tries.load(Relaxed) + 1, why);
+        }
+    })
+    .await;
+    result.map_err(|e| match e {
+        Failure::Fatal(e) => Exhausted::Fatal(e),
+        Failure::Again { why, error } => Exhausted::Tries {
+            tries: tries.load(Relaxed),
+            why,
+            error,
+        },
+    })
 }
 
 /// Where a layer's compressed bytes come from.
@@ -339,105 +422,108 @@ async fn download(
     progress: &Option<locald_core::ProgressSender>,
 ) -> Result<()> {
     let digest = layer.blob.to_string();
-    let mut sent: u64 = 0;
-    let mut attempt = 1;
-    let mut last_report = 0u64;
-    loop {
-        let failure: String = match registry.blob(&digest, sent).await {
-            Err(e @ Error::Network { .. }) => error_chain(&e),
-            Err(e) => return Err(e),
-            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
-                return Err(Error::Registry {
-                    registry: registry.host().to_owned(),
-                    message: format!("layer {digest} is missing from the registry"),
-                })
-            }
-            Ok(resp) if is_transient_status(resp.status()) => {
-                format!("the registry answered {}", resp.status())
-            }
-            Ok(resp) if !resp.status().is_success() => {
-                return Err(registry
-                    .status_error(resp, &format!("fetching layer {digest}"))
-                    .await)
-            }
-            Ok(resp) => {
-                // 206: the registry resumed where we asked. 200: it sent everything
-                // again; skip what the unpacker already has.
-                let mut skip = if resp.status() == StatusCode::PARTIAL_CONTENT {
-                    0
-                } else {
-                    sent
-                };
-                let mut body = resp.bytes_stream();
-                let mut failure = None;
-                while let Some(chunk) = body.next().await {
-                    match chunk {
-                        Ok(mut chunk) => {
-                            if skip > 0 {
-                                let n = skip.min(chunk.len() as u64);
-                                chunk = chunk.slice(n as usize..);
-                                skip -= n;
-                            }
-                            if chunk.is_empty() {
-                                continue;
-                            }
-                            sent += chunk.len() as u64;
-                            if sent > layer.size {
-                                return Err(Error::DigestMismatch {
-                                    what: format!("layer {digest}"),
-                                    expected: format!("{} bytes", layer.size),
-                                    actual: format!("more than {} bytes", layer.size),
-                                });
-                            }
-                            if tx.send(Ok(chunk)).await.is_err() {
-                                // The unpacker stopped; it has its own error to tell.
-                                return Ok(());
-                            }
-                            if sent - last_report >= 256 << 10 || sent == layer.size {
-                                last_report = sent;
-                                send(
-                                    progress,
-                                    PullProgress::LayerProgress {
-                                        digest: digest.clone(),
-                                        done: sent,
-                                        size: layer.size,
-                                    },
-                                );
-                            }
-                        }
-                        Err(e) => {
-                            failure = Some(error_chain(&e));
-                            break;
-                        }
-                    }
-                }
-                match failure {
-                    None if sent == layer.size => return Ok(()),
-                    None => format!("the connection closed after {sent} of {} bytes", layer.size),
-                    Some(f) => f,
-                }
-            }
+    // Bytes handed to the unpacker so far, across tries.
+    let sent = AtomicU64::new(0);
+    let last_report = AtomicU64::new(0);
+    let once = || async {
+        let resp = match registry.blob(&digest, sent.load(Relaxed)).await {
+            Err(e @ Error::Network { .. }) => return Err(Failure::again(error_chain(&e))),
+            Err(e) => return Err(Failure::Fatal(e)),
+            Ok(resp) => resp,
         };
-        if attempt >= registry.max_attempts {
-            return Err(Error::Registry {
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Failure::Fatal(Error::Registry {
                 registry: registry.host().to_owned(),
-                message: format!(
-                    "fetching layer {digest} failed after {attempt} tries, {sent} of {} bytes received: {failure}",
-                    layer.size
-                ),
-            });
+                message: format!("layer {digest} is missing from the registry"),
+            }));
         }
-        attempt += 1;
-        tracing::info!(layer = %digest, attempt, sent, %failure, "retrying layer download");
+        if is_transient_status(resp.status()) {
+            return Err(Failure::again(format!(
+                "the registry answered {}",
+                resp.status()
+            )));
+        }
+        if !resp.status().is_success() {
+            return Err(Failure::Fatal(
+                registry
+                    .status_error(resp, &format!("fetching layer {digest}"))
+                    .await,
+            ));
+        }
+        // 206: the registry resumed where we asked. 200: it sent everything again;
+        // skip what the unpacker already has.
+        let mut skip = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            0
+        } else {
+            sent.load(Relaxed)
+        };
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|e| Failure::again(error_chain(&e)))?;
+            if skip > 0 {
+                let n = skip.min(chunk.len() as u64);
+                chunk = chunk.slice(n as usize..);
+                skip -= n;
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            let done = sent.fetch_add(chunk.len() as u64, Relaxed) + chunk.len() as u64;
+            if done > layer.size {
+                return Err(Failure::Fatal(Error::DigestMismatch {
+                    what: format!("layer {digest}"),
+                    expected: format!("{} bytes", layer.size),
+                    actual: format!("more than {} bytes", layer.size),
+                }));
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                // The unpacker stopped; it has its own error to tell.
+                return Ok(());
+            }
+            if done - last_report.load(Relaxed) >= 256 << 10 || done == layer.size {
+                last_report.store(done, Relaxed);
+                send(
+                    progress,
+                    PullProgress::LayerProgress {
+                        digest: digest.clone(),
+                        done,
+                        size: layer.size,
+                    },
+                );
+            }
+        }
+        if sent.load(Relaxed) == layer.size {
+            Ok(())
+        } else {
+            Err(Failure::again(format!(
+                "the connection closed after {} of {} bytes",
+                sent.load(Relaxed),
+                layer.size
+            )))
+        }
+    };
+    let on_retry = |attempt: u32, failure: &str| {
+        tracing::info!(layer = %digest, attempt, sent = sent.load(Relaxed), %failure, "retrying layer download");
         send(
             progress,
             PullProgress::LayerRetry {
                 digest: digest.clone(),
                 attempt,
-                error: failure,
+                error: failure.to_owned(),
             },
         );
-        tokio::time::sleep(backoff(attempt)).await;
+    };
+    match with_retries(registry.max_attempts, once, on_retry).await {
+        Ok(()) => Ok(()),
+        Err(Exhausted::Fatal(e)) => Err(e),
+        Err(Exhausted::Tries { tries, why, .. }) => Err(Error::Registry {
+            registry: registry.host().to_owned(),
+            message: format!(
+                "fetching layer {digest} failed after {tries} tries, {} of {} bytes received: {why}",
+                sent.load(Relaxed),
+                layer.size
+            ),
+        }),
     }
 }
 
@@ -655,5 +741,61 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current[..n]);
         self.current = self.current.slice(n..);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retries_count_tries_and_stop_at_a_fatal_error() {
+        // Transient failures until the tries run out: the last reason and the count.
+        let calls = AtomicU32::new(0);
+        let mut retries = Vec::new();
+        let result: std::result::Result<(), _> = with_retries(
+            2,
+            || async {
+                let n = calls.fetch_add(1, Relaxed) + 1;
+                Err(Failure::again(format!("cut {n}")))
+            },
+            |attempt, why| retries.push((attempt, why.to_owned())),
+        )
+        .await;
+        match result {
+            Err(Exhausted::Tries { tries, why, error }) => {
+                assert_eq!((tries, why.as_str()), (2, "cut 2"));
+                assert!(error.is_none());
+            }
+            _ => panic!("expected the tries to run out"),
+        }
+        assert_eq!(retries, [(2, "cut 1".to_owned())]);
+
+        // A fatal error ends at once; a success after a failure is a success.
+        let calls = AtomicU32::new(0);
+        let result: std::result::Result<(), _> = with_retries(
+            5,
+            || async {
+                calls.fetch_add(1, Relaxed);
+                Err(Failure::Fatal(Error::invalid("image", "x", "bad")))
+            },
+            |_, _| {},
+        )
+        .await;
+        assert!(matches!(result, Err(Exhausted::Fatal(_))));
+        assert_eq!(calls.load(Relaxed), 1);
+        let calls = AtomicU32::new(0);
+        let result = with_retries(
+            3,
+            || async {
+                match calls.fetch_add(1, Relaxed) {
+                    0 => Err(Failure::again("cut".into())),
+                    n => Ok(n),
+                }
+            },
+            |_, _| {},
+        )
+        .await;
+        assert!(matches!(result, Ok(1)));
     }
 }

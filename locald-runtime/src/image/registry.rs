@@ -348,20 +348,7 @@ fn is_loopback(endpoint: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
-/// The whole cause chain of an error on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
-}
+pub(crate) use crate::util::error_chain;
 
 /// Parses `Bearer realm="...",service="...",scope="..."` (values may hold commas).
 fn parse_challenge(headers: &header::HeaderMap) -> Option<Challenge> {

@@ -360,14 +360,13 @@ fn dir_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `bytes` to `path` through a temp file in `tmp_dir` and a rename.
+/// Writes `bytes` to `path` through a temp file in `tmp_dir` (so that a killed pull's
+/// leftovers are pruned with the rest of `tmp/`) and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_data())
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e.error))?;
+    crate::util::write_atomic_with(
+        path,
+        bytes,
+        &crate::util::AtomicWrite::new().temp_dir(tmp_dir),
+    )?;
     Ok(())
 }
