@@ -15,6 +15,13 @@ pub struct Asset {
     pub sha256: Option<&'static str>,
 }
 
+impl Asset {
+    /// An archive for `os` and `arch` (Lima's spellings), pinned to `sha256`.
+    pub const fn new(os: &'static str, arch: &'static str, sha256: Option<&'static str>) -> Asset {
+        Asset { os, arch, sha256 }
+    }
+}
+
 /// A Lima release: its version and the archives locald may install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -23,6 +30,13 @@ pub struct Release {
     pub version: &'static str,
     /// Its archives, one per OS and architecture.
     pub assets: &'static [Asset],
+}
+
+impl Release {
+    /// A release (for mirrors and tests; locald itself installs [`PINNED`]).
+    pub const fn new(version: &'static str, assets: &'static [Asset]) -> Release {
+        Release { version, assets }
+    }
 }
 
 /// The releases locald knows, oldest first; the last one is [`PINNED`].
