@@ -256,8 +256,8 @@ impl Installer {
 
     /// Downloads `url` into a temporary file in the tools directory, with retries.
     async fn download(&self, url: &str, name: &str, expected: &str) -> Result<Archive> {
+        // rustls, or the system's TLS on macOS (see Cargo.toml).
         let http = reqwest::Client::builder()
-            .use_rustls_tls()
             .user_agent(concat!("locald/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
