@@ -23,6 +23,10 @@ TEST_PACKAGES=(
     umoci           # the reference unpacker the layer tests compare against
     openssl         # a test CA and server certificate for TLS tests
     apache2-utils   # htpasswd, for the basic-auth registry
+    qemu-system-x86 # the QEMU guest that proves the macOS (Lima) path on Linux
+    linux-image-cloud-amd64 # that guest's kernel and its virtio modules
+    cpio            # packing the guest's initramfs (scripts/guest-initramfs)
+    kmod            # modprobe --show-depends, for the guest's module order
 )
 
 install_packages() {

@@ -7,7 +7,7 @@
 //! | platform | backend | where Linux work runs |
 //! |---|---|---|
 //! | Linux, WSL2 | [`native::ContainerRuntime`] (host commands and containers) | the host kernel |
-//! | macOS | [`native::ProcessRuntime`] for commands; [`lima`] for containers | the `locald-vm` Lima VM |
+//! | macOS | [`lima::LimaRuntime`] (commands and containers; [`native::ProcessRuntime`] for host commands) | the `locald-vm` Lima VM, started on first use |
 //! | Windows | [`wsl`] | a WSL2 distribution |
 //!
 //! ```
@@ -45,8 +45,8 @@ use serde::Serialize;
 ///
 /// On Linux and WSL2 this is the container runtime (host commands and OCI containers;
 /// call [`native::run_if_requested`] first thing in `main` so that this executable can
-/// serve as the container shim); on WSL1 and macOS the host-process runtime; on
-/// Windows, the WSL2 runtime.
+/// serve as the container shim); on macOS the Lima runtime (the VM starts on its
+/// first call); on WSL1 the host-process runtime; on Windows, the WSL2 runtime.
 pub fn runtime() -> Result<Arc<dyn Runtime>> {
     runtime_for(Platform::detect())
 }
@@ -55,6 +55,7 @@ pub fn runtime() -> Result<Arc<dyn Runtime>> {
 pub fn runtime_for(platform: Platform) -> Result<Arc<dyn Runtime>> {
     match platform {
         Platform::Windows => Ok(Arc::new(wsl::WslRuntime::new())),
+        Platform::Macos => Ok(Arc::new(lima::LimaRuntime::new())),
         Platform::Other => Err(Error::Unsupported {
             capability: Capability::Commands,
             runtime: "locald".into(),
@@ -108,9 +109,12 @@ pub fn backends(platform: Platform) -> Vec<BackendStatus> {
     };
     let lima = BackendStatus {
         name: "lima",
-        available: false,
+        available: platform == Platform::Macos,
         detail: if platform == Platform::Macos {
-            "the managed locald-vm is not built yet".into()
+            format!(
+                "Linux commands and containers in locald-vm (Lima {}, installed and started on first use)",
+                lima::release::PINNED.version
+            )
         } else {
             "macOS only".into()
         },
@@ -140,7 +144,7 @@ mod tests {
         };
         assert_eq!(runtime_for(Platform::Linux).unwrap().info().name, native);
         assert_eq!(runtime_for(Platform::Wsl2).unwrap().info().name, native);
-        assert_eq!(runtime_for(Platform::Macos).unwrap().info().name, "process");
+        assert_eq!(runtime_for(Platform::Macos).unwrap().info().name, "lima");
         assert_eq!(runtime_for(Platform::Windows).unwrap().info().name, "wsl");
         assert!(runtime_for(Platform::Other).unwrap_err().is_unsupported());
     }

@@ -76,6 +76,8 @@ enum Commands {
     Inspect(cmd::inspect::Args),
     /// Serve the runtime over the daemon API, or tell whether a daemon runs.
     Daemon(cmd::daemon::Args),
+    /// Manage locald-vm, the Lima VM that runs Linux work on macOS.
+    Vm(cmd::vm::Args),
 }
 
 /// The runtime commands use: in this process, or through the daemon at `host`
@@ -139,6 +141,7 @@ pub fn main() -> ExitCode {
             Commands::Kill(args) => cmd::kill::run(args, host).await,
             Commands::Rm(args) => cmd::rm::run(args, host).await,
             Commands::Inspect(args) => cmd::inspect::run(args, host).await,
+            Commands::Vm(args) => cmd::vm::run(args).await,
         }
     });
     // A blocking stdin reader may still wait for input nobody will send: do not wait

@@ -28,6 +28,8 @@ struct Info {
     host: Option<HostFeatures>,
     data_home: std::path::PathBuf,
     runtime_dir: std::path::PathBuf,
+    /// The macOS VM (Lima); reported everywhere, it only runs on macOS.
+    vm: Option<locald::lima::VmStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +67,7 @@ async fn gather(host: Option<&str>) -> anyhow::Result<Info> {
         host: platform.is_linux_kernel().then(HostFeatures::probe),
         data_home: paths.data_home().to_owned(),
         runtime_dir: paths.runtime_dir(),
+        vm: locald::lima::LimaRuntime::new().status().await.ok(),
     })
 }
 
@@ -144,6 +147,18 @@ fn render(info: &Info, out: &mut impl Write) -> std::io::Result<()> {
     }
     writeln!(out, "Data:          {}", info.data_home.display())?;
     writeln!(out, "Sockets:       {}", info.runtime_dir.display())?;
+    if let Some(vm) = &info.vm {
+        let lima = if vm.lima_installed {
+            "installed"
+        } else {
+            "not installed"
+        };
+        writeln!(
+            out,
+            "VM:            {} {} (Lima {}, {lima})",
+            vm.name, vm.state, vm.lima_version
+        )?;
+    }
     Ok(())
 }
 
