@@ -193,9 +193,9 @@ fn safe_mode_takes_away_what_the_default_allows() {
     if !locald_test_support::require("safe_mode example", true, &[]) {
         return;
     }
-    // Private, as root's default home (/root/.local/share/locald) is: a searchable one
-    // lets Safe Mode add a user namespace, which fails on images for now (see
-    // `safe_mode_on_an_image_with_a_user_namespace`).
+    // Private, as root's default home (/root/.local/share/locald) is: Safe Mode without
+    // a user namespace (container root stays host root, without capabilities). The
+    // searchable home is `safe_mode_on_an_image_with_a_user_namespace`.
     let home = home();
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let (out, stdout) = run(&mut example("safe_mode", home.path()));
@@ -223,12 +223,11 @@ fn safe_mode_takes_away_what_the_default_allows() {
 }
 
 /// Safe Mode maps container root to an unprivileged host uid when the home is
-/// searchable by others; on an image's root filesystem (an overlay) the container does
-/// not start yet: "failed to prepare rootfs". The runtime's own Safe Mode test uses a
-/// plain directory, where it works.
+/// searchable by others; on an image's root filesystem the mount points the image
+/// lacks (`/etc/hosts`, ...) are made in the container's snapshot before it starts,
+/// which that uid could not do itself ("failed to prepare rootfs" before).
 #[cfg(target_os = "linux")]
 #[test]
-#[ignore = "known bug: Safe Mode with a user namespace fails on images (failed to prepare rootfs)"]
 fn safe_mode_on_an_image_with_a_user_namespace() {
     if !locald_test_support::require("safe_mode example (user namespace)", true, &[]) {
         return;
@@ -237,8 +236,17 @@ fn safe_mode_on_an_image_with_a_user_namespace() {
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (out, stdout) = run(&mut example("safe_mode", home.path()));
     assert!(out.status.success(), "{stdout}");
-    assert!(
-        stdout.contains("safe mode:\n  capabilities: 0000000000000000\n"),
-        "{stdout}"
-    );
+    let (_, safe) = stdout
+        .split_once("safe mode:\n")
+        .expect("a safe mode section");
+    assert!(!safe.contains("the probe failed"), "{stdout}");
+    for line in [
+        "capabilities: 0000000000000000",
+        "no new privileges: 1",
+        "write /: denied",
+        "write /tmp: allowed",
+        "chown: denied",
+    ] {
+        assert!(safe.contains(line), "no {line:?} in {safe}");
+    }
 }

@@ -15,6 +15,7 @@ use locald_core::{
     NetworkMode, Runtime, Signal,
 };
 use locald_runtime::{testing, ContainerRuntime};
+use locald_test_support::{Compression, Layer, Layout};
 use tokio::io::AsyncReadExt;
 
 struct Env {
@@ -363,6 +364,116 @@ async fn safe_mode_drops_privileges() {
     {
         assert_eq!(lines[6], "1000000");
     }
+}
+
+/// True when the kernel allows user namespaces (Safe Mode then maps container root).
+fn user_namespaces_allowed() -> bool {
+    std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .map(|s| s.trim() != "0")
+        .unwrap_or(false)
+}
+
+/// Safe Mode on an image, with a home searchable by others, so container root is host
+/// uid 1000000 (it used to fail with "failed to prepare rootfs": the mapped root could
+/// not create `/etc/hosts` in the snapshot). The mount points the image lacks are made
+/// in the container's snapshot, never in the stored layer; an image whose `/etc` is a
+/// symlink out of its root (absolute, or through `..`) makes nothing outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_mode_on_an_image_with_a_user_namespace() {
+    let Some(e) = env() else { return };
+    if !user_namespaces_allowed() {
+        eprintln!("SKIP safe_mode_on_an_image_with_a_user_namespace: user namespaces are off");
+        return;
+    }
+    let script = "cat /proc/self/uid_map; grep -c localhost /etc/hosts; \
+                  test -f /etc/resolv.conf && echo resolv; touch /x 2>/dev/null || echo ro";
+    // The built-in image, made on demand: a single layer with no /etc/hosts.
+    let builtin = ContainerSpec::builder("localhost/locald/busybox")
+        .safe(true)
+        .cmd(["sh", "-c", script]);
+    let (status, out, err) = e.run(builtin).await;
+    assert!(status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let uid_map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(uid_map, ["0", "1000000", "65536"], "{out}");
+    assert_eq!(&lines[1..], ["2", "resolv", "ro"], "{out}");
+    let layers = e.home.path().join("images/layers");
+    for layer in std::fs::read_dir(&layers).unwrap() {
+        let layer = layer.unwrap().path();
+        assert!(
+            !layer.join("etc/hosts").exists(),
+            "a mount point was created in the stored layer {}",
+            layer.display()
+        );
+    }
+
+    // A host directory that must stay empty, and images whose /etc leads to it.
+    let outside = tempfile::tempdir().unwrap();
+    let escaped = outside.path().to_str().unwrap();
+    let inside = escaped.trim_start_matches('/');
+    let layouts = tempfile::tempdir().unwrap();
+    let busybox = Layer::from_dir(&e.rootfs).expect("the busybox rootfs as a layer");
+    let image = |name: &str, etc: Layer| {
+        let mut layout = Layout::new(layouts.path().join(name.replace(['/', ':'], "-")));
+        let info = layout.image(
+            std::env::consts::ARCH.replace("x86_64", "amd64").as_str(),
+            &[
+                (busybox.clone(), Compression::Gzip),
+                (etc, Compression::Gzip),
+            ],
+            serde_json::json!({}),
+        );
+        layout.name_image(name, &info);
+        layout
+    };
+    let safe_id = |image: &str| {
+        ContainerSpec::builder(image)
+            .safe(true)
+            .cmd(["sh", "-c", "cat /proc/self/uid_map"])
+    };
+    // The symlink's target exists inside the image: the container runs, its /etc/hosts
+    // made at that path in the snapshot, whether the link is absolute or climbs out.
+    let mut parents = Layer::new();
+    let mut dir = String::new();
+    for part in inside.split('/') {
+        dir = if dir.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{dir}/{part}")
+        };
+        parents = parents.dir(&dir);
+    }
+    let climbing = format!("../../../../../../../..{escaped}");
+    for (name, target) in [
+        ("localhost/etc-absolute:1", escaped),
+        ("localhost/etc-climbing:1", climbing.as_str()),
+    ] {
+        let layout = image(name, parents.clone().symlink("etc", target));
+        e.rt.load_image(&layout.dir).await.unwrap();
+        let (status, out, err) = e.run(safe_id(name)).await;
+        assert!(status.success(), "{name}: {err}");
+        assert!(out.contains("1000000"), "{name}: {out}");
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "{name} made something outside its root"
+        );
+    }
+    // The target is missing inside the image: a clear error, nothing created anywhere.
+    let layout = image(
+        "localhost/etc-dangling:1",
+        Layer::new().symlink("etc", &format!("{escaped}/etc")),
+    );
+    e.rt.load_image(&layout.dir).await.unwrap();
+    let err =
+        e.rt.run_container(safe_id("localhost/etc-dangling:1").build().unwrap())
+            .await
+            .unwrap_err();
+    let err = locald_runtime::util::error_chain(&err);
+    assert!(err.contains("mount point /etc/hosts"), "{err}");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert_eq!(e.containers_left(), 0);
+    assert_eq!(e.mounts_left(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,7 +119,10 @@ use state::{Layout, Phase};
 /// * a user namespace mapping container uid/gid 0..65535 to host 1000000..1065535,
 ///   when the kernel allows user namespaces and the state directory and root
 ///   filesystem are reachable by that uid (every ancestor directory searchable by
-///   others); otherwise container root stays host root, without capabilities.
+///   others); otherwise container root stays host root, without capabilities. The
+///   mount points the root lacks (`/etc/hosts`, ...) are created by the shim, as host
+///   root and resolved inside the root, in the container's own snapshot before it
+///   starts: the mapped root could not create them there itself.
 ///
 /// What it protects against: a process in the container gaining privileges through
 /// capabilities or setuid files, reconfiguring the kernel, loading modules, tracing
@@ -367,11 +370,23 @@ impl ContainerRuntime {
         std::fs::write(dir.join("resolv.conf"), config::resolv_conf(spec.network))
             .map_err(io_err("writing resolv.conf"))?;
         state::write_json(&dir.join("config.json"), &oci).map_err(io_err("writing config.json"))?;
+        // Container root is an unprivileged host uid: the shim makes the mount points
+        // the root lacks (in the container's snapshot), which that uid could not.
+        let user_namespace = oci
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+            });
         let shim_cfg = shim::ShimConfig {
             id: id.clone(),
             name: name.to_owned(),
             lowers: source.lowers.clone(),
+            image: source.image.is_some(),
             read_only: spec.read_only || spec.isolation == Isolation::Safe,
+            create_mount_points: user_namespace,
             tty: spec.tty,
             stdin: spec.stdin,
             attach: true,

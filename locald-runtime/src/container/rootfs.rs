@@ -13,6 +13,7 @@ use std::{
 };
 
 use locald_core::{ContainerSource, Error, ImageRef, Result};
+use oci_spec::runtime::Mount;
 use serde::{Deserialize, Serialize};
 
 use crate::image::{ImageStore, LayerDir, Snapshot, SnapshotMode, WhiteoutFormat};
@@ -213,11 +214,28 @@ pub(crate) fn snapshot_mode_from_env() -> Result<SnapshotMode> {
     }
 }
 
+/// What [`mount_rootfs`] put on `state_dir/rootfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MountedRoot {
+    /// A read-only bind mount of the caller's own directory, which already holds every
+    /// mount point: nothing is ever written to it.
+    Bind,
+    /// The container's own snapshot (overlay upper or copy, in the state directory):
+    /// what is created in it stays with the container.
+    Snapshot,
+}
+
 /// Mounts the container's root on `state_dir/rootfs`: an [`image::Snapshot`] of
 /// `lowers` (topmost first) with its upper and work directories in the state
-/// directory, in the mode [`SNAPSHOT_ENV`] names. A read-only container over a single
-/// directory gets a read-only bind mount instead (nothing can be written, so nothing
-/// needs an upper layer). On failure nothing is left mounted.
+/// directory, in the mode [`SNAPSHOT_ENV`] names.
+///
+/// A read-only container over a single plain directory (not an `image`'s layer) that
+/// already holds every mount point of `mounts` gets a read-only bind mount instead
+/// (nothing will be written, so nothing needs an upper layer). Anything else gets a
+/// snapshot, because mount points that are missing (`/etc/hosts`, ...) are created in
+/// the root before the container starts, and they must land neither in the image
+/// store (layers are shared between containers) nor in a caller's directory. On
+/// failure nothing is left mounted.
 ///
 /// [`image::Snapshot`]: crate::image::Snapshot
 pub(crate) fn mount_rootfs(
@@ -225,20 +243,25 @@ pub(crate) fn mount_rootfs(
     state_dir: &Path,
     target: &Path,
     read_only: bool,
-) -> Result<()> {
+    image: bool,
+    mounts: &[Mount],
+) -> Result<MountedRoot> {
     use nix::mount::{mount, MsFlags};
     debug_assert_eq!(target, state_dir.join("rootfs"));
-    if read_only && lowers.len() == 1 {
-        std::fs::create_dir_all(target)
-            .map_err(|e| Error::io(format!("creating {}", target.display()), e))?;
-        return mount(
-            Some(&lowers[0]),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| Error::io(format!("bind-mounting {}", lowers[0].display()), e.into()));
+    if let [dir] = lowers {
+        if read_only && !image && has_mount_points(dir, mounts) {
+            std::fs::create_dir_all(target)
+                .map_err(|e| Error::io(format!("creating {}", target.display()), e))?;
+            return mount(
+                Some(dir),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map(|()| MountedRoot::Bind)
+            .map_err(|e| Error::io(format!("bind-mounting {}", dir.display()), e.into()));
+        }
     }
     let mode = snapshot_mode_from_env()?;
     // The lowers come from `resolve_source`: a plain directory, or image layers that
@@ -251,7 +274,90 @@ pub(crate) fn mount_rootfs(
             whiteouts: WhiteoutFormat::Overlay,
         })
         .collect();
-    Snapshot::create_in_place(&layers, state_dir, mode).map(drop)
+    Snapshot::create_in_place(&layers, state_dir, mode).map(|_| MountedRoot::Snapshot)
+}
+
+/// The mount points the root itself must hold: every destination of `mounts` except
+/// those below an earlier one (`/dev/pts` under the `/dev` tmpfs), which are made
+/// inside that mount, which the container owns.
+fn own_mount_points(mounts: &[Mount]) -> impl Iterator<Item = &Mount> {
+    mounts.iter().enumerate().filter_map(|(i, m)| {
+        let dest = m.destination();
+        (!mounts[..i]
+            .iter()
+            .any(|earlier| dest.starts_with(earlier.destination())))
+        .then_some(m)
+    })
+}
+
+/// True when every mount point of `mounts` resolves inside `dir` (as in the container).
+fn has_mount_points(dir: &Path, mounts: &[Mount]) -> bool {
+    let Ok(root) = pathrs::Root::open(dir) else {
+        return false;
+    };
+    own_mount_points(mounts).all(|m| root.resolve(m.destination()).is_ok())
+}
+
+/// Creates, as the caller, each mount point of `mounts` that the container's root
+/// `rootfs` lacks, as the runtime library would: a directory, or an empty file for a
+/// bind mount of a file (mode 0755 / 0644, owned by the caller).
+///
+/// For a container whose root is mapped to an unprivileged host uid (Safe Mode's user
+/// namespace): the library makes these from inside the user namespace, where the
+/// snapshot's directories (owned by host root) are not writable, and fails with
+/// "failed to prepare rootfs". Call it only for a [`MountedRoot::Snapshot`], so that
+/// nothing is written but the container's own upper layer (or copy).
+///
+/// Paths are resolved inside `rootfs` with `pathrs` (`openat2` with
+/// `RESOLVE_IN_ROOT`), the resolver the library itself uses: an image's symlinks
+/// (`/etc -> /../../x`, or an absolute host path) resolve as they will inside the
+/// container, and nothing outside `rootfs` is ever created. A symlink that leads
+/// nowhere inside the root is an error, as it is for the library.
+pub(crate) fn create_mount_points(rootfs: &Path, mounts: &[Mount]) -> Result<()> {
+    use pathrs::flags::OpenFlags;
+    use std::os::unix::fs::PermissionsExt;
+    let root = pathrs::Root::open(rootfs).map_err(|e| {
+        Error::io(
+            format!("opening the root filesystem {}", rootfs.display()),
+            io::Error::other(e),
+        )
+    })?;
+    let dir_mode = std::fs::Permissions::from_mode(0o755);
+    for m in own_mount_points(mounts) {
+        let dest = m.destination();
+        let err = |e: pathrs::error::Error| {
+            Error::io(
+                format!(
+                    "creating the mount point {} in the container",
+                    dest.display()
+                ),
+                io::Error::other(e),
+            )
+        };
+        // The library's own test, so both agree on what is a bind mount.
+        let file = libcontainer::rootfs::utils::is_bind(m)
+            && m.source()
+                .as_deref()
+                .and_then(|s| std::fs::metadata(s).ok())
+                .is_some_and(|meta| !meta.is_dir());
+        if !file {
+            root.mkdir_all(dest, &dir_mode).map_err(err)?;
+            continue;
+        }
+        if let Some(parent) = dest.parent() {
+            root.mkdir_all(parent, &dir_mode).map_err(err)?;
+        }
+        let created = root.create_file(
+            dest,
+            OpenFlags::O_EXCL | OpenFlags::O_CREAT | OpenFlags::O_NOFOLLOW | OpenFlags::O_CLOEXEC,
+            &std::fs::Permissions::from_mode(0o644),
+        );
+        if let Err(e) = created {
+            // Already there (a file, or a symlink to one inside the root): fine.
+            root.resolve(dest).map(drop).map_err(|_| err(e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Unmounts the container's root (if mounted) and removes the snapshot's directories;
@@ -303,6 +409,66 @@ mod tests {
 
     fn testing_is_root() -> bool {
         nix::unistd::geteuid().is_root()
+    }
+
+    fn mounts(source_file: &Path) -> Vec<Mount> {
+        let m = |dest: &str, typ: &str, source: &Path| {
+            oci_spec::runtime::MountBuilder::default()
+                .destination(dest)
+                .typ(typ)
+                .source(source)
+                .options(vec!["rbind".to_owned()])
+                .build()
+                .unwrap()
+        };
+        vec![
+            m("/proc", "proc", Path::new("proc")),
+            m("/dev", "tmpfs", Path::new("tmpfs")),
+            m("/dev/pts", "devpts", Path::new("devpts")),
+            m("/etc/hosts", "bind", source_file),
+            m("/data/volume", "bind", source_file.parent().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn mount_points_are_made_inside_the_root_only() {
+        let state = tempfile::tempdir().unwrap();
+        let hosts = state.path().join("hosts");
+        std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+        let mounts = mounts(&hosts);
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        assert!(!has_mount_points(r, &mounts));
+        // /etc leads out of the root, through `..` and as an absolute host path.
+        let target = outside.path().to_str().unwrap();
+        symlink(format!("../../../../../../..{target}"), r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join(target.trim_start_matches('/'))).unwrap();
+        create_mount_points(r, &mounts).unwrap();
+        let etc = r.join(target.trim_start_matches('/'));
+        assert!(
+            etc.join("hosts").is_file(),
+            "a file for a file's bind mount"
+        );
+        assert_eq!(std::fs::metadata(etc.join("hosts")).unwrap().len(), 0);
+        assert!(r.join("proc").is_dir() && r.join("dev").is_dir());
+        assert!(
+            r.join("data/volume").is_dir(),
+            "a directory for a directory's"
+        );
+        // Below the /dev tmpfs: made in that mount by the runtime library.
+        assert!(!r.join("dev/pts").exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert!(has_mount_points(r, &mounts));
+        // Again: everything is there, nothing changes.
+        create_mount_points(r, &mounts).unwrap();
+
+        // A link whose target is missing inside the root: an error, nothing outside.
+        let root = tempfile::tempdir().unwrap();
+        symlink(target, root.path().join("etc")).unwrap();
+        let err = create_mount_points(root.path(), &mounts).unwrap_err();
+        assert!(err.to_string().contains("mount point /etc/hosts"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub(crate) enum ShimError {
     /// The overlay (or copy) of the root filesystem failed.
     #[error("mounting the root filesystem")]
     MountRootfs(#[source] locald_core::Error),
+    /// The mount points the root lacks could not be created in its snapshot.
+    #[error("preparing the root filesystem for a user namespace")]
+    MountPoints(#[source] locald_core::Error),
     /// The working directory could not be created in the snapshot.
     #[error("creating the working directory")]
     Workdir(#[source] io::Error),
@@ -432,8 +435,26 @@ fn oom_killed(id: &str) -> bool {
 }
 
 fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, ShimError> {
-    rootfs::mount_rootfs(&cfg.lowers, dir, &dir.join("rootfs"), cfg.read_only)
-        .map_err(ShimError::MountRootfs)?;
+    let spec = oci_spec::runtime::Spec::load(dir.join("config.json")).map_err(|e| {
+        ShimError::MountRootfs(locald_core::Error::io(
+            "reading config.json",
+            io::Error::other(e),
+        ))
+    })?;
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let mounted = rootfs::mount_rootfs(
+        &cfg.lowers,
+        dir,
+        &dir.join("rootfs"),
+        cfg.read_only,
+        cfg.image,
+        mounts,
+    )
+    .map_err(ShimError::MountRootfs)?;
+    // Only ever in the container's own snapshot, never in a caller's directory.
+    if cfg.create_mount_points && mounted == rootfs::MountedRoot::Snapshot {
+        rootfs::create_mount_points(&dir.join("rootfs"), mounts).map_err(ShimError::MountPoints)?;
+    }
     if !cfg.read_only {
         let cwd = dir
             .join("rootfs")

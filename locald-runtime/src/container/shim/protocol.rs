@@ -46,7 +46,17 @@ pub(crate) struct ShimConfig {
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) lowers: Vec<PathBuf>,
+    /// The lowers are an image's stored layers, shared with other containers: always
+    /// under a snapshot, never bind-mounted (even read-only).
+    #[serde(default)]
+    pub(crate) image: bool,
     pub(crate) read_only: bool,
+    /// Create the mount points the root lacks before the runtime library starts,
+    /// because it runs as an unprivileged mapped root that could not (Safe Mode's user
+    /// namespace); only ever in the container's own snapshot (a root that lacks some
+    /// gets one, even over a caller's directory).
+    #[serde(default)]
+    pub(crate) create_mount_points: bool,
     pub(crate) tty: bool,
     pub(crate) stdin: bool,
     pub(crate) attach: bool,
