@@ -69,7 +69,8 @@ impl RootfsArchive {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// The sha256 of a file, in hex (what [`RootfsArchive::new`] pins).
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut hasher = Sha256::new();

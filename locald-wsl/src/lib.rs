@@ -56,7 +56,8 @@ mod paths;
 mod wsl;
 
 pub use distro::{
-    default_install_root, DistroStatus, Installed, ManagedDistro, RootfsArchive, DISTRO_NAME,
+    default_install_root, sha256_file, DistroStatus, Installed, ManagedDistro, RootfsArchive,
+    DISTRO_NAME,
 };
 pub use error::{Error, Result};
 pub use paths::{automount_root, ini_value, WslPaths};
