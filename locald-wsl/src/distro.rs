@@ -242,3 +242,90 @@ impl ManagedDistro {
         Ok(existed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{fake::FakeWsl, output::State};
+
+    fn archive(dir: &Path, content: &[u8]) -> RootfsArchive {
+        let path = dir.join(format!("rootfs-{}.tar", content.len()));
+        std::fs::write(&path, content).unwrap();
+        let sha = sha256_file(&path).unwrap();
+        RootfsArchive::new(path, sha)
+    }
+
+    #[tokio::test]
+    async fn install_upgrade_and_uninstall_through_every_output_form() {
+        for wsl in [
+            FakeWsl::new(),
+            FakeWsl::new().utf8(),
+            FakeWsl::new().double_cr(),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let wsl = wsl.with_distro("Ubuntu", 2);
+            let distro = ManagedDistro::new(Arc::new(wsl.clone()), "locald", dir.path());
+            assert_eq!(distro.status().await.unwrap().distro, None);
+            let v1 = archive(dir.path(), b"one");
+            assert_eq!(distro.install(&v1).await.unwrap(), Installed::Imported);
+            assert_eq!(distro.install(&v1).await.unwrap(), Installed::Current);
+            let status = distro.status().await.unwrap();
+            let found = status.distro.unwrap();
+            assert_eq!((found.version, found.state), (2, State::Stopped));
+            assert_eq!(status.rootfs_sha256.as_deref(), Some(v1.sha256.as_str()));
+            assert_eq!(status.wsl.unwrap().wsl.as_deref(), Some("2.3.26.0"));
+            let v2 = archive(dir.path(), b"two!");
+            assert_eq!(distro.install(&v2).await.unwrap(), Installed::Upgraded);
+            let calls: Vec<String> = wsl.calls().iter().map(|c| c[0].clone()).collect();
+            assert!(
+                calls.ends_with(&[
+                    "--list".into(),
+                    "--terminate".into(),
+                    "--unregister".into(),
+                    "--import".into()
+                ]),
+                "{calls:?}"
+            );
+            assert!(distro.uninstall().await.unwrap());
+            assert!(!distro.install_dir().exists());
+            assert!(!distro.uninstall().await.unwrap());
+            assert_eq!(wsl.distro("Ubuntu"), Some(false), "others untouched");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_import_leaves_no_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let wsl = FakeWsl::new();
+        wsl.fail_next("--import", crate::fake::Failure::VirtualizationDisabled);
+        let distro = ManagedDistro::new(Arc::new(wsl), "locald", dir.path().join("wsl"));
+        let err = distro
+            .install(&archive(dir.path(), b"x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::VirtualizationDisabled { .. }), "{err}");
+        assert!(!distro.install_dir().exists());
+    }
+
+    #[tokio::test]
+    async fn an_inbox_wsl_without_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let wsl = FakeWsl::new().without_version();
+        let distro = ManagedDistro::new(Arc::new(wsl), "locald", dir.path());
+        assert_eq!(distro.status().await.unwrap().wsl, None);
+    }
+
+    #[tokio::test]
+    async fn bad_digests_are_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let wsl = FakeWsl::new();
+        let distro = ManagedDistro::new(Arc::new(wsl.clone()), "locald", dir.path());
+        let mut a = archive(dir.path(), b"x");
+        a.sha256 = "xyz".into();
+        assert!(matches!(
+            distro.install(&a).await,
+            Err(Error::Invalid { .. })
+        ));
+        assert!(wsl.calls().is_empty());
+    }
+}

@@ -100,7 +100,7 @@ impl WslFacts {
             .map(|m| DriveMount {
                 path: m.point.clone(),
                 fstype: m.fstype.clone(),
-                metadata: m.options.split(',').any(|o| o == "metadata"),
+                metadata: m.options.split([',', ';']).any(|o| o == "metadata"),
             })
             .collect();
         WslFacts {
@@ -183,5 +183,108 @@ impl Forwarding {
                 std::net::IpAddr::V6(_) => false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locald_core::{Capability, Error, Platform, PlatformProbe};
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let p = root.path().join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, content).unwrap();
+        }
+        root
+    }
+
+    // Shaped as /proc/self/mountinfo in a WSL2 Ubuntu 24.04 (WSL 2.3).
+    const WSL2_MOUNTINFO: &str = "\
+60 1 8:48 / / rw,relatime - ext4 /dev/sdd rw,discard,errors=remount-ro,data=ordered
+75 60 0:32 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+83 60 0:60 / /mnt/c rw,noatime - 9p C:\\134 rw,dirsync,aname=drvfs;path=C:\\;uid=1000;gid=1000;symlinkroot=/mnt/,mmap,access=client,msize=65536,trans=fd,rfd=5,wfd=5
+84 60 0:61 / /mnt/d rw,noatime - 9p D:\\134 rw,dirsync,aname=drvfs;path=D:\\;metadata;symlinkroot=/mnt/,mmap,access=client,msize=65536,trans=fd,rfd=5,wfd=5
+85 60 0:62 / /mnt/wslg rw,relatime - tmpfs none rw
+";
+
+    #[test]
+    fn wsl2_cgroup2_and_drives() {
+        let root = tree(&[("proc/self/mountinfo", WSL2_MOUNTINFO)]);
+        let facts = WslFacts::probe(root.path());
+        assert_eq!(facts.cgroups, Cgroups::Unified);
+        assert_eq!(facts.automount_root, "/mnt/");
+        let paths: Vec<&str> = facts.drives.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["/mnt/c", "/mnt/d"]);
+        assert_eq!(facts.drives[0].fstype, "9p");
+        assert!(!facts.drives[0].metadata);
+        assert!(facts.drives[1].metadata);
+        assert!(facts.on_windows_drive("/mnt/c/Users/ada/src"));
+        assert!(!facts.on_windows_drive("/mnt/wslg/x"));
+        assert!(!facts.on_windows_drive("/mnt/cc"));
+    }
+
+    #[test]
+    fn older_wsl2_hybrid_cgroups_and_a_custom_automount_root() {
+        let mountinfo = "\
+60 1 8:48 / / rw - ext4 /dev/sdc rw
+70 60 0:30 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+71 70 0:31 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+72 70 0:32 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+80 60 0:50 / /win/c rw - 9p drvfs rw,aname=drvfs;path=C:\\
+";
+        let root = tree(&[
+            ("proc/self/mountinfo", mountinfo),
+            ("etc/wsl.conf", "[automount]\nroot = /win\n"),
+        ]);
+        let facts = WslFacts::probe(root.path());
+        assert_eq!(facts.cgroups, Cgroups::Hybrid);
+        assert_eq!(facts.automount_root, "/win/");
+        assert_eq!(facts.drives.len(), 1);
+        assert!(facts.on_windows_drive("/win/c/src"));
+    }
+
+    #[test]
+    fn wsl1_drvfs() {
+        let mountinfo = "1 0 0:1 / / rw - lxfs rootfs rw\n5 1 0:5 / /mnt/c rw - drvfs C: rw\n";
+        let root = tree(&[("proc/self/mountinfo", mountinfo)]);
+        let facts = WslFacts::probe(root.path());
+        assert_eq!(facts.cgroups, Cgroups::None);
+        assert_eq!(facts.drives[0].fstype, "drvfs");
+    }
+
+    #[test]
+    fn published_ports_from_windows() {
+        let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let nat = Forwarding::from_wslconfig("");
+        assert_eq!(nat, Forwarding::Localhost);
+        assert!(nat.reaches(v4("0.0.0.0")));
+        assert!(nat.reaches(v4("127.0.0.1")));
+        assert!(!nat.reaches(v4("::")), "the relay forwards IPv4");
+        assert!(!nat.reaches(v4("172.20.1.5")));
+        let off = Forwarding::from_wslconfig("[wsl2]\nlocalhostForwarding=false\n");
+        assert_eq!(off, Forwarding::Off);
+        assert!(!off.reaches(v4("0.0.0.0")));
+        let mirrored = Forwarding::from_wslconfig("[wsl2]\nnetworkingMode=mirrored\n");
+        assert_eq!(mirrored, Forwarding::Mirrored);
+        assert!(mirrored.reaches(v4("::")));
+    }
+
+    #[test]
+    fn wsl1_containers_say_how_to_convert() {
+        let root = tree(&[("proc/sys/kernel/osrelease", "4.4.0-19041-Microsoft\n")]);
+        let platform = PlatformProbe::new(root.path()).detect().platform;
+        assert_eq!(platform, Platform::Wsl1);
+        let err = Error::Unsupported {
+            capability: Capability::Containers,
+            runtime: "process".into(),
+            platform,
+        };
+        assert_eq!(
+            err.to_string(),
+            "running containers is not supported by the process runtime on Linux (WSL1) (WSL1 has no namespaces or cgroups: convert with `wsl --set-version <distro> 2`)"
+        );
     }
 }

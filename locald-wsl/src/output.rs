@@ -334,3 +334,119 @@ pub fn classify(command: &str, distro: Option<&str>, out: &RawOutput) -> Error {
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16(text: &str) -> Vec<u8> {
+        text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    const LIST: &str = "  NAME            STATE           VERSION\r\n* Ubuntu-22.04    Running         2\r\n  locald          Stopped         2\r\n  Legacy          Stopped         1\r\n";
+
+    #[test]
+    fn list_in_every_encoding_and_line_end() {
+        let forms = [
+            LIST.as_bytes().to_vec(),
+            utf16(LIST),
+            [vec![0xFF, 0xFE], utf16(LIST)].concat(),
+            utf16(&LIST.replace("\r\n", "\r\r\n")),
+            LIST.replace("\r\n", "\n").into_bytes(),
+        ];
+        for bytes in forms {
+            let distros = parse_list(&decode(&bytes)).unwrap();
+            assert_eq!(distros.len(), 3, "{bytes:?}");
+            assert_eq!(distros[0].name, "Ubuntu-22.04");
+            assert!(distros[0].default);
+            assert_eq!(distros[0].state, State::Running);
+            assert_eq!(distros[1].name, "locald");
+            assert!(!distros[1].default);
+            assert_eq!(distros[1].state, State::Stopped);
+            assert_eq!(distros[2].version, 1);
+        }
+    }
+
+    #[test]
+    fn list_with_localized_header_and_state() {
+        let text = "  NAME      ZUSTAND           VERSION\r\n* locald    Wird ausgeführt   2\r\n";
+        let distros = parse_list(&decode(&utf16(text))).unwrap();
+        assert_eq!(distros[0].state, State::Other("Wird ausgeführt".into()));
+        assert_eq!(distros[0].version, 2);
+        let err = parse_list("NAME STATE VERSION\r\n* locald Running two\r\n").unwrap_err();
+        assert!(err.to_string().contains("not a number"), "{err}");
+    }
+
+    #[test]
+    fn status_english_and_localized() {
+        let s = parse_status("Default Distribution: locald\r\nDefault Version: 2\r\n");
+        assert_eq!(s.default_distro.as_deref(), Some("locald"));
+        assert_eq!(s.default_version, Some(2));
+        let s = parse_status("Standarddistribution: Ubuntu\r\nStandardversion: 2\r\n");
+        assert_eq!(s.default_distro.as_deref(), Some("Ubuntu"));
+        assert_eq!(s.default_version, Some(2));
+        let s = parse_status("Default Version: 2\r\n");
+        assert_eq!(s.default_distro, None);
+    }
+
+    #[test]
+    fn version_and_its_absence() {
+        let v = parse_version("WSL-Version: 2.3.26.0\r\nKernelversion: 5.15.167.4-1\r\nWSLg-Version: 1.0.65\r\nMSRDC-Version: 1.2.5620\r\nDirect3D-Version: 1.611.1\r\nDXCore-Version: 10.0.26100.1\r\nWindows-Version: 10.0.22631.4460\r\n");
+        assert_eq!(v.wsl.as_deref(), Some("2.3.26.0"));
+        assert_eq!(v.kernel.as_deref(), Some("5.15.167.4-1"));
+        assert_eq!(v.windows.as_deref(), Some("10.0.22631.4460"));
+        let v = parse_version("Invalid command line argument: --version\r\n");
+        assert_eq!(v.wsl, None);
+    }
+
+    fn failed(text: &str) -> RawOutput {
+        RawOutput {
+            code: -1,
+            stdout: utf16(text),
+            stderr: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn errors_are_typed_with_their_fix() {
+        let e = classify("--list --verbose", None, &failed("This application requires the Windows Subsystem for Linux Optional Component.\r\nError code: Wsl/WSL_E_WSL_OPTIONAL_COMPONENT_REQUIRED\r\n"));
+        assert!(matches!(e, Error::NotInstalled { .. }), "{e}");
+        assert!(e
+            .to_string()
+            .contains("wsl.exe --install --no-distribution"));
+        // The inbox stub of older Windows, without an error code.
+        let e = classify("--status", None, &failed("Windows Subsystem for Linux is not installed. You can install by running 'wsl.exe --install'.\r\n"));
+        assert!(matches!(e, Error::NotInstalled { .. }), "{e}");
+        let e = classify("-d locald", Some("locald"), &failed("WSL2 is unable to start since virtualization is not enabled on this machine.\r\nError code: Wsl/Service/CreateInstance/CreateVm/HCS/HCS_E_HYPERV_NOT_INSTALLED\r\n"));
+        assert!(matches!(e, Error::VirtualizationDisabled { .. }), "{e}");
+        let e = classify(
+            "--import",
+            Some("locald"),
+            &failed("WslRegisterDistribution failed with error: 0x80370102\r\n"),
+        );
+        assert!(matches!(e, Error::VirtualizationDisabled { .. }), "{e}");
+        let e = classify("--terminate locald", Some("locald"), &failed("There is no distribution with the supplied name.\r\nError code: Wsl/Service/WSL_E_DISTRO_NOT_FOUND\r\n"));
+        assert!(
+            matches!(&e, Error::DistroNotFound { distro } if distro == "locald"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("locald wsl install"));
+        let e = classify(
+            "--import x",
+            None,
+            &failed("Something else.\r\nError code: Wsl/Service/E_FAIL\r\n"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "`wsl.exe --import x` failed: Something else.; Error code: Wsl/Service/E_FAIL"
+        );
+        let silent = RawOutput {
+            code: -1,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        assert!(classify("--status", None, &silent)
+            .to_string()
+            .contains("said nothing"));
+    }
+}

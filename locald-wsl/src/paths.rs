@@ -159,3 +159,77 @@ pub fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wslpath_table() {
+        let p = WslPaths::new("locald");
+        let ok = [
+            (r"C:\Foo\", "/mnt/c/Foo/"),
+            (r"C:\Foo", "/mnt/c/Foo"),
+            ("C:/x", "/mnt/c/x"),
+            (r"c:\x", "/mnt/c/x"),
+            (r"E:\a b\c", "/mnt/e/a b/c"),
+            ("C:", "/mnt/c"),
+            (r"C:\", "/mnt/c/"),
+            (r"\\?\C:\x", "/mnt/c/x"),
+            (r"\\wsl$\locald\home\ada", "/home/ada"),
+            (r"\\wsl.localhost\locald\etc\wsl.conf", "/etc/wsl.conf"),
+            (r"\\wsl.localhost\LOCALD\root", "/root"),
+            (r"\\?\UNC\wsl.localhost\locald\tmp", "/tmp"),
+            (r"\\wsl$\locald", "/"),
+        ];
+        for (windows, linux) in ok {
+            assert_eq!(p.translate(windows).unwrap(), linux, "{windows}");
+        }
+        let bad = [
+            (r"\\wsl$\Ubuntu\home", "WSL distribution \"Ubuntu\""),
+            (r"\\wsl.localhost\Debian\etc", "WSL distribution \"Debian\""),
+            ("C:foo", "drive-relative"),
+            (r"relative\dir", "drive letter"),
+            ("/unix", "drive letter"),
+            ("", "drive letter"),
+            (r"\\server\share\x", "network shares"),
+        ];
+        for (windows, why) in bad {
+            let err = p.translate(windows).unwrap_err().to_string();
+            assert!(err.contains(why), "{windows}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_custom_automount_root() {
+        for root in ["/", "/windir", "/windir/"] {
+            let p = WslPaths::new("locald").automount_root(root);
+            let want = format!("{}/c/x", root.trim_end_matches('/'));
+            assert_eq!(p.translate(r"C:\x").unwrap(), want);
+        }
+        let conf = "# wsl.conf\n[boot]\nsystemd=true\n[automount]\nenabled = true\nroot = \"/win/\" # drives\n[network]\nroot=/nope\n";
+        assert_eq!(automount_root(conf).as_deref(), Some("/win/"));
+        assert_eq!(automount_root("[boot]\nsystemd=true\n"), None);
+        assert_eq!(
+            automount_root("[Automount]\nRoot=/x\nroot=/y\n").as_deref(),
+            Some("/y")
+        );
+    }
+
+    #[test]
+    fn as_a_path_map() {
+        let err = WslPaths::new("locald")
+            .to_daemon(Path::new("relative"))
+            .unwrap_err();
+        assert!(
+            matches!(err, locald_core::Error::InvalidInput { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            WslPaths::new("locald")
+                .to_daemon(Path::new("D:/src"))
+                .unwrap(),
+            Path::new("/mnt/d/src")
+        );
+    }
+}
