@@ -283,8 +283,7 @@ pub fn error_code(text: &str) -> Option<&str> {
     lines(text)
         .filter_map(|l| l.rsplit_once(": "))
         .map(|(_, code)| code.trim())
-        .filter(|code| code.starts_with("Wsl/") || code.starts_with("0x"))
-        .last()
+        .rfind(|code| code.starts_with("Wsl/") || code.starts_with("0x"))
         .map(|code| code.rsplit('/').next().unwrap_or(code))
 }
 
