@@ -213,3 +213,69 @@ fn chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// The transport choice, measured: the stdio bridge this backend uses against the
+/// daemon's loopback TCP listener with a token (the alternative the issue names).
+/// Prints per-call times; run with `--ignored --nocapture`. Here the bridge is the
+/// fake's `--exec`, a plain process spawn; on Windows each new connection also pays
+/// for starting `wsl.exe`, which only a Windows run can measure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+#[allow(clippy::print_stderr)]
+async fn measure_stdio_bridge_against_tcp() {
+    use std::time::Instant;
+    const N: u32 = 50;
+    async fn time(rt: &dyn Runtime) -> (f64, f64) {
+        let start = Instant::now();
+        for _ in 0..N {
+            rt.run_command(Command::new("true")).await.unwrap();
+        }
+        let pooled = start.elapsed().as_secs_f64() * 1000.0 / f64::from(N);
+        let start = Instant::now();
+        for _ in 0..N {
+            let mut p = rt.spawn(Command::new("true")).await.unwrap();
+            p.wait().await.unwrap();
+        }
+        let fresh = start.elapsed().as_secs_f64() * 1000.0 / f64::from(N);
+        (pooled, fresh)
+    }
+    let home = tempfile::tempdir().unwrap();
+    let wsl = fake(home.path()).with_distro("locald", 2);
+    let stdio = runtime(&wsl, home.path());
+    stdio.connect().await.unwrap();
+    let (p, f) = time(&stdio).await;
+    eprintln!("stdio bridge: run_command {p:.2} ms (pooled connection), spawn+wait {f:.2} ms (new connection each)");
+
+    let tcp_home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = tcp_home.path().join("token");
+    let mut daemon = std::process::Command::new(LOCALD)
+        .args(["daemon", "--socket"])
+        .arg(tcp_home.path().join("d.sock"))
+        .args(["--tcp", &format!("127.0.0.1:{port}"), "--token-file"])
+        .arg(&token)
+        .env("LOCALD_HOME", tcp_home.path())
+        .spawn()
+        .unwrap();
+    let host: locald::remote::Host = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+    let mut remote = None;
+    for _ in 0..200 {
+        if let Ok(secret) = std::fs::read_to_string(&token) {
+            if let Ok(r) =
+                locald::remote::RemoteRuntime::connect(host.clone().with_token(secret.trim())).await
+            {
+                remote = Some(r);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (p, f) = time(&remote.expect("the TCP daemon answers")).await;
+    eprintln!("loopback TCP:  run_command {p:.2} ms (pooled connection), spawn+wait {f:.2} ms (new connection each)");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
