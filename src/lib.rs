@@ -121,11 +121,17 @@ pub fn backends(platform: Platform) -> Vec<BackendStatus> {
     };
     let wsl = BackendStatus {
         name: "wsl",
-        available: false,
-        detail: if platform == Platform::Windows {
-            "proxying into WSL2 is not built yet".into()
-        } else {
-            "Windows only (inside WSL2 locald runs as on Linux)".into()
+        available: platform == Platform::Windows,
+        detail: match platform {
+            Platform::Windows => format!(
+                "the `{}` WSL2 distribution's daemon, through wsl.exe --exec locald daemon --stdio",
+                wsl::DISTRO_NAME
+            ),
+            Platform::Wsl2 => "inside WSL2 locald runs as on Linux".into(),
+            Platform::Wsl1 => {
+                "WSL1: host commands only; convert with `wsl --set-version <distro> 2`".into()
+            }
+            _ => "Windows only (inside WSL2 locald runs as on Linux)".into(),
         },
     };
     vec![process, container, lima, wsl]
@@ -155,5 +161,9 @@ mod tests {
         assert_eq!(names, ["process", "container", "lima", "wsl"]);
         assert!(backends(Platform::Linux)[0].available);
         assert!(!backends(Platform::Windows)[0].available);
+        assert!(backends(Platform::Windows)[3].available, "wsl");
+        assert!(!backends(Platform::Wsl2)[3].available);
+        assert!(backends(Platform::Wsl1)[3].detail.contains("--set-version"));
+        assert_eq!(runtime_for(Platform::Wsl1).unwrap().info().name, "process");
     }
 }

@@ -78,6 +78,9 @@ enum Commands {
     Daemon(cmd::daemon::Args),
     /// Manage locald-vm, the Lima VM that runs Linux work on macOS.
     Vm(cmd::vm::Args),
+    /// Manage the WSL2 distribution locald runs Linux work in (Windows).
+    #[command(subcommand)]
+    Wsl(cmd::wsl::WslCommand),
 }
 
 /// The runtime commands use: in this process, or through the daemon at `host`
@@ -126,6 +129,7 @@ pub fn main() -> ExitCode {
             Commands::Info(args) => cmd::info::run(args, host).await,
             Commands::Exec(args) => cmd::exec::run(args, host).await,
             Commands::Daemon(args) => cmd::daemon::run(args, host).await,
+            Commands::Wsl(cmd) => cmd::wsl::run(cmd).await,
             Commands::Pull(args) => cmd::image::pull(args, host).await,
             Commands::Images(args) => cmd::image::images(args, host).await,
             Commands::Rmi(args) => cmd::image::rmi(args, host).await,

@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The backend cannot do this on this platform.
-    #[error("{capability} is not supported by the {runtime} runtime on {platform}")]
+    #[error("{capability} is not supported by the {runtime} runtime on {platform}{}", platform_hint(.platform))]
     Unsupported {
         /// What was asked for.
         capability: Capability,
@@ -153,6 +153,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// What to do about a platform that lacks something (WSL1 lacks a real kernel).
+fn platform_hint(platform: &Platform) -> &'static str {
+    match platform {
+        Platform::Wsl1 => {
+            " (WSL1 has no namespaces or cgroups: convert with `wsl --set-version <distro> 2`)"
+        }
+        _ => "",
+    }
 }
 
 impl Error {

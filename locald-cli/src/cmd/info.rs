@@ -22,6 +22,9 @@ struct Info {
     arch: &'static str,
     kernel: Option<String>,
     wsl_distro: Option<String>,
+    /// From Windows: the managed WSL distribution and the WSL version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wsl: Option<locald::wsl::DistroStatus>,
     container: Option<String>,
     runtime: RuntimeReport,
     backends: Vec<BackendStatus>,
@@ -59,6 +62,11 @@ async fn gather(host: Option<&str>) -> anyhow::Result<Info> {
         kernel: detection.as_ref().and_then(|d| d.kernel_release.clone()),
         wsl_distro: detection.as_ref().and_then(|d| d.wsl_distro.clone()),
         container: detection.as_ref().and_then(|d| d.container.clone()),
+        wsl: if platform == locald::Platform::Windows {
+            crate::cmd::wsl::managed_status().await
+        } else {
+            None
+        },
         runtime: RuntimeReport {
             name: info.name,
             capabilities: info.capabilities.into_iter().collect(),
@@ -91,6 +99,19 @@ fn render(info: &Info, out: &mut impl Write) -> std::io::Result<()> {
     }
     if let Some(distro) = &info.wsl_distro {
         writeln!(out, "WSL distro:    {distro}")?;
+    }
+    if let Some(wsl) = &info.wsl {
+        match &wsl.distro {
+            Some(d) => writeln!(
+                out,
+                "WSL distro:    {} (WSL {}, {})",
+                d.name, d.version, d.state
+            )?,
+            None => writeln!(out, "WSL distro:    {} not installed", wsl.name)?,
+        }
+        if let Some(v) = wsl.wsl.as_ref().and_then(|v| v.wsl.as_deref()) {
+            writeln!(out, "WSL version:   {v}")?;
+        }
     }
     if let Some(engine) = &info.container {
         writeln!(out, "Inside:        a {engine} container")?;

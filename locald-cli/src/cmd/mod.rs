@@ -13,3 +13,4 @@ pub(crate) mod rm;
 pub(crate) mod run;
 pub(crate) mod stop;
 pub(crate) mod vm;
+pub(crate) mod wsl;

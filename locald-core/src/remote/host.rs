@@ -156,35 +156,44 @@ impl Dial for Host {
                 Ok(Box::new(stream))
             }
             Host::Command { program, args } => {
-                let mut child = tokio::process::Command::new(program)
-                    .args(args)
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(fail)?;
-                let stdin = child.stdin.take().expect("stdin is piped");
-                let stdout = child.stdout.take().expect("stdout is piped");
-                if let Some(stderr) = child.stderr.take() {
-                    // What the bridge says (limactl, wsl.exe, the daemon's own warnings)
-                    // goes to the log, never into the caller's output.
-                    tokio::spawn(async move {
-                        use tokio::io::AsyncBufReadExt;
-                        let mut lines = tokio::io::BufReader::new(stderr).lines();
-                        while let Ok(Some(line)) = lines.next_line().await {
-                            tracing::warn!(target: "locald_core::remote::bridge", "{line}");
-                        }
-                    });
-                }
-                Ok(Box::new(ChildConnection {
-                    _child: child,
-                    stdin: Some(stdin),
-                    stdout,
-                }))
+                let mut command = tokio::process::Command::new(program);
+                command.args(args);
+                command_connection(command).map_err(fail)
             }
         }
     }
+}
+
+/// Runs `command` with its stdin and stdout as one connection (a bridge such as
+/// `wsl.exe --exec locald daemon --stdio`): the connection reads the command's stdout
+/// and writes its stdin; shutting it down closes the stdin (end of file, as a
+/// socket's half-close); dropping it kills the command. What the command prints on
+/// stderr goes to the log, never into the caller's output.
+pub fn command_connection(
+    mut command: tokio::process::Command,
+) -> std::io::Result<Box<dyn Connection>> {
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::warn!(target: "locald_core::remote::bridge", "{line}");
+            }
+        });
+    }
+    Ok(Box::new(ChildConnection {
+        _child: child,
+        stdin: Some(stdin),
+        stdout,
+    }))
 }
 
 /// A bridge command's stdout (read) and stdin (write). Shutting it down closes the

@@ -53,6 +53,6 @@ mod seams;
 mod stream;
 
 pub use client::{RemoteRuntime, RemoteRuntimeBuilder};
-pub use host::Host;
+pub use host::{command_connection, Host};
 pub use protocol::DaemonInfo;
 pub use seams::{Connection, Dial, PathMap, PrefixMap, SamePaths};
