@@ -58,46 +58,8 @@ async fn through_fake_wsl() -> Subject {
     Subject::with_guard(Arc::new(runtime), home)
 }
 
-/// The conformance cases, one test each. (`conformance_suite!` expands to
-/// `$crate::cases::…` inside `#[tokio::test]`, which tokio-macros 2.7 with rustc 1.95
-/// fails to re-parse here; this spells the same cases out by path.)
-macro_rules! suite {
-    ($factory:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let subject = $factory().await;
-                locald_conformance::cases::$case(subject.runtime.clone()).await;
-            }
-        )*
-    };
-}
-
 mod conformance_wsl_bridge {
-    suite!(super::through_fake_wsl;
-        output_and_exit_code,
-        exact_bytes_through_stdin_and_stdout,
-        large_stdin_and_output,
-        large_output_in_order_per_stream,
-        killed_by_a_signal,
-        run_command_timeout,
-        spawn_timeout,
-        missing_program,
-        missing_working_directory,
-        invalid_command,
-        env_and_working_directory,
-        null_and_piped_streams,
-        spawn_streams_both_ways,
-        stdin_end_of_file,
-        kill_reaches_the_process_group,
-        kill_after_exit_is_fine,
-        kill_while_stdin_is_full,
-        wait_is_cancel_safe,
-        dropping_a_process_kills_it,
-        concurrent_commands,
-        unsupported_capabilities,
-        containers,
-    );
+    locald_conformance::conformance_suite!(super::through_fake_wsl);
 }
 
 #[tokio::test]
