@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use super::*;
-use crate::{ByteSize, Cpus, Error, ImageRef, ProgressSender, Result};
+use crate::{ByteSize, Cpus, Error, ImageRef, ProgressSender, PullOptions, Result};
 
 /// Builds a [`ContainerSpec`]. Setters that take the strings people type (`"512m"`,
 /// `"8080:80"`, `"/a:/b:ro"`) keep them as given; [`build`](Self::build) parses and
@@ -33,9 +33,8 @@ pub struct ContainerSpecBuilder {
     name: Option<String>,
     labels: Vec<(String, String)>,
     auto_remove: bool,
-    platform: Option<String>,
-    insecure: bool,
-    pull_progress: Option<ProgressSender>,
+    /// How a missing image is pulled: platform, insecure, progress.
+    pull: PullOptions,
 }
 
 impl ContainerSpecBuilder {
@@ -43,21 +42,21 @@ impl ContainerSpecBuilder {
     /// from a multi-platform image (default: `linux/` and the host's architecture).
     /// Only for an image source.
     pub fn platform(mut self, platform: impl Into<String>) -> Self {
-        self.platform = Some(platform.into());
+        self.pull = self.pull.platform(platform);
         self
     }
 
     /// When the image must be pulled, allows plain HTTP or unverified TLS for its
     /// registry (default `false`).
     pub fn insecure(mut self, insecure: bool) -> Self {
-        self.insecure = insecure;
+        self.pull = self.pull.insecure(insecure);
         self
     }
 
     /// When the image must be pulled, sends progress events to `sender` (default:
     /// none). The channel stays in this process: it is not serialized.
     pub fn pull_progress(mut self, sender: ProgressSender) -> Self {
-        self.pull_progress = Some(sender);
+        self.pull = self.pull.progress(sender);
         self
     }
 
@@ -345,7 +344,7 @@ impl ContainerSpecBuilder {
                 ))
             }
         };
-        if let Some(platform) = &self.platform {
+        if let Some(platform) = &self.pull.platform {
             if !matches!(source, ContainerSource::Image(_)) {
                 return Err(Error::invalid(
                     "platform",
@@ -385,9 +384,9 @@ impl ContainerSpecBuilder {
             name: self.name,
             labels,
             auto_remove: self.auto_remove,
-            platform: self.platform,
-            insecure: self.insecure,
-            pull_progress: ProgressSink(self.pull_progress),
+            platform: self.pull.platform,
+            insecure: self.pull.insecure,
+            pull_progress: ProgressSink(self.pull.progress),
         })
     }
 }
