@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use locald_core::{ProgressSender, PullProgress};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::{
     release::{Asset, Release},
@@ -267,12 +267,22 @@ impl Installer {
                 source: Box::new(e),
             })?;
         let digest = format!("sha256:{expected}");
+        // One file for every attempt: a retry resumes where the last one stopped.
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .tempfile_in(&self.tools_dir)
+            .map_err(|e| {
+                Error::io(
+                    format!("creating a file in {}", self.tools_dir.display()),
+                    e,
+                )
+            })?;
         let mut attempt = 1u32;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.first_delay)
             .with_max_times(self.attempts - 1);
-        let fetch = || self.fetch_once(&http, url, name, &digest);
-        let file = fetch
+        let fetch = || self.fetch_once(&http, url, &temp, &digest);
+        fetch
             .retry(backoff)
             .when(|e: &Fetch| e.transient)
             .notify(|e: &Fetch, delay| {
@@ -288,16 +298,18 @@ impl Installer {
             })
             .await
             .map_err(|e| e.error)?;
-        Ok(Archive::Downloaded(file))
+        Ok(Archive::Downloaded(temp))
     }
 
+    /// One attempt: asks for the bytes `temp` does not hold yet (`Range`) and
+    /// appends them; a server that answers with the whole file (200) starts it over.
     async fn fetch_once(
         &self,
         http: &reqwest::Client,
         url: &str,
-        name: &str,
+        temp: &tempfile::NamedTempFile,
         digest: &str,
-    ) -> std::result::Result<tempfile::NamedTempFile, Fetch> {
+    ) -> std::result::Result<(), Fetch> {
         let fail = |transient: bool, source: Box<dyn std::error::Error + Send + Sync>| Fetch {
             transient,
             error: Error::Download {
@@ -305,11 +317,20 @@ impl Installer {
                 source,
             },
         };
-        let response = http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| fail(true, Box::new(e)))?;
+        let local = |context: String, e: io::Error| Fetch {
+            transient: false,
+            error: Error::io(context, e),
+        };
+        let have = temp
+            .as_file()
+            .metadata()
+            .map_err(|e| local("reading the download file".into(), e))?
+            .len();
+        let mut request = http.get(url);
+        if have > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let response = request.send().await.map_err(|e| fail(true, Box::new(e)))?;
         let status = response.status();
         if !status.is_success() {
             let transient = status.is_server_error() || status.as_u16() == 429;
@@ -318,30 +339,36 @@ impl Installer {
                 format!("the server answered {status}").into(),
             ));
         }
-        let size = response.content_length().unwrap_or(0);
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .tempfile_in(&self.tools_dir)
-            .map_err(|e| Fetch {
-                transient: false,
-                error: Error::io(
-                    format!("creating a file in {}", self.tools_dir.display()),
-                    e,
-                ),
-            })?;
-        let std_file = temp.as_file().try_clone().map_err(|e| Fetch {
-            transient: false,
-            error: Error::io("opening the download file", e),
-        })?;
+        let resumed = have > 0 && status == reqwest::StatusCode::PARTIAL_CONTENT;
+        let start = if resumed { have } else { 0 };
+        let size = response.content_length().map_or(0, |len| start + len);
+        let std_file = temp
+            .as_file()
+            .try_clone()
+            .map_err(|e| local("opening the download file".into(), e))?;
+        if !resumed {
+            std_file
+                .set_len(0)
+                .map_err(|e| local("restarting the download file".into(), e))?;
+        }
         let mut file = tokio::fs::File::from_std(std_file);
+        file.seek(io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| local("restarting the download file".into(), e))?;
         let mut body = response.bytes_stream();
-        let mut done = 0u64;
+        let mut done = start;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| fail(true, Box::new(e)))?;
-            file.write_all(&chunk).await.map_err(|e| Fetch {
-                transient: false,
-                error: Error::io(format!("writing {}", temp.path().display()), e),
-            })?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    // Keep what arrived for the next attempt to resume from.
+                    let _ = file.flush().await;
+                    return Err(fail(true, Box::new(e)));
+                }
+            };
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| local(format!("writing {}", temp.path().display()), e))?;
             done += chunk.len() as u64;
             if let Some(progress) = &self.progress {
                 let _ = progress.send(PullProgress::LayerProgress {
@@ -351,17 +378,16 @@ impl Installer {
                 });
             }
         }
+        file.flush()
+            .await
+            .map_err(|e| local("writing the download".into(), e))?;
         if size != 0 && done != size {
             return Err(fail(
                 true,
                 format!("the connection closed after {done} of {size} bytes").into(),
             ));
         }
-        file.flush().await.map_err(|e| Fetch {
-            transient: false,
-            error: Error::io("writing the download", e),
-        })?;
-        Ok(temp)
+        Ok(())
     }
 }
 

@@ -29,26 +29,67 @@ struct Served {
     cut: AtomicUsize,
     /// Each response waits this long first (to overlap concurrent installers).
     delay_ms: u64,
+    /// Answer `Range: bytes=N-` with 206 and the rest (as real servers do).
+    ranges: bool,
+    /// Bytes of the archive sent, over all responses.
+    sent: AtomicUsize,
 }
 
-async fn serve_archive(State(s): State<Arc<Served>>) -> impl IntoResponse {
+async fn serve_archive(
+    State(s): State<Arc<Served>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     s.requests.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(s.delay_ms)).await;
     let len = s.archive.len();
+    let from = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|from| s.ranges && *from < len)
+        .unwrap_or(0);
+    let rest = &s.archive[from..];
     let cut = s
         .cut
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
     let body = if cut {
-        let half = bytes::Bytes::copy_from_slice(&s.archive[..len / 2]);
-        Body::from_stream(futures_util::stream::iter([
-            Ok::<_, std::io::Error>(half),
-            Err(std::io::Error::other("connection cut")),
-        ]))
+        let half = bytes::Bytes::copy_from_slice(&rest[..rest.len() / 2]);
+        s.sent.fetch_add(half.len(), Ordering::SeqCst);
+        // The first half goes out (flushed before the cut), then the connection drops.
+        use futures_util::StreamExt as _;
+        Body::from_stream(
+            futures_util::stream::iter([Ok::<_, std::io::Error>(half)]).chain(
+                futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err(std::io::Error::other("connection cut"))
+                }),
+            ),
+        )
     } else {
-        Body::from(s.archive.clone())
+        s.sent.fetch_add(rest.len(), Ordering::SeqCst);
+        Body::from(rest.to_vec())
     };
-    ([("content-length", len.to_string())], body)
+    let status = if from > 0 {
+        axum::http::StatusCode::PARTIAL_CONTENT
+    } else {
+        axum::http::StatusCode::OK
+    };
+    let mut response_headers = vec![("content-length", rest.len().to_string())];
+    if from > 0 {
+        response_headers.push(("content-range", format!("bytes {from}-{}/{len}", len - 1)));
+    }
+    (
+        status,
+        axum::http::HeaderMap::from_iter(
+            response_headers
+                .into_iter()
+                .map(|(k, v)| (axum::http::HeaderName::from_static(k), v.parse().unwrap())),
+        ),
+        body,
+    )
 }
 
 async fn server(served: Arc<Served>) -> SocketAddr {
@@ -274,6 +315,52 @@ async fn a_cut_download_is_retried() {
     );
     assert_eq!(served.requests.load(Ordering::SeqCst), 4);
     assert_eq!(entries(tools.path()), [".lima-9.9.9.lock"]);
+}
+
+#[tokio::test]
+async fn a_cut_download_resumes_where_it_stopped() {
+    // A server that honours Range: each retry asks only for what is missing.
+    let archive = lima_archive();
+    let (release, asset) = release_for(&sha256(&archive));
+    let served = Arc::new(Served {
+        archive,
+        cut: AtomicUsize::new(3),
+        ranges: true,
+        ..Served::default()
+    });
+    let addr = server(served.clone()).await;
+    let tools = tempfile::tempdir().unwrap();
+    let installed = installer(tools.path(), addr)
+        .install_asset(&release, asset)
+        .await
+        .unwrap();
+    assert!(installed.limactl().is_file());
+    assert_eq!(served.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        served.sent.load(Ordering::SeqCst),
+        served.archive.len(),
+        "every byte crossed once"
+    );
+
+    // A server that ignores Range: the download starts over and still verifies.
+    let archive = lima_archive();
+    let (release, asset) = release_for(&sha256(&archive));
+    let served = Arc::new(Served {
+        archive,
+        cut: AtomicUsize::new(1),
+        ..Served::default()
+    });
+    let addr = server(served.clone()).await;
+    let tools = tempfile::tempdir().unwrap();
+    installer(tools.path(), addr)
+        .install_asset(&release, asset)
+        .await
+        .unwrap();
+    assert_eq!(
+        served.sent.load(Ordering::SeqCst),
+        served.archive.len() / 2 + served.archive.len()
+    );
+    assert_eq!(entries(tools.path()), [".lima-9.9.9.lock", "lima-9.9.9"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
