@@ -41,6 +41,8 @@ pub use locald_wsl as wsl;
 
 use serde::Serialize;
 
+pub mod services;
+
 /// The runtime for the platform this program runs on.
 ///
 /// On Linux and WSL2 this is the container runtime (host commands and OCI containers;
