@@ -42,12 +42,16 @@
 //! );
 //! ```
 //!
-//! Supervision (running the services in dependency order, health checks, restarts)
-//! builds on this model.
+//! [`Project::up`] then runs the services on any [`Runtime`](crate::Runtime): in
+//! dependency order, each waiting for the conditions of its `depends_on`, with
+//! health checks, restarts with exponential backoff up to a limit, each service's
+//! output in its own log, and [`Supervisor::down`] stopping them in reverse order.
 
 mod config;
+mod supervisor;
 
 pub use config::{
     Condition, ConfigError, HealthCheck, PortSetting, Probe, Project, Restart, RestartPolicy, Run,
     Service,
 };
+pub use supervisor::{ServiceState, ServiceStatus, Supervisor, UpOptions};

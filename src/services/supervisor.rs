@@ -1,0 +1,730 @@
+//! Running a [`Project`]: services in dependency order, health checks, restarts with
+//! backoff, logs per service, and a stop in reverse order.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    io::Write,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use locald_core::{
+    Command, ContainerSpec, Error, ExitStatus, Process, ProcessOutput, Result, Runtime, Signal,
+    Stdio,
+};
+use serde::Serialize;
+use tokio::{io::AsyncReadExt, sync::watch, task::JoinHandle};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{Condition, PortSetting, Probe, Project, RestartPolicy, Run, Service};
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ServiceState {
+    /// Waiting for its dependencies.
+    Waiting,
+    /// Running; its health check (if any) has not passed yet.
+    Running,
+    /// Running, and its health check passes.
+    Healthy,
+    /// Running, and its health check failed `retries` times in a row.
+    Unhealthy,
+    /// Waiting before a restart.
+    Restarting,
+    /// Exited with status 0 and is not restarted.
+    Completed,
+    /// Exited with a failure and is not restarted (policy `no`).
+    Exited,
+    /// Given up: too many restarts, a dependency failed, or it could not start.
+    Failed(String),
+    /// Stopped by [`Supervisor::down`].
+    Stopped,
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceState::Waiting => f.write_str("waiting"),
+            ServiceState::Running => f.write_str("running"),
+            ServiceState::Healthy => f.write_str("healthy"),
+            ServiceState::Unhealthy => f.write_str("unhealthy"),
+            ServiceState::Restarting => f.write_str("restarting"),
+            ServiceState::Completed => f.write_str("completed"),
+            ServiceState::Exited => f.write_str("exited"),
+            ServiceState::Failed(why) => write!(f, "failed: {why}"),
+            ServiceState::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// What `status` shows of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ServiceStatus {
+    /// The service.
+    pub name: String,
+    /// Its state.
+    pub state: ServiceState,
+    /// The process id of its current run.
+    pub pid: Option<u32>,
+    /// Restarts since it last ran stably.
+    pub restarts: u32,
+    /// The port it was given as `PORT`.
+    pub port: Option<u16>,
+    /// How its last run ended.
+    pub last_exit: Option<ExitStatus>,
+}
+
+/// Options of [`Project::up`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UpOptions {
+    /// Where each service's output is kept, as `<service>.log` (rotated to
+    /// `<service>.log.1` past [`UpOptions::log_limit`]).
+    pub log_dir: PathBuf,
+    /// The size a log grows to before it is rotated (default 8 MiB).
+    pub log_limit: u64,
+}
+
+impl UpOptions {
+    /// Logs under `log_dir`.
+    pub fn new(log_dir: impl Into<PathBuf>) -> Self {
+        UpOptions {
+            log_dir: log_dir.into(),
+            log_limit: 8 << 20,
+        }
+    }
+}
+
+/// A running project. Dropping it does not stop the services: call [`Supervisor::down`].
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("project", &self.inner.project.name)
+            .finish()
+    }
+}
+
+struct Inner {
+    project: Project,
+    runtime: Arc<dyn Runtime>,
+    options: UpOptions,
+    /// Resolved ports and environments, by service.
+    ports: BTreeMap<String, Option<u16>>,
+    env: BTreeMap<String, BTreeMap<String, String>>,
+    status: watch::Sender<BTreeMap<String, ServiceStatus>>,
+    /// The running process of each service, for `down`.
+    processes: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Process>>>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Project {
+    /// Starts every service in dependency order, each waiting for the conditions of
+    /// its `depends_on`, and supervises them (health checks, restarts) until
+    /// [`Supervisor::down`]. Returns once the supervision runs; see
+    /// [`Supervisor::wait_ready`].
+    pub async fn up(&self, runtime: Arc<dyn Runtime>, options: UpOptions) -> Result<Supervisor> {
+        for service in self.services.values() {
+            if let Run::Postgres { .. } = service.run {
+                return Err(Error::invalid(
+                    "service",
+                    service.name.clone(),
+                    "managed PostgreSQL services are not built yet",
+                ));
+            }
+        }
+        std::fs::create_dir_all(&options.log_dir)
+            .map_err(|e| Error::io(format!("creating {}", options.log_dir.display()), e))?;
+        let mut ports = BTreeMap::new();
+        for (name, service) in &self.services {
+            let port = match service.port {
+                PortSetting::Auto => Some(free_port()?),
+                PortSetting::Fixed(port) => Some(port),
+                PortSetting::None => None,
+            };
+            ports.insert(name.clone(), port);
+        }
+        let mut env = BTreeMap::new();
+        for (name, service) in &self.services {
+            let mut vars = BTreeMap::new();
+            for (key, value) in &service.env {
+                vars.insert(key.clone(), expand(value, &ports));
+            }
+            if let Some(Some(port)) = ports.get(name) {
+                vars.entry("PORT".into())
+                    .or_insert_with(|| port.to_string());
+            }
+            env.insert(name.clone(), vars);
+        }
+        let status = self
+            .services
+            .keys()
+            .map(|name| {
+                (
+                    name.clone(),
+                    ServiceStatus {
+                        name: name.clone(),
+                        state: ServiceState::Waiting,
+                        pid: None,
+                        restarts: 0,
+                        port: ports[name],
+                        last_exit: None,
+                    },
+                )
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            project: self.clone(),
+            runtime,
+            options,
+            ports,
+            env,
+            status: watch::Sender::new(status),
+            processes: Mutex::default(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        for name in self.start_order() {
+            let inner2 = inner.clone();
+            let name = name.to_owned();
+            inner
+                .tasks
+                .spawn(async move { inner2.supervise(&name).await });
+        }
+        inner.tasks.close();
+        Ok(Supervisor { inner })
+    }
+}
+
+impl Supervisor {
+    /// Every service's status, in start order.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let status = self.inner.status.borrow();
+        self.inner
+            .project
+            .start_order()
+            .into_iter()
+            .filter_map(|name| status.get(name).cloned())
+            .collect()
+    }
+
+    /// Waits until every service has settled (healthy or running without a health
+    /// check, completed, or given up), at most `timeout`; returns the statuses.
+    pub async fn wait_ready(&self, timeout: Duration) -> Vec<ServiceStatus> {
+        let project = &self.inner.project;
+        let mut rx = self.inner.status.subscribe();
+        let settled = |all: &BTreeMap<String, ServiceStatus>| {
+            all.values().all(|s| match &s.state {
+                ServiceState::Healthy
+                | ServiceState::Completed
+                | ServiceState::Exited
+                | ServiceState::Failed(_)
+                | ServiceState::Stopped => true,
+                ServiceState::Running => project.services[&s.name].health.is_none(),
+                _ => false,
+            })
+        };
+        let _ = tokio::time::timeout(timeout, rx.wait_for(settled)).await;
+        self.status()
+    }
+
+    /// Waits until `name` reaches a state `accept` takes, at most `timeout`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        accept: impl Fn(&ServiceStatus) -> bool,
+    ) -> Option<ServiceStatus> {
+        let mut rx = self.inner.status.subscribe();
+        let found = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|all| all.get(name).is_some_and(&accept)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        found.get(name).cloned()
+    }
+
+    /// Where a service's output is kept.
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.inner.options.log_dir.join(format!("{name}.log"))
+    }
+
+    /// Stops every service in reverse dependency order (its stop signal, then `KILL`
+    /// after its grace) and ends the supervision.
+    pub async fn down(&self) {
+        self.inner.stop.cancel();
+        let mut order = self.inner.project.start_order();
+        order.reverse();
+        for name in order {
+            let process = self.inner.processes.lock().unwrap().remove(name);
+            if let Some(process) = process {
+                let service = &self.inner.project.services[name];
+                stop_process(&process, service.stop_signal, service.stop_grace).await;
+            }
+            self.inner.set(name, |s| {
+                if !matches!(s.state, ServiceState::Completed | ServiceState::Failed(_)) {
+                    s.state = ServiceState::Stopped;
+                }
+            });
+        }
+        self.inner.tasks.wait().await;
+    }
+}
+
+async fn stop_process(process: &tokio::sync::Mutex<Process>, signal: Signal, grace: Duration) {
+    let mut process = process.lock().await;
+    let _ = process.kill(signal).await;
+    if tokio::time::timeout(grace, process.wait()).await.is_err() {
+        let _ = process.kill(Signal::KILL).await;
+        let _ = process.wait().await;
+    }
+}
+
+impl Inner {
+    fn set(&self, name: &str, update: impl FnOnce(&mut ServiceStatus)) {
+        self.status.send_modify(|all| {
+            if let Some(s) = all.get_mut(name) {
+                update(s);
+            }
+        });
+    }
+
+    /// Waits until every dependency of `service` meets its condition; an error when
+    /// one can no longer meet it.
+    async fn dependencies(&self, service: &Service) -> std::result::Result<(), String> {
+        let mut rx = self.status.subscribe();
+        for (dep, condition) in &service.depends_on {
+            let has_health = self.project.services[dep].health.is_some();
+            let outcome = rx
+                .wait_for(|all| {
+                    let state = &all[dep].state;
+                    met(*condition, has_health, state).is_some()
+                })
+                .await
+                .map_err(|_| "the supervisor stopped".to_owned())?;
+            if let Some(Err(why)) = met(*condition, has_health, &outcome[dep].state) {
+                return Err(format!("dependency `{dep}` {why}"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn supervise(self: Arc<Self>, name: &str) {
+        let service = self.project.services[name].clone();
+        tokio::select! {
+            () = self.stop.cancelled() => return,
+            waited = self.dependencies(&service) => {
+                if let Err(why) = waited {
+                    self.set(name, |s| s.state = ServiceState::Failed(why));
+                    return;
+                }
+            }
+        }
+        let mut delay = service.restart.backoff;
+        loop {
+            let started = Instant::now();
+            let (process, copies) = match self.start(&service).await {
+                Ok(started) => started,
+                Err(err) => {
+                    self.set(name, |s| s.state = ServiceState::Failed(err.to_string()));
+                    return;
+                }
+            };
+            let pid = process.id();
+            let process = Arc::new(tokio::sync::Mutex::new(process));
+            self.processes
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), process.clone());
+            if self.stop.is_cancelled() {
+                // `down` ran while this run was starting: it may not have seen it.
+                if self.processes.lock().unwrap().remove(name).is_some() {
+                    stop_process(&process, service.stop_signal, service.stop_grace).await;
+                }
+                return;
+            }
+            self.set(name, |s| {
+                s.state = ServiceState::Running;
+                s.pid = pid;
+            });
+            let health = self.probe_loop(&service);
+            let exit = tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = health => unreachable!("the probe loop runs until the service exits"),
+                exit = wait_exit(&process) => exit,
+            };
+            self.processes.lock().unwrap().remove(name);
+            if self.stop.is_cancelled() {
+                return;
+            }
+            // What it wrote reaches its log before its state changes (briefly: a
+            // child it left behind may hold the pipes open).
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                for copy in copies {
+                    let _ = copy.await;
+                }
+            })
+            .await;
+            let success = exit.as_ref().is_ok_and(|e| e.success());
+            self.set(name, |s| {
+                s.last_exit = exit.as_ref().ok().copied();
+                s.pid = None;
+            });
+            let restart = match service.restart.policy {
+                RestartPolicy::No => false,
+                RestartPolicy::OnFailure => !success,
+                RestartPolicy::Always => true,
+            };
+            if !restart {
+                self.set(name, |s| {
+                    s.state = if success {
+                        ServiceState::Completed
+                    } else {
+                        ServiceState::Exited
+                    }
+                });
+                return;
+            }
+            if started.elapsed() >= service.restart.reset_after {
+                delay = service.restart.backoff;
+                self.set(name, |s| s.restarts = 0);
+            }
+            let restarts = self.status.borrow()[name].restarts;
+            if restarts >= service.restart.max_restarts {
+                let how = match &exit {
+                    Ok(status) => format!("exited with {}", describe(*status)),
+                    Err(err) => err.to_string(),
+                };
+                self.set(name, |s| {
+                    s.state = ServiceState::Failed(format!(
+                        "gave up after {restarts} restarts; the last run {how}"
+                    ))
+                });
+                return;
+            }
+            self.set(name, |s| {
+                s.state = ServiceState::Restarting;
+                s.restarts += 1;
+            });
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(service.restart.max_backoff);
+        }
+    }
+
+    /// Starts one run of `service`, its output copied to its log by the returned tasks.
+    async fn start(&self, service: &Service) -> Result<(Process, Vec<JoinHandle<()>>)> {
+        let env = &self.env[&service.name];
+        let mut process = match &service.run {
+            Run::Command(argv) => {
+                let (program, args) = argv.split_first().expect("a checked command");
+                let command = Command::new(program.clone())
+                    .args(args.iter().cloned())
+                    .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+                    .current_dir(&service.workdir)
+                    .stdout(Stdio::Piped)
+                    .stderr(Stdio::Piped);
+                self.runtime.spawn(command).await?
+            }
+            Run::Image {
+                image,
+                command,
+                ports,
+                volumes,
+                user,
+            } => {
+                let mut spec = ContainerSpec::builder(image.to_string())
+                    .name(format!("{}-{}", self.project.name, service.name))
+                    .auto_remove(true)
+                    .label("dev.locald.project", self.project.name.clone())
+                    .label("dev.locald.service", service.name.clone());
+                if let Some(command) = command {
+                    spec = spec.cmd(command.iter().cloned());
+                }
+                for (key, value) in env {
+                    spec = spec.env(key.clone(), value.clone());
+                }
+                for port in ports {
+                    spec = spec.publish(port.to_string());
+                }
+                for mount in volumes {
+                    spec = spec.mount(mount.clone());
+                }
+                if let Some(user) = user {
+                    spec = spec.user(user.clone());
+                }
+                self.runtime
+                    .run_container(spec.build()?)
+                    .await?
+                    .into_parts()
+                    .2
+            }
+            Run::Postgres { .. } => unreachable!("refused by up"),
+        };
+        let log = self.options.log_dir.join(format!("{}.log", service.name));
+        let limit = self.options.log_limit;
+        let copies = [process.take_stdout(), process.take_stderr()]
+            .into_iter()
+            .flatten()
+            .map(|output| self.tasks.spawn(copy_to_log(output, log.clone(), limit)))
+            .collect();
+        Ok((process, copies))
+    }
+
+    /// Probes `service` every interval while it runs, updating its state. Never ends
+    /// by itself.
+    async fn probe_loop(&self, service: &Service) {
+        let Some(health) = &service.health else {
+            return std::future::pending().await;
+        };
+        let started = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let ok = tokio::time::timeout(health.timeout, self.probe(service, &health.probe))
+                .await
+                .unwrap_or(false);
+            let name = &service.name;
+            if ok {
+                failures = 0;
+                self.set(name, |s| s.state = ServiceState::Healthy);
+            } else if started.elapsed() >= health.start_period {
+                failures += 1;
+                if failures >= health.retries {
+                    self.set(name, |s| s.state = ServiceState::Unhealthy);
+                }
+            }
+            tokio::time::sleep(health.interval).await;
+        }
+    }
+
+    async fn probe(&self, service: &Service, probe: &Probe) -> bool {
+        let port = self.ports.get(&service.name).copied().flatten();
+        match probe {
+            Probe::Tcp => match port {
+                Some(port) => tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                    .await
+                    .is_ok(),
+                None => false,
+            },
+            Probe::Http(path) => match port {
+                Some(port) => http_ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), path).await,
+                None => false,
+            },
+            Probe::Exec(argv) => {
+                let (program, args) = argv.split_first().expect("a checked command");
+                let command = Command::new(program.clone())
+                    .args(args.iter().cloned())
+                    .envs(
+                        self.env[&service.name]
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    )
+                    .current_dir(&service.workdir)
+                    .stdout(Stdio::Null)
+                    .stderr(Stdio::Null);
+                self.runtime
+                    .run_command(command)
+                    .await
+                    .is_ok_and(|o| o.status.success())
+            }
+        }
+    }
+}
+
+/// Whether `state` of a dependency meets `condition`: `None` while it may still,
+/// `Some(Err(why))` when it can no longer.
+fn met(
+    condition: Condition,
+    has_health: bool,
+    state: &ServiceState,
+) -> Option<std::result::Result<(), String>> {
+    use ServiceState as S;
+    match (condition, state) {
+        (_, S::Failed(why)) => Some(Err(format!("failed: {why}"))),
+        (_, S::Stopped) => Some(Err("was stopped".into())),
+        (Condition::Completed, S::Completed) => Some(Ok(())),
+        (Condition::Completed, S::Exited) => Some(Err("exited with a failure".into())),
+        (Condition::Completed, _) => None,
+        (Condition::Healthy, S::Healthy) => Some(Ok(())),
+        (Condition::Healthy, S::Running) if !has_health => Some(Ok(())),
+        (Condition::Healthy, S::Completed | S::Exited) => {
+            Some(Err("exited before it was healthy".into()))
+        }
+        (Condition::Healthy, _) => None,
+        (Condition::Started, S::Running | S::Healthy | S::Unhealthy | S::Completed) => Some(Ok(())),
+        (Condition::Started, S::Exited) => Some(Err("exited with a failure".into())),
+        (Condition::Started, _) => None,
+    }
+}
+
+async fn wait_exit(process: &tokio::sync::Mutex<Process>) -> Result<ExitStatus> {
+    process.lock().await.wait().await
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("code {code}"),
+        (None, Some(signal)) => format!("signal {}", signal.name().unwrap_or("?")),
+        _ => format!("{status:?}"),
+    }
+}
+
+/// Appends a service's output to its log, rotating it to `.1` past `limit` bytes.
+async fn copy_to_log(mut output: ProcessOutput, log: PathBuf, limit: u64) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match output.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let chunk = buf[..n].to_vec();
+        let path = log.clone();
+        let written = tokio::task::spawn_blocking(move || append(&path, &chunk, limit)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::warn!(log = %log.display(), "cannot write a service log");
+        }
+    }
+}
+
+fn append(log: &Path, mut chunk: &[u8], limit: u64) -> std::io::Result<()> {
+    let limit = limit.max(1);
+    while !chunk.is_empty() {
+        let mut len = std::fs::metadata(log).map_or(0, |m| m.len());
+        if len >= limit {
+            let mut rotated = log.as_os_str().to_owned();
+            rotated.push(".1");
+            std::fs::rename(log, rotated)?;
+            len = 0;
+        }
+        let room = usize::try_from(limit - len).unwrap_or(usize::MAX);
+        let (now, rest) = chunk.split_at(room.min(chunk.len()));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?
+            .write_all(now)?;
+        chunk = rest;
+    }
+    Ok(())
+}
+
+/// A free port on the loopback interface, chosen by the kernel.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| Error::io("finding a free port", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io("finding a free port", e))
+}
+
+/// Replaces `${services.NAME.port|host|url}` (checked by [`Project::parse`]) and `$$`.
+fn expand(value: &str, ports: &BTreeMap<String, Option<u16>>) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').unwrap_or(body.len());
+            let parts: Vec<&str> = body[..end].split('.').collect();
+            if let ["services", target, attr] = parts.as_slice() {
+                let port = ports.get(*target).copied().flatten();
+                let port = port.map(|p| p.to_string()).unwrap_or_default();
+                match *attr {
+                    "port" => out.push_str(&port),
+                    "host" => out.push_str("127.0.0.1"),
+                    _ => out.push_str(&format!("http://127.0.0.1:{port}")),
+                }
+            }
+            rest = body.get(end + 1..).unwrap_or("");
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An HTTP/1.1 `GET path` answered with 2xx or 3xx.
+async fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    use http_body_util::Empty;
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+    else {
+        return false;
+    };
+    let conn = tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::<bytes::Bytes>::new());
+    let ok = match request {
+        Ok(request) => sender.send_request(request).await.is_ok_and(|r| {
+            let status = r.status();
+            status.is_success() || status.is_redirection()
+        }),
+        Err(_) => false,
+    };
+    conn.abort();
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_expand() {
+        let ports = BTreeMap::from([("web".to_owned(), Some(8080)), ("w".to_owned(), None)]);
+        assert_eq!(
+            expand(
+                "${services.web.url}/x ${services.web.host}:${services.web.port} $$5 $HOME",
+                &ports
+            ),
+            "http://127.0.0.1:8080/x 127.0.0.1:8080 $5 $HOME"
+        );
+    }
+
+    #[test]
+    fn conditions() {
+        use ServiceState as S;
+        assert_eq!(met(Condition::Started, false, &S::Waiting), None);
+        assert_eq!(met(Condition::Started, false, &S::Running), Some(Ok(())));
+        assert_eq!(met(Condition::Healthy, true, &S::Running), None);
+        assert_eq!(met(Condition::Healthy, false, &S::Running), Some(Ok(())));
+        assert_eq!(
+            met(Condition::Completed, false, &S::Completed),
+            Some(Ok(()))
+        );
+        assert!(matches!(
+            met(Condition::Completed, false, &S::Exited),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            met(Condition::Healthy, true, &S::Failed("x".into())),
+            Some(Err(_))
+        ));
+    }
+}

@@ -1,0 +1,259 @@
+//! `locald::services` with real processes: a `locald.toml` project brought up on the
+//! host-process runtime, in dependency order and by health, with restarts, logs and a
+//! clean `down`. (busybox, from Debian's busybox-static, serves HTTP.)
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use locald::native::ProcessRuntime;
+use locald::services::{Project, ServiceState, ServiceStatus, Supervisor, UpOptions};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn project(dir: &Path, toml: &str) -> Project {
+    let file = dir.join("locald.toml");
+    std::fs::write(&file, toml).unwrap();
+    Project::load(&file).unwrap()
+}
+
+async fn up(dir: &Path, toml: &str) -> Supervisor {
+    project(dir, toml)
+        .up(
+            Arc::new(ProcessRuntime::new()),
+            UpOptions::new(dir.join("logs")),
+        )
+        .await
+        .unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes: it runs nothing.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+async fn settled(
+    s: &Supervisor,
+    name: &str,
+    want: impl Fn(&ServiceState) -> bool,
+) -> ServiceStatus {
+    s.wait_for(name, WAIT, |st| want(&st.state))
+        .await
+        .unwrap_or_else(|| panic!("{name} did not get there: {:?}", s.status()))
+}
+
+#[tokio::test]
+async fn dependents_start_once_what_they_need_is_healthy_and_down_stops_all() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "hello from web\n").unwrap();
+    let s = up(
+        dir.path(),
+        r#"
+name = "shop"
+
+[services.web]
+command = "exec busybox httpd -f -p 127.0.0.1:$PORT -h www"
+health = { http = "/index.html", interval = "100ms" }
+
+[services.worker]
+command = "busybox wget -qO- $WEB_URL/index.html > got && exec sleep 60"
+env = { WEB_URL = "${services.web.url}" }
+depends_on = { web = "healthy" }
+"#,
+    )
+    .await;
+    let statuses = s.wait_ready(WAIT).await;
+    assert_eq!(
+        statuses
+            .iter()
+            .map(|st| st.name.as_str())
+            .collect::<Vec<_>>(),
+        ["web", "worker"]
+    );
+    assert_eq!(statuses[0].state, ServiceState::Healthy, "{statuses:?}");
+    let worker = settled(&s, "worker", |st| *st == ServiceState::Running).await;
+    // The worker reached the web service through the reference to its URL.
+    let got = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_to_string(dir.path().join("got"))
+                .ok()
+                .filter(|g| !g.is_empty())
+        })
+        .expect("the worker fetched the page");
+    assert_eq!(got, "hello from web\n");
+    let pids: Vec<u32> = s.status().iter().filter_map(|st| st.pid).collect();
+    assert_eq!(pids.len(), 2);
+    assert!(worker.pid.is_some_and(alive));
+
+    s.down().await;
+    for st in s.status() {
+        assert_eq!(st.state, ServiceState::Stopped, "{st:?}");
+    }
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} still runs after down");
+    }
+}
+
+#[tokio::test]
+async fn a_crashing_service_is_restarted_with_backoff_then_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = up(
+        dir.path(),
+        r#"
+[services.crash]
+command = "echo run >> runs; echo failing >&2; exit 3"
+restart = { policy = "on-failure", max_restarts = 2, backoff = "50ms" }
+"#,
+    )
+    .await;
+    let st = settled(&s, "crash", |st| matches!(st, ServiceState::Failed(_))).await;
+    assert_eq!(
+        st.state,
+        ServiceState::Failed("gave up after 2 restarts; the last run exited with code 3".into())
+    );
+    assert_eq!(st.restarts, 2);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("runs")).unwrap(),
+        "run\nrun\nrun\n"
+    );
+    // Its output went to its log.
+    let log = std::fs::read_to_string(s.log_file("crash")).unwrap();
+    assert_eq!(log.matches("failing").count(), 3, "{log}");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn restart_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = up(
+        dir.path(),
+        r#"
+[services.always]
+command = "echo run >> always.runs"
+restart = { policy = "always", max_restarts = 3, backoff = "20ms" }
+
+[services.once]
+command = "exit 0"
+restart = "on-failure"
+
+[services.never]
+command = "exit 4"
+restart = "no"
+"#,
+    )
+    .await;
+    let terminal = |st: &ServiceState| {
+        matches!(
+            st,
+            ServiceState::Failed(_) | ServiceState::Completed | ServiceState::Exited
+        )
+    };
+    for name in ["always", "once", "never"] {
+        settled(&s, name, terminal).await;
+    }
+    let statuses = s.status();
+    let by = |name: &str| statuses.iter().find(|st| st.name == name).unwrap().clone();
+    assert!(
+        matches!(by("always").state, ServiceState::Failed(_)),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("always.runs"))
+            .unwrap()
+            .lines()
+            .count(),
+        4,
+        "a success is restarted too under `always`"
+    );
+    assert_eq!(by("once").state, ServiceState::Completed);
+    assert_eq!(by("once").restarts, 0);
+    assert_eq!(by("never").state, ServiceState::Exited);
+    assert_eq!(by("never").last_exit.and_then(|e| e.code()), Some(4));
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_completed_dependency_gates_the_start_and_a_failed_one_fails_dependents() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = up(
+        dir.path(),
+        r#"
+[services.migrate]
+command = "sleep 0.2; echo migrated > state"
+restart = "no"
+
+[services.app]
+command = "cat state > seen && exec sleep 60"
+depends_on = { migrate = "completed" }
+"#,
+    )
+    .await;
+    settled(&s, "app", |st| *st == ServiceState::Running).await;
+    let seen = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_to_string(dir.path().join("seen"))
+                .ok()
+                .filter(|g| !g.is_empty())
+        })
+        .expect("the app ran after the migration");
+    assert_eq!(seen, "migrated\n");
+    s.down().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = up(
+        dir.path(),
+        r#"
+[services.migrate]
+command = "exit 1"
+restart = "no"
+
+[services.app]
+command = "touch started; exec sleep 60"
+depends_on = { migrate = "completed" }
+"#,
+    )
+    .await;
+    let st = settled(&s, "app", |st| matches!(st, ServiceState::Failed(_))).await;
+    assert_eq!(
+        st.state,
+        ServiceState::Failed("dependency `migrate` exited with a failure".into())
+    );
+    assert!(!dir.path().join("started").exists());
+    s.down().await;
+}
+
+#[tokio::test]
+async fn logs_rotate_past_their_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = UpOptions::new(dir.path().join("logs"));
+    options.log_limit = 1000;
+    let s = project(
+        dir.path(),
+        r#"
+[services.chatty]
+command = "for i in $(seq 1 300); do echo line $i; done"
+restart = "no"
+"#,
+    )
+    .up(Arc::new(ProcessRuntime::new()), options)
+    .await
+    .unwrap();
+    settled(&s, "chatty", |st| *st == ServiceState::Completed).await;
+    s.down().await;
+    let log = s.log_file("chatty");
+    let rotated = log.with_extension("log.1");
+    let current = std::fs::read_to_string(&log).unwrap();
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(current.ends_with("line 300\n"), "{current}");
+    assert!(std::fs::metadata(&log).unwrap().len() <= 1000);
+    assert_eq!(std::fs::metadata(&rotated).unwrap().len(), 1000);
+    assert!(!old.contains("line 300\n"), "{old}");
+}
