@@ -123,9 +123,25 @@ restart = { policy = "on-failure", max_restarts = 2, backoff = "50ms" }
         std::fs::read_to_string(dir.path().join("runs")).unwrap(),
         "run\nrun\nrun\n"
     );
-    // Its output went to its log.
+    // Its output went to its log, and to the live lines from the start.
     let log = std::fs::read_to_string(s.log_file("crash")).unwrap();
     assert_eq!(log.matches("failing").count(), 3, "{log}");
+    let mut lines = s.logs();
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.try_recv() {
+        seen.push((line.service, line.stream, line.line));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "crash".to_owned(),
+                locald::LogStream::Stderr,
+                "failing".to_owned()
+            );
+            3
+        ]
+    );
     s.down().await;
 }
 

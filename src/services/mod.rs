@@ -54,4 +54,4 @@ pub use config::{
     Condition, ConfigError, HealthCheck, PortSetting, Probe, Project, Restart, RestartPolicy, Run,
     Service,
 };
-pub use supervisor::{ServiceState, ServiceStatus, Supervisor, UpOptions};
+pub use supervisor::{LogLine, ServiceState, ServiceStatus, Supervisor, UpOptions};

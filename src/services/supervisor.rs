@@ -12,11 +12,15 @@ use std::{
 };
 
 use locald_core::{
-    Command, ContainerSpec, Error, ExitStatus, Process, ProcessOutput, Result, Runtime, Signal,
-    Stdio,
+    Command, ContainerSpec, Error, ExitStatus, LogStream, Process, ProcessOutput, Result, Runtime,
+    Signal, Stdio,
 };
 use serde::Serialize;
-use tokio::{io::AsyncReadExt, sync::watch, task::JoinHandle};
+use tokio::{
+    io::AsyncReadExt,
+    sync::{broadcast, watch},
+    task::JoinHandle,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Condition, PortSetting, Probe, Project, RestartPolicy, Run, Service};
@@ -80,6 +84,18 @@ pub struct ServiceStatus {
     pub last_exit: Option<ExitStatus>,
 }
 
+/// One line a service wrote, as [`Supervisor::logs`] delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogLine {
+    /// The service.
+    pub service: String,
+    /// Which stream.
+    pub stream: LogStream,
+    /// The line, without its newline (invalid UTF-8 replaced).
+    pub line: String,
+}
+
 /// Options of [`Project::up`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -127,6 +143,9 @@ struct Inner {
     processes: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Process>>>>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    lines: broadcast::Sender<LogLine>,
+    /// Subscribed before the first service started, for the first `logs` call.
+    first_lines: Mutex<Option<broadcast::Receiver<LogLine>>>,
 }
 
 impl Project {
@@ -184,6 +203,7 @@ impl Project {
                 )
             })
             .collect();
+        let (lines, first_lines) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             project: self.clone(),
             runtime,
@@ -194,6 +214,8 @@ impl Project {
             processes: Mutex::default(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            lines,
+            first_lines: Mutex::new(Some(first_lines)),
         });
         for name in self.start_order() {
             let inner2 = inner.clone();
@@ -255,6 +277,18 @@ impl Supervisor {
         .ok()?
         .ok()?;
         found.get(name).cloned()
+    }
+
+    /// The lines services write, as they come: the first call gets them from the
+    /// start, later calls from now on. A receiver that falls more than 1024 lines
+    /// behind skips ahead; the log files keep everything.
+    pub fn logs(&self) -> broadcast::Receiver<LogLine> {
+        self.inner
+            .first_lines
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| self.inner.lines.subscribe())
     }
 
     /// Where a service's output is kept.
@@ -478,11 +512,25 @@ impl Inner {
         };
         let log = self.options.log_dir.join(format!("{}.log", service.name));
         let limit = self.options.log_limit;
-        let copies = [process.take_stdout(), process.take_stderr()]
-            .into_iter()
-            .flatten()
-            .map(|output| self.tasks.spawn(copy_to_log(output, log.clone(), limit)))
-            .collect();
+        let copies = [
+            (LogStream::Stdout, process.take_stdout()),
+            (LogStream::Stderr, process.take_stderr()),
+        ]
+        .into_iter()
+        .filter_map(|(stream, output)| {
+            let output = output?;
+            let lines = Lines {
+                service: service.name.clone(),
+                stream,
+                pending: Vec::new(),
+                sender: self.lines.clone(),
+            };
+            Some(
+                self.tasks
+                    .spawn(copy_to_log(output, log.clone(), limit, lines)),
+            )
+        })
+        .collect();
         Ok((process, copies))
     }
 
@@ -584,14 +632,53 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// Appends a service's output to its log, rotating it to `.1` past `limit` bytes.
-async fn copy_to_log(mut output: ProcessOutput, log: PathBuf, limit: u64) {
+/// Splits a stream's output into lines for [`Supervisor::logs`].
+struct Lines {
+    service: String,
+    stream: LogStream,
+    pending: Vec<u8>,
+    sender: broadcast::Sender<LogLine>,
+}
+
+impl Lines {
+    fn feed(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.send(&line[..line.len() - 1]);
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.send(&rest);
+        }
+    }
+
+    fn send(&self, line: &[u8]) {
+        // Nobody listening is fine: the log file keeps it.
+        let _ = self.sender.send(LogLine {
+            service: self.service.clone(),
+            stream: self.stream,
+            line: String::from_utf8_lossy(line).into_owned(),
+        });
+    }
+}
+
+/// Appends a service's output to its log, rotating it to `.1` past `limit` bytes,
+/// and hands its lines to `lines`.
+async fn copy_to_log(mut output: ProcessOutput, log: PathBuf, limit: u64, mut lines: Lines) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
         let n = match output.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                lines.finish();
+                return;
+            }
             Ok(n) => n,
         };
+        lines.feed(&buf[..n]);
         let chunk = buf[..n].to_vec();
         let path = log.clone();
         let written = tokio::task::spawn_blocking(move || append(&path, &chunk, limit)).await;
