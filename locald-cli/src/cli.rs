@@ -74,6 +74,8 @@ enum Commands {
     Rm(cmd::rm::Args),
     /// Show a container's details as JSON.
     Inspect(cmd::inspect::Args),
+    /// Run a project's services from its locald.toml, attached (Ctrl-C stops them).
+    Up(cmd::up::Args),
     /// Serve the runtime over the daemon API, or tell whether a daemon runs.
     Daemon(cmd::daemon::Args),
     /// Manage locald-vm, the Lima VM that runs Linux work on macOS.
@@ -139,6 +141,7 @@ pub fn main() -> ExitCode {
             Commands::Login(args) => cmd::login::login(args, host).await,
             Commands::Logout(args) => cmd::login::logout(args, host).await,
             Commands::Run(args) => cmd::run::run(*args, host).await,
+            Commands::Up(args) => cmd::up::run(args, host).await,
             Commands::Ps(args) => cmd::ps::run(args, host).await,
             Commands::Logs(args) => cmd::logs::run(args, host).await,
             Commands::Stop(args) => cmd::stop::run(args, host).await,

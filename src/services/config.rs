@@ -382,8 +382,13 @@ impl Project {
             column: 0,
             message: format!("cannot read it: {e}"),
         })?;
-        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        Project::parse(&text, &path)
+        // Errors name the file as it was given; relative paths inside it are resolved
+        // against its absolute directory.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Project::parse(&text, &absolute).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            ..e
+        })
     }
 
     /// Checks the text of a `locald.toml` that lives at `file` (relative paths in it

@@ -291,6 +291,12 @@ impl Supervisor {
             .unwrap_or_else(|| self.inner.lines.subscribe())
     }
 
+    /// A receiver that wakes whenever a service's status changes (see
+    /// [`Supervisor::status`]); it closes when the supervision has ended.
+    pub fn changes(&self) -> watch::Receiver<BTreeMap<String, ServiceStatus>> {
+        self.inner.status.subscribe()
+    }
+
     /// Where a service's output is kept.
     pub fn log_file(&self, name: &str) -> PathBuf {
         self.inner.options.log_dir.join(format!("{name}.log"))

@@ -12,5 +12,6 @@ pub(crate) mod ps;
 pub(crate) mod rm;
 pub(crate) mod run;
 pub(crate) mod stop;
+pub(crate) mod up;
 pub(crate) mod vm;
 pub(crate) mod wsl;

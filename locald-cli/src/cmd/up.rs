@@ -1,0 +1,125 @@
+//! `locald up`: run a project's services from its `locald.toml`, attached.
+
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context;
+use locald::{
+    services::{Project, ServiceState, UpOptions},
+    Paths,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+/// Arguments of `locald up`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The project file.
+    #[arg(short, long, value_name = "FILE", default_value = "locald.toml")]
+    file: PathBuf,
+}
+
+/// Colours for service prefixes, as docker compose cycles them.
+const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
+
+#[allow(clippy::print_stderr)] // status lines go to stderr, the services' output to stdout
+pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let project = Project::load(&args.file)?;
+    let runtime = crate::cli::runtime(host).await?;
+    let log_dir = Paths::from_process_env()
+        .data_home()
+        .join("projects")
+        .join(&project.name)
+        .join("logs");
+    let supervisor = project
+        .up(runtime, UpOptions::new(&log_dir))
+        .await
+        .with_context(|| format!("starting project {}", project.name))?;
+    let mut lines = supervisor.logs();
+    let mut states = supervisor.changes();
+    let colour = std::io::stdout().is_terminal();
+    let width = project.services.keys().map(String::len).max().unwrap_or(0);
+    let prefixes: BTreeMap<&str, String> = project
+        .services
+        .keys()
+        .enumerate()
+        .map(|(i, name)| {
+            let text = format!("{name:<width$} | ");
+            let text = if colour {
+                format!("\x1b[{}m{text}\x1b[0m", COLOURS[i % COLOURS.len()])
+            } else {
+                text
+            };
+            (name.as_str(), text)
+        })
+        .collect();
+    let mut reported: BTreeMap<String, ServiceState> = BTreeMap::new();
+    let interrupted = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break true,
+            line = lines.recv() => match line {
+                Ok(line) => {
+                    let mut out = std::io::stdout().lock();
+                    let prefix = prefixes.get(line.service.as_str()).map_or("", String::as_str);
+                    let _ = writeln!(out, "{prefix}{}", line.line);
+                }
+                Err(RecvError::Lagged(n)) => eprintln!("locald: {n} lines skipped (see the logs in {})", log_dir.display()),
+                Err(RecvError::Closed) => {}
+            },
+            changed = states.changed() => {
+                if changed.is_err() {
+                    break false;
+                }
+                let statuses = supervisor.status();
+                for st in &statuses {
+                    if reported.get(&st.name) != Some(&st.state) {
+                        match (&st.state, st.pid, st.port) {
+                            (ServiceState::Running, Some(pid), Some(port)) => {
+                                eprintln!("locald: {} running (pid {pid}, PORT {port})", st.name)
+                            }
+                            (ServiceState::Running, Some(pid), None) => {
+                                eprintln!("locald: {} running (pid {pid})", st.name)
+                            }
+                            _ => eprintln!("locald: {} {}", st.name, st.state),
+                        }
+                        reported.insert(st.name.clone(), st.state.clone());
+                    }
+                }
+                // Like docker compose: when nothing runs any more, up is over.
+                if statuses.iter().all(|st| matches!(st.state, ServiceState::Completed | ServiceState::Exited | ServiceState::Failed(_))) {
+                    break false;
+                }
+            }
+        }
+    };
+    if interrupted {
+        eprintln!(
+            "locald: stopping {} (Ctrl-C again does not hurry it)",
+            project.name
+        );
+    }
+    // Lines still in flight.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while let Ok(line) = lines.try_recv() {
+        let prefix = prefixes
+            .get(line.service.as_str())
+            .map_or("", String::as_str);
+        let _ = writeln!(std::io::stdout().lock(), "{prefix}{}", line.line);
+    }
+    supervisor.down().await;
+    let failed = supervisor
+        .status()
+        .iter()
+        .any(|st| matches!(st.state, ServiceState::Failed(_) | ServiceState::Exited));
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

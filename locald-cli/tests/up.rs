@@ -1,0 +1,130 @@
+//! `locald up` as a user runs it: the example project in `examples/project` comes up
+//! in dependency order, its services' output is prefixed with their names, Ctrl-C
+//! stops everything, and a bad `locald.toml` is one clear error with its line.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+fn locald(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_locald"));
+    command.env("LOCALD_HOME", home).env_remove("LOCALD_HOST");
+    command
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
+    let home = tempfile::tempdir().unwrap();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/project");
+    let mut child = locald(home.path())
+        .arg("up")
+        .current_dir(&project)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<(bool, String)>();
+    for (is_out, pipe) in [
+        (
+            true,
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        ),
+        (false, Box::new(child.stderr.take().unwrap())),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send((is_out, line));
+            }
+        });
+    }
+    let mut stderr = Vec::new();
+    let mut greeted = false;
+    while let Ok((is_out, line)) = rx.recv_timeout(Duration::from_secs(30)) {
+        if is_out {
+            assert_eq!(
+                line, "greeter | hello from locald up",
+                "stdout is prefixed output"
+            );
+            greeted = true;
+            break;
+        }
+        stderr.push(line);
+    }
+    assert!(greeted, "the greeter reached the web service: {stderr:#?}");
+    let pos = |want: &str| {
+        stderr
+            .iter()
+            .position(|l| l.starts_with(want))
+            .unwrap_or_else(|| panic!("no {want:?} in {stderr:#?}"))
+    };
+    assert!(
+        pos("locald: web healthy") < pos("locald: greeter running"),
+        "the greeter waits until the web service is healthy: {stderr:#?}"
+    );
+    let pids: Vec<u32> = stderr
+        .iter()
+        .filter_map(|l| {
+            l.split("(pid ")
+                .nth(1)?
+                .split([',', ')'])
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "{stderr:#?}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    for pid in pids {
+        assert!(!alive(pid), "{pid} still runs after Ctrl-C");
+    }
+    // Each service kept its output in its log.
+    let log = home.path().join("projects/hello/logs/greeter.log");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("hello from locald up"));
+}
+
+#[test]
+fn a_bad_project_file_is_one_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("locald.toml"),
+        "[services.web]\ncommand = \"true\"\ndepends_on = [\"db\"]\n",
+    )
+    .unwrap();
+    let out = locald(home.path())
+        .arg("up")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "locald: locald.toml:3:15: service `web` depends on `db`, which is not defined (services: web)\n"
+    );
+    assert!(out.stdout.is_empty());
+}
