@@ -128,3 +128,19 @@ fn a_bad_project_file_is_one_clear_error() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn an_unknown_service_is_named_with_the_ones_there_are() {
+    let home = tempfile::tempdir().unwrap();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/project");
+    let out = locald(home.path())
+        .args(["up", "api"])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "locald: invalid service \"api\": project hello has no such service (services: greeter, web)\n"
+    );
+}

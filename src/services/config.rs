@@ -446,6 +446,37 @@ impl Project {
         Ok(project)
     }
 
+    /// The project with only `names` and what they depend on (transitively), as
+    /// `locald up web` runs; an unknown name is an error that lists the services.
+    pub fn select<S: AsRef<str>>(&self, names: &[S]) -> locald_core::Result<Project> {
+        let mut keep = BTreeSet::new();
+        let mut todo: Vec<&str> = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            if !self.services.contains_key(name) {
+                let all: Vec<&str> = self.services.keys().map(String::as_str).collect();
+                return Err(locald_core::Error::invalid(
+                    "service",
+                    name,
+                    format!(
+                        "project {} has no such service (services: {})",
+                        self.name,
+                        all.join(", ")
+                    ),
+                ));
+            }
+            todo.push(name);
+        }
+        while let Some(name) = todo.pop() {
+            if keep.insert(name.to_owned()) {
+                todo.extend(self.services[name].depends_on.keys().map(String::as_str));
+            }
+        }
+        let mut selected = self.clone();
+        selected.services.retain(|name, _| keep.contains(name));
+        Ok(selected)
+    }
+
     /// The services in an order that starts every dependency before its dependents
     /// (ties by name); stopping goes the other way.
     pub fn start_order(&self) -> Vec<&str> {
@@ -959,6 +990,21 @@ restart = "no"
         )
         .unwrap();
         assert_eq!(p.start_order(), ["a", "b", "m", "z"]);
+    }
+
+    #[test]
+    fn selecting_services_keeps_what_they_depend_on() {
+        let p = parse(
+            "[services.db]\ncommand = \"true\"\n[services.web]\ncommand = \"true\"\ndepends_on = [\"db\"]\n[services.docs]\ncommand = \"true\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.select(&["web"]).unwrap().start_order(), ["db", "web"]);
+        assert_eq!(p.select(&["docs"]).unwrap().start_order(), ["docs"]);
+        let err = p.select(&["api"]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid service \"api\": project shop has no such service (services: db, docs, web)"
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(crate) struct Args {
     /// The project file.
     #[arg(short, long, value_name = "FILE", default_value = "locald.toml")]
     file: PathBuf,
+    /// Run only these services and what they depend on (default: all).
+    #[arg(value_name = "SERVICE")]
+    services: Vec<String>,
 }
 
 /// Colours for service prefixes, as docker compose cycles them.
@@ -28,7 +31,10 @@ const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
 #[allow(clippy::print_stderr)] // status lines go to stderr, the services' output to stdout
 pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
-    let project = Project::load(&args.file)?;
+    let mut project = Project::load(&args.file)?;
+    if !args.services.is_empty() {
+        project = project.select(&args.services)?;
+    }
     let runtime = crate::cli::runtime(host).await?;
     let log_dir = Paths::from_process_env()
         .data_home()
