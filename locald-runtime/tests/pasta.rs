@@ -152,8 +152,10 @@ async fn private_reaches_the_host_loopback_through_pasta_and_publishes() {
     let rt = e.rt().pasta_program(&pasta);
     let (port, server) = line_server("hello from the host\n");
     // The container serves a published port too, and answers it while pasta runs.
+    // nc's input stays open (`sleep 1 |`): when the container half-closes first, pasta
+    // 2023-03-09 sometimes never delivers the host's FIN and nc would hang.
     let script = format!(
-        "ls /sys/class/net; nc -w 5 {gw} {port} </dev/null; \
+        "ls /sys/class/net; sleep 1 | timeout 5 nc {gw} {port}; \
          mkdir /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"
     );
     let spec = e
@@ -190,7 +192,7 @@ async fn private_reaches_the_host_loopback_through_pasta_and_publishes() {
         "pasta's interface is missing: {ifaces:?}"
     );
     let mut answer = String::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", host_port)) {
             s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
             answer.clear();
