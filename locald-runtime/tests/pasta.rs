@@ -274,3 +274,46 @@ async fn a_failing_pasta_fails_the_start_clearly_and_leaves_nothing() {
     assert_eq!(e.mounts_left(), 0);
     assert!(e.processes_left().is_empty(), "{:?}", e.processes_left());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_mode_gets_pasta_without_the_host_loopback() {
+    let (Some(e), Some(pasta)) = (env(), pasta()) else {
+        return;
+    };
+    // A wrapper that records pasta's arguments, then runs the real one. Nothing is
+    // sent anywhere: the gateway would be the real one without the mapping.
+    let bin = tempfile::tempdir().unwrap();
+    let wrapper = bin.path().join("pasta");
+    let args = bin.path().join("args");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\nexec {} \"$@\"\n",
+            args.display(),
+            pasta.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rt = e.rt().pasta_program(&wrapper);
+    // /proc/net/dev: in a user namespace /sys is the host's.
+    let script = "tail -n +3 /proc/net/dev | wc -l";
+    let (status, out, err) = e.run(&rt, e.spec().cmd(["sh", "-c", script])).await;
+    assert_eq!(status, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out.trim(), "2");
+    let (status, out, err) = e
+        .run(&rt, e.spec().safe(true).cmd(["sh", "-c", script]))
+        .await;
+    assert_eq!(status, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out.trim(), "2");
+    let recorded = std::fs::read_to_string(&args).unwrap();
+    let runs: Vec<&str> = recorded.lines().collect();
+    assert_eq!(runs.len(), 2, "{recorded}");
+    assert!(!runs[0].contains("--no-map-gw"), "{recorded}");
+    assert!(runs[1].contains("--no-map-gw"), "{recorded}");
+    for run in runs {
+        assert!(run.contains("-t none -u none -T none -U none"), "{run}");
+    }
+    assert!(e.processes_left().is_empty());
+    assert_eq!(e.mounts_left(), 0);
+}
