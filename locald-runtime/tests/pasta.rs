@@ -317,3 +317,45 @@ async fn safe_mode_gets_pasta_without_the_host_loopback() {
     assert!(e.processes_left().is_empty());
     assert_eq!(e.mounts_left(), 0);
 }
+
+/// Set in the child that [`an_offline_host_runs_private_with_loopback_only`] starts in
+/// a network namespace of its own, without routes.
+const OFFLINE_CHILD: &str = "LOCALD_TEST_OFFLINE_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_host_runs_private_with_loopback_only() {
+    let (Some(e), Some(_)) = (env(), pasta()) else {
+        return;
+    };
+    if std::env::var_os(OFFLINE_CHILD).is_none() {
+        // This test again, in a new network namespace (only loopback, down): a host
+        // without a default route, where pasta cannot start.
+        let out = std::process::Command::new("unshare")
+            .arg("-n")
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "an_offline_host_runs_private_with_loopback_only",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(OFFLINE_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "{text}");
+        return;
+    }
+    // The default: pasta on PATH, but no route out.
+    let rt = e.rt();
+    let (status, out, err) = e
+        .run(&rt, e.spec().cmd(["sh", "-c", "ls /sys/class/net"]))
+        .await;
+    assert_eq!(status, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    assert!(e.processes_left().is_empty());
+}

@@ -212,8 +212,9 @@ impl ContainerRuntime {
 
     /// Uses `program` as `pasta`, the outbound network of `private` containers
     /// (default: `pasta` on `PATH`; when there is none, `private` containers get
-    /// loopback only and a warning is logged once). A `program` that fails makes the
-    /// container's start fail.
+    /// loopback only and a warning is logged once, and so they do, with a note in the
+    /// log, while the host has no default route, without which pasta cannot start).
+    /// A `program` given here is always used: when it fails, the start fails.
     pub fn pasta_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.pasta = Some(Some(program.into()));
         self
@@ -243,6 +244,13 @@ impl ContainerRuntime {
                              loopback only; outbound network needs the passt package"
                         );
                     });
+                    return None;
+                }
+                // pasta refuses to start without a route out; offline, a private
+                // container is loopback only rather than failing.
+                if !net::has_default_route(Path::new("/proc")) {
+                    tracing::info!("no default route: this private container gets loopback only");
+                    return None;
                 }
                 found
             }

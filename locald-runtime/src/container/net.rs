@@ -244,6 +244,30 @@ impl Drop for Pasta {
     }
 }
 
+/// True when the network namespace seen through `proc` (normally `/proc`) has an
+/// IPv4 or IPv6 default route on an interface other than loopback. pasta copies
+/// the host's addresses and routes from that interface and refuses to start without
+/// one ("External interface not usable"), so an offline host runs `private`
+/// containers with loopback only instead of failing them.
+pub(crate) fn has_default_route(proc: &Path) -> bool {
+    let v4 = std::fs::read_to_string(proc.join("net/route")).unwrap_or_default();
+    let v4 = v4.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 7 && f[0] != "lo" && f[1] == "00000000" && f[7] == "00000000"
+    });
+    let v6 = std::fs::read_to_string(proc.join("net/ipv6_route")).unwrap_or_default();
+    let v6 = v6.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        const RTF_REJECT: u32 = 0x0200;
+        let reject = f
+            .get(8)
+            .and_then(|x| u32::from_str_radix(x, 16).ok())
+            .is_none_or(|flags| flags & RTF_REJECT != 0);
+        f.len() == 10 && f[9] != "lo" && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && !reject
+    });
+    v4 || v6
+}
+
 /// pasta's error output without the noise of a missing system logger, on one line.
 fn pasta_message(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
@@ -261,6 +285,45 @@ fn pasta_message(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn proc_with(route: &str, ipv6_route: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("net")).unwrap();
+        std::fs::write(dir.path().join("net/route"), route).unwrap();
+        std::fs::write(dir.path().join("net/ipv6_route"), ipv6_route).unwrap();
+        dir
+    }
+
+    const V4_HEADER: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+    // The kernel's own reject route on lo, present in every namespace.
+    const V6_LO_REJECT: &str = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+
+    #[test]
+    fn default_routes_are_read_from_proc() {
+        // A fresh namespace: nothing.
+        let empty = proc_with(V4_HEADER, V6_LO_REJECT);
+        assert!(!has_default_route(empty.path()));
+        // Only a subnet route: no default.
+        let subnet = proc_with(
+            &format!("{V4_HEADER}eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"),
+            V6_LO_REJECT,
+        );
+        assert!(!has_default_route(subnet.path()));
+        let v4 = proc_with(
+            &format!("{V4_HEADER}eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"),
+            V6_LO_REJECT,
+        );
+        assert!(has_default_route(v4.path()));
+        let v6 = proc_with(
+            V4_HEADER,
+            &format!("{V6_LO_REJECT}00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     eth0\n"),
+        );
+        assert!(has_default_route(v6.path()));
+        // No /proc files at all: no route.
+        let none = tempfile::tempdir().unwrap();
+        assert!(!has_default_route(none.path()));
+    }
 
     #[test]
     fn pasta_messages_drop_the_syslog_noise() {
