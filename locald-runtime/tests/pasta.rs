@@ -133,6 +133,19 @@ fn processes_mentioning(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Removes the container (force) when dropped, so a failing test leaves no server
+/// running.
+struct Remove<'a>(&'a ContainerRuntime, String);
+
+impl Drop for Remove<'_> {
+    fn drop(&mut self) {
+        let (rt, id) = (self.0, &self.1);
+        tokio::task::block_in_place(|| {
+            let _ = tokio::runtime::Handle::current().block_on(rt.remove_container(id, true));
+        });
+    }
+}
+
 /// A server on the host's loopback that sends one line to its first client.
 fn line_server(line: &'static str) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -166,6 +179,7 @@ async fn private_reaches_the_host_loopback_through_pasta_and_publishes() {
         .unwrap();
     let mut h = rt.run_container(spec).await.unwrap();
     let id = h.id().to_owned();
+    let _remove = Remove(&rt, id.clone());
     let host_port = rt.inspect_container(&id).await.unwrap().ports[0]
         .host_port
         .unwrap();
