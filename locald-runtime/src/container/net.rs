@@ -17,8 +17,9 @@
 //! isolation), connections to the gateway's address reach the host's loopback. Its
 //! own port forwarding is off (`-t none -u none -T none -U none`): publishing stays on
 //! the forwarder above, which keeps the early "port in use" error and reaches servers
-//! bound to 127.0.0.1 inside the container. Without `pasta` installed, `private` is
-//! loopback only, as `none`.
+//! bound to 127.0.0.1 inside the container. Without `pasta` installed, or while the
+//! host has no default route (pasta cannot start without one), `private` is loopback
+//! only, as `none`.
 //!
 //! Why not veth + NAT: that needs a bridge, iptables or nftables rules and address
 //! management that outlive crashed processes and differ between hosts; pasta and the
