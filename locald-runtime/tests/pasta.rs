@@ -373,3 +373,43 @@ async fn an_offline_host_runs_private_with_loopback_only() {
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
     assert!(e.processes_left().is_empty());
 }
+
+/// Set in the child that [`a_host_without_pasta_runs_private_with_loopback_only`]
+/// starts with a `PATH` where there is no pasta.
+const NO_PASTA_CHILD: &str = "LOCALD_TEST_NO_PASTA_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_pasta_runs_private_with_loopback_only() {
+    let Some(e) = env() else { return };
+    if std::env::var_os(NO_PASTA_CHILD).is_none() {
+        let empty = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "a_host_without_pasta_runs_private_with_loopback_only",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(NO_PASTA_CHILD, "1")
+            .env("PATH", empty.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "{text}");
+        return;
+    }
+    assert!(
+        which::which("pasta").is_err(),
+        "the child's PATH has no pasta"
+    );
+    let rt = e.rt();
+    let (status, out, err) = e
+        .run(&rt, e.spec().cmd(["sh", "-c", "ls /sys/class/net"]))
+        .await;
+    assert_eq!(status, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+}
