@@ -10,6 +10,7 @@ BUILD_PACKAGES=(
 # What running containers from the built-in image uses.
 RUN_PACKAGES=(
     busybox-static  # the built-in image's root filesystem (without it: host programs)
+    passt           # pasta: outbound network of private containers (without it: loopback only)
 )
 
 # What the tests run besides locald itself.
@@ -18,6 +19,7 @@ TEST_PACKAGES=(
     procps          # kill(1), used to send signals in the end-to-end tests
     tar             # packing test image layouts
     busybox-static  # the root filesystem of test images
+    passt           # pasta, for the private network tests (tests/pasta.rs)
     docker-registry # a real registry on loopback for pull tests
     skopeo          # pushes test images into it
     umoci           # the reference unpacker the layer tests compare against

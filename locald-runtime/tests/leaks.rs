@@ -1,5 +1,6 @@
 //! 300 containers in a row must leave nothing behind: no mounts, cgroups, state
-//! directories, processes, zombies or open descriptors. Its own test binary, so that
+//! directories, processes (pasta included: its command line names the container's
+//! state directory), zombies or open descriptors. Its own test binary, so that
 //! no other test opens descriptors or starts processes meanwhile. Needs root.
 #![cfg(target_os = "linux")]
 #![allow(clippy::print_stderr)]

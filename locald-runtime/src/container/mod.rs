@@ -39,8 +39,9 @@ use std::{
 use async_trait::async_trait;
 use locald_core::{
     Capability, Command, ContainerHandle, ContainerSpec, ContainerState, ContainerSummary, Error,
-    ExitStatus, Isolation, LogChunks, LogOptions, LogStream, MountSource, Paths, Platform, Process,
-    ProcessControl, Protocol, Result, Runtime, RuntimeInfo, Signal, Stdin, Stdio,
+    ExitStatus, Isolation, LogChunks, LogOptions, LogStream, MountSource, NetworkMode, Paths,
+    Platform, Process, ProcessControl, Protocol, Result, Runtime, RuntimeInfo, Signal, Stdin,
+    Stdio,
 };
 use tokio::io::AsyncReadExt;
 
@@ -91,13 +92,18 @@ use state::{Layout, Phase};
 ///
 /// # Networks
 ///
-/// `none` and `private` both give the container its own network namespace with only
-/// loopback, brought up. On `private`, published ports are bound on the host (default
-/// `127.0.0.1`) by the caller and served by the shim, which connects each client to the
-/// container port on the container's loopback from inside its namespace. No bridge,
-/// veth or NAT rules are created, so nothing survives a crash; the price is no UDP, no
-/// outbound network, and servers see clients as `127.0.0.1`. `host` shares the host's
-/// network namespace.
+/// `none` and `private` both give the container its own network namespace with
+/// loopback, brought up; `none` has nothing else. On `private`, published ports are
+/// bound on the host (default `127.0.0.1`) by the caller and served by the shim, which
+/// connects each client to the container port on the container's loopback from inside
+/// its namespace; and `pasta` (Debian's `passt` package) gives it outbound network: an
+/// interface with the host's address and routes whose traffic pasta carries through
+/// sockets of its own on the host, and (except in Safe Mode) the gateway's address
+/// reaching the host's loopback. pasta is started by the shim and killed with the
+/// container; without it installed, `private` is loopback only (a warning says so).
+/// No bridge, veth or NAT rules are created, so nothing survives a crash; the price is
+/// no published UDP, and servers see published clients as `127.0.0.1`. `host` shares
+/// the host's network namespace.
 ///
 /// # Safe Mode
 ///
@@ -115,7 +121,8 @@ use state::{Layout, Phase};
 ///   `open_by_handle_at`, `iopl`/`ioperm`, `quotactl`, `syslog`, `acct` and a few
 ///   obsolete calls;
 /// * a read-only root filesystem with a writable tmpfs `/tmp` (64 MiB);
-/// * the private network (the host network is refused);
+/// * the private network (the host network is refused), with outbound network through
+///   pasta but without its mapping of the gateway address to the host's loopback;
 /// * a user namespace mapping container uid/gid 0..65535 to host 1000000..1065535,
 ///   when the kernel allows user namespaces and the state directory and root
 ///   filesystem are reachable by that uid (every ancestor directory searchable by
@@ -144,6 +151,8 @@ pub struct ContainerRuntime {
     platform: Platform,
     images: std::sync::OnceLock<crate::image::ImageStore>,
     snapshot: Option<crate::image::SnapshotMode>,
+    /// `None`: find `pasta` on `PATH`; `Some(None)`: no pasta.
+    pasta: Option<Option<PathBuf>>,
 }
 
 impl Default for ContainerRuntime {
@@ -175,6 +184,7 @@ impl ContainerRuntime {
             platform: Platform::detect(),
             images: std::sync::OnceLock::new(),
             snapshot: None,
+            pasta: None,
         }
     }
 
@@ -198,6 +208,53 @@ impl ContainerRuntime {
     pub fn shim_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.shim = Some(program.into());
         self
+    }
+
+    /// Uses `program` as `pasta`, the outbound network of `private` containers
+    /// (default: `pasta` on `PATH`; when there is none, `private` containers get
+    /// loopback only and a warning is logged once, and so they do, with a note in the
+    /// log, while the host has no default route, without which pasta cannot start).
+    /// A `program` given here is always used: when it fails, the start fails.
+    pub fn pasta_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.pasta = Some(Some(program.into()));
+        self
+    }
+
+    /// Runs `private` containers without `pasta`: loopback and published ports only,
+    /// no outbound network.
+    pub fn without_pasta(mut self) -> Self {
+        self.pasta = Some(None);
+        self
+    }
+
+    /// The `pasta` for a container on `network`, if it gets one.
+    fn pasta_for(&self, network: NetworkMode) -> Option<PathBuf> {
+        if network != NetworkMode::Private {
+            return None;
+        }
+        match &self.pasta {
+            Some(choice) => choice.clone(),
+            None => {
+                let found = which::which("pasta").ok();
+                if found.is_none() {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        tracing::warn!(
+                            "pasta not found: containers on the private network get \
+                             loopback only; outbound network needs the passt package"
+                        );
+                    });
+                    return None;
+                }
+                // pasta refuses to start without a route out; offline, a private
+                // container is loopback only rather than failing.
+                if !net::has_default_route(Path::new("/proc")) {
+                    tracing::info!("no default route: this private container gets loopback only");
+                    return None;
+                }
+                found
+            }
+        }
     }
 
     /// Where this runtime keeps its state.
@@ -392,6 +449,8 @@ impl ContainerRuntime {
             attach: true,
             auto_remove: spec.auto_remove,
             network: spec.network,
+            pasta: self.pasta_for(spec.network),
+            map_host_loopback: spec.isolation != Isolation::Safe,
             ports: ports.iter().map(|p| p.container_port).collect(),
             names_dir: self.layout.names(),
             workdir: PathBuf::from(&plan.cwd),

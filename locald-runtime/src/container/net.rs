@@ -1,7 +1,7 @@
 //! Container networking without bridges or NAT.
 //!
 //! A container on the `none` or `private` network gets its own network namespace with
-//! only loopback, brought up by the shim before the container starts. Ports published
+//! loopback, brought up by the shim before the container starts. Ports published
 //! on the `private` network are served by the shim: it listens on the host (the
 //! listening sockets are bound by the caller, so "port in use" is reported before
 //! anything starts) and, for each connection, opens a socket *inside* the container's
@@ -9,12 +9,23 @@
 //! connects it to the container port on the container's loopback, then copies bytes
 //! both ways.
 //!
+//! Outbound network on `private` comes from `pasta` (Debian's `passt` package, what
+//! podman uses for rootless networking), started by the shim for the container's
+//! namespace ([`Pasta::start`]): it creates a tap interface there with the host's
+//! address and routes (`--config-net`) and turns the container's traffic into
+//! ordinary sockets of its own on the host. With the gateway mapped (the default
+//! isolation), connections to the gateway's address reach the host's loopback. Its
+//! own port forwarding is off (`-t none -u none -T none -U none`): publishing stays on
+//! the forwarder above, which keeps the early "port in use" error and reaches servers
+//! bound to 127.0.0.1 inside the container. Without `pasta` installed, or while the
+//! host has no default route (pasta cannot start without one), `private` is loopback
+//! only, as `none`.
+//!
 //! Why not veth + NAT: that needs a bridge, iptables or nftables rules and address
-//! management that outlive crashed processes and differ between hosts; the userspace
-//! forwarder needs none of it, leaves nothing behind, works for servers bound to
-//! 127.0.0.1 inside the container, and is what rootless engines do. Its costs: one
-//! copy per byte through the shim, clients appear to come from 127.0.0.1, no UDP, and
-//! the container has no outbound network.
+//! management that outlive crashed processes and differ between hosts; pasta and the
+//! userspace forwarder need none of it and leave nothing behind. The forwarder's
+//! costs: one copy per byte through the shim, clients appear to come from
+//! 127.0.0.1, no UDP.
 
 #![allow(unsafe_code)]
 
@@ -22,7 +33,9 @@ use std::{
     fs::File,
     io,
     net::{Ipv4Addr, SocketAddr},
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+    process::{Command, Stdio},
     rc::Rc,
 };
 
@@ -111,5 +124,216 @@ pub(crate) async fn forward(listener: OwnedFd, port: u16, ns: Rc<File>) {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }
         });
+    }
+}
+
+/// A `pasta` process serving a container's network namespace; killed (and reaped)
+/// when dropped.
+#[derive(Debug)]
+pub(crate) struct Pasta {
+    pid: i32,
+    /// Refers to the process even after it ended, so the kill can never reach a
+    /// process that reused its pid.
+    pidfd: OwnedFd,
+}
+
+/// The file names `pasta` gets in the state directory, for the moment of its start.
+const NETNS_FILE: &str = "netns";
+const PID_FILE: &str = "pasta.pid";
+
+impl Pasta {
+    /// Starts `program` (pasta) for the network namespace of process `init`, with the
+    /// state directory `dir` for its transient files. `map_gw`: connections to the
+    /// gateway address reach the host's loopback.
+    ///
+    /// pasta runs as root (`--runas 0`) with only the capabilities it keeps for
+    /// itself (`CAP_NET_ADMIN`, `CAP_SYS_ADMIN`, `CAP_NET_BIND_SERVICE`): as `nobody`
+    /// it could not join a namespace owned by root. It cannot open `/proc/<pid>/ns/net`
+    /// of a process with more capabilities than it has, so the namespace is
+    /// bind-mounted on a file in `dir` for the start and unmounted right after (pasta
+    /// holds the namespace open; `--no-netns-quit` keeps it from quitting when that
+    /// file goes). It daemonizes once the interface is configured, so its exit status
+    /// says whether it worked; the daemon is reparented to the shim (a subreaper).
+    pub(crate) fn start(program: &Path, init: i32, dir: &Path, map_gw: bool) -> io::Result<Pasta> {
+        let netns = dir.join(NETNS_FILE);
+        let pid_file = dir.join(PID_FILE);
+        let _ = std::fs::remove_file(&pid_file);
+        File::create(&netns)?;
+        let bound = nix::mount::mount(
+            Some(Path::new(&format!("/proc/{init}/ns/net"))),
+            &netns,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        );
+        let result = bound.map_err(io::Error::from).and_then(|()| {
+            let mut cmd = Command::new(program);
+            cmd.args(["--runas", "0", "--quiet", "--config-net"])
+                .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+                .arg("--no-netns-quit")
+                .arg("-P")
+                .arg(&pid_file)
+                .arg("--netns")
+                .arg(&netns);
+            if !map_gw {
+                cmd.arg("--no-map-gw");
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+        });
+        let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&netns);
+        let output = result?;
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&pid_file);
+            return Err(io::Error::other(format!(
+                "pasta {}: {}",
+                output.status,
+                pasta_message(&String::from_utf8_lossy(&output.stderr))
+            )));
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .and_then(|s| s.trim().parse::<i32>().map_err(io::Error::other))
+            .map_err(|e| io::Error::other(format!("reading pasta's pid file: {e}")));
+        let _ = std::fs::remove_file(&pid_file);
+        let pid = pid?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::other(format!(
+                "pasta (pid {pid}) ended right after its start: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: pidfd_open just returned this descriptor; nothing else owns it.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let _ = nix::fcntl::fcntl(
+            pidfd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        Ok(Pasta { pid, pidfd })
+    }
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        // SIGKILL: pasta keeps no state worth a clean exit, and it takes seconds to
+        // act on SIGTERM.
+        // SAFETY: pidfd_send_signal reads only its arguments; a null siginfo is allowed.
+        let _ = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        // The descriptor becomes readable when the process has ended.
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.pidfd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+        // It is the shim's child (reparented); the shim may have reaped it already.
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(self.pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+    }
+}
+
+/// True when the network namespace seen through `proc` (normally `/proc`) has an
+/// IPv4 or IPv6 default route on an interface other than loopback. pasta copies
+/// the host's addresses and routes from that interface and refuses to start without
+/// one ("External interface not usable"), so an offline host runs `private`
+/// containers with loopback only instead of failing them.
+pub(crate) fn has_default_route(proc: &Path) -> bool {
+    let v4 = std::fs::read_to_string(proc.join("net/route")).unwrap_or_default();
+    let v4 = v4.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 7 && f[0] != "lo" && f[1] == "00000000" && f[7] == "00000000"
+    });
+    let v6 = std::fs::read_to_string(proc.join("net/ipv6_route")).unwrap_or_default();
+    let v6 = v6.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        const RTF_REJECT: u32 = 0x0200;
+        let reject = f
+            .get(8)
+            .and_then(|x| u32::from_str_radix(x, 16).ok())
+            .is_none_or(|flags| flags & RTF_REJECT != 0);
+        f.len() == 10 && f[9] != "lo" && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && !reject
+    });
+    v4 || v6
+}
+
+/// pasta's error output without the noise of a missing system logger, on one line.
+fn pasta_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Failed to send") && !l.contains("syslog"))
+        .collect();
+    if lines.is_empty() {
+        "no message".to_owned()
+    } else {
+        lines.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc_with(route: &str, ipv6_route: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("net")).unwrap();
+        std::fs::write(dir.path().join("net/route"), route).unwrap();
+        std::fs::write(dir.path().join("net/ipv6_route"), ipv6_route).unwrap();
+        dir
+    }
+
+    const V4_HEADER: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+    // The kernel's own reject route on lo, present in every namespace.
+    const V6_LO_REJECT: &str = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+
+    #[test]
+    fn default_routes_are_read_from_proc() {
+        // A fresh namespace: nothing.
+        let empty = proc_with(V4_HEADER, V6_LO_REJECT);
+        assert!(!has_default_route(empty.path()));
+        // Only a subnet route: no default.
+        let subnet = proc_with(
+            &format!("{V4_HEADER}eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"),
+            V6_LO_REJECT,
+        );
+        assert!(!has_default_route(subnet.path()));
+        let v4 = proc_with(
+            &format!("{V4_HEADER}eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"),
+            V6_LO_REJECT,
+        );
+        assert!(has_default_route(v4.path()));
+        let v6 = proc_with(
+            V4_HEADER,
+            &format!("{V6_LO_REJECT}00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     eth0\n"),
+        );
+        assert!(has_default_route(v6.path()));
+        // No /proc files at all: no route.
+        let none = tempfile::tempdir().unwrap();
+        assert!(!has_default_route(none.path()));
+    }
+
+    #[test]
+    fn pasta_messages_drop_the_syslog_noise() {
+        let stderr = "Failed to send 51 bytes to syslog\nCouldn't open network namespace /x\n\n";
+        assert_eq!(pasta_message(stderr), "Couldn't open network namespace /x");
+        assert_eq!(
+            pasta_message("Failed to send 7 bytes to syslog\n"),
+            "no message"
+        );
+        assert_eq!(pasta_message("a\nb\n"), "a; b");
     }
 }

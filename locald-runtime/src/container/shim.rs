@@ -97,6 +97,9 @@ pub(crate) enum ShimError {
     /// The container's loopback interface could not be brought up.
     #[error("bringing up the container's loopback")]
     Loopback(#[source] io::Error),
+    /// pasta, the container's outbound network, could not be started.
+    #[error("starting pasta for the container's network (the passt package)")]
+    Pasta(#[source] io::Error),
     /// The created container could not be started.
     #[error("starting the container")]
     Start(#[source] LibcontainerError),
@@ -271,6 +274,7 @@ struct Started {
     pty: Option<OwnedFd>,
     tty_input: Option<OwnedFd>,
     netns: Option<File>,
+    pasta: Option<super::net::Pasta>,
 }
 
 fn run(dir: &Path) -> i32 {
@@ -536,7 +540,21 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     } else {
         None
     };
+    let pasta = match (&cfg.pasta, cfg.network) {
+        (Some(program), NetworkMode::Private) => {
+            match super::net::Pasta::start(program, init, dir, cfg.map_host_loopback) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = container.delete(true);
+                    reap_leftovers();
+                    return Err(ShimError::Pasta(e));
+                }
+            }
+        }
+        _ => None,
+    };
     if let Err(e) = container.start() {
+        drop(pasta);
         let _ = container.delete(true);
         reap_leftovers();
         return Err(ShimError::Start(e));
@@ -548,6 +566,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         pty,
         tty_input,
         netns,
+        pasta,
     })
 }
 
@@ -629,6 +648,7 @@ fn supervise(
     };
     let local = tokio::task::LocalSet::new();
     let init = started.init;
+    let pasta = started.pasta;
     local.block_on(&rt, async move {
         let log: SharedLog = match std::fs::OpenOptions::new()
             .create(true)
@@ -702,6 +722,8 @@ fn supervise(
         for f in forwarders {
             f.abort();
         }
+        // The namespace's last process is gone: its network goes with it.
+        drop(pasta);
         // The init's end kills everything else in its pid namespace; the pipes close
         // when the last of them is gone.
         let drain = async {

@@ -62,6 +62,12 @@ pub(crate) struct ShimConfig {
     pub(crate) attach: bool,
     pub(crate) auto_remove: bool,
     pub(crate) network: NetworkMode,
+    /// `pasta` for the outbound network of a `private` container; none: loopback only.
+    #[serde(default)]
+    pub(crate) pasta: Option<PathBuf>,
+    /// pasta maps the gateway address to the host's loopback (not in Safe Mode).
+    #[serde(default)]
+    pub(crate) map_host_loopback: bool,
     /// Container ports, one per inherited listener.
     pub(crate) ports: Vec<u16>,
     pub(crate) names_dir: PathBuf,
