@@ -1,0 +1,520 @@
+//! The real `docker` CLI against `locald daemon`'s Docker Engine API: what a user
+//! types with `DOCKER_HOST=unix://…/locald.sock`, and what they see (output, exit
+//! codes). The docker client comes from Debian's `docker.io` (scripts/packages.sh);
+//! no dockerd is ever started. Containers need root.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use locald_test_support as support;
+
+const LOCALD: &str = env!("CARGO_BIN_EXE_locald");
+const BUSYBOX: &str = "localhost/locald/busybox";
+
+/// A `locald daemon` on a socket in its own home, and a docker client configured for
+/// it; the daemon gets SIGTERM when this is dropped.
+struct Docker {
+    home: tempfile::TempDir,
+    socket: PathBuf,
+    daemon: Child,
+}
+
+impl Docker {
+    /// Starts a daemon, or returns `None` (after a loud SKIP) when the docker client or
+    /// root is missing outside CI.
+    fn start(test: &str) -> Option<Docker> {
+        if !support::require(test, true, &["docker"]) {
+            return None;
+        }
+        let home = tempfile::tempdir().expect("a temporary home");
+        let socket = home.path().join("run/locald.sock");
+        let daemon = Command::new(LOCALD)
+            .args(["daemon", "--socket", socket.to_str().unwrap()])
+            .env("LOCALD_HOME", home.path())
+            .env_remove("LOCALD_HOST")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the daemon did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::create_dir_all(home.path().join("docker-config")).unwrap();
+        Some(Docker {
+            home,
+            socket,
+            daemon,
+        })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
+            .env("DOCKER_CLI_HINTS", "false")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the docker CLI and returns what it printed, with a time limit.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker runs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("docker {args:?} did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs the docker CLI and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed with {}: {}{}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// A raw HTTP/1.1 request on the socket; returns the status line, the headers and
+    /// the body as one string.
+    fn http(&self, method: &str, path: &str) -> String {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Containers the runtime has, as `docker ps -aq` lists them.
+    fn containers(&self) -> Vec<String> {
+        self.ok(&["ps", "-aq"]).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        // Containers left by a failing test go with the daemon's home.
+        for id in self.containers() {
+            let _ = self.run(&["rm", "-f", &id]);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.daemon.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn version_info_and_ping_answer_as_docker_does() {
+    let Some(d) = Docker::start("version_info_and_ping_answer_as_docker_does") else {
+        return;
+    };
+    let out = d.ok(&[
+        "version",
+        "--format",
+        "{{.Server.APIVersion}} {{.Server.Os}}",
+    ]);
+    assert_eq!(out, "1.41 linux\n");
+    let out = d.ok(&["version"]);
+    assert!(out.contains("Server: locald"), "{out}");
+    let out = d.ok(&[
+        "info",
+        "--format",
+        "{{.OSType}} {{.Containers}} {{.Swarm.LocalNodeState}}",
+    ]);
+    assert_eq!(out, "linux 0 inactive\n");
+
+    for path in ["/_ping", "/v1.41/_ping", "/v1.24/_ping"] {
+        let answer = d.http("GET", path);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("api-version: 1.41"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("OK"), "{answer}");
+    }
+    let answer = d.http("HEAD", "/v1.41/_ping");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = d.http("GET", "/v1.12/version");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("too old"), "{answer}");
+    let answer = d.http("GET", "/nonsense/version");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // Docker's error shape on its routes.
+    let answer = d.http("GET", "/v1.41/containers/nope/json");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"message":"No such container: nope"}"#),
+        "{answer}"
+    );
+}
+
+#[test]
+fn run_rm_prints_output_and_propagates_the_exit_code() {
+    let Some(d) = Docker::start("run_rm_prints_output_and_propagates_the_exit_code") else {
+        return;
+    };
+    let out = d.run(&["run", "--rm", BUSYBOX, "echo", "hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n");
+
+    let out = d.run(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hello",
+        "-w",
+        "/tmp",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "echo $GREETING from $(pwd); echo oops >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello from /tmp\n");
+    assert_eq!(stderr(&out), "oops\n");
+
+    // Stdin reaches the container with -i.
+    let mut child = d
+        .cmd(&["run", "--rm", "-i", BUSYBOX, "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "SHOUT\n");
+
+    // --rm removed them all.
+    assert_eq!(d.containers(), Vec::<String>::new());
+
+    let out = d.run(&["run", "--rm", BUSYBOX, "/no/such/program"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(d.containers(), Vec::<String>::new());
+}
+
+#[test]
+fn detached_container_life_cycle() {
+    let Some(d) = Docker::start("detached_container_life_cycle") else {
+        return;
+    };
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "-l",
+        "app=demo",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "echo ready; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+
+    let ps = d.ok(&["ps", "--format", "{{.ID}} {{.Names}} {{.Image}} {{.State}}"]);
+    assert_eq!(ps, format!("{} sleeper {BUSYBOX} running\n", &id[..12]));
+    let filtered = d.ok(&["ps", "-q", "--no-trunc", "--filter", "label=app=demo"]);
+    assert_eq!(filtered, format!("{id}\n"));
+    assert_eq!(d.ok(&["ps", "-q", "--filter", "label=app=other"]), "");
+    assert_eq!(
+        d.ok(&["ps", "-q", "--filter", "name=sleep"]),
+        format!("{}\n", &id[..12])
+    );
+    assert_eq!(d.ok(&["ps", "-q", "--filter", "status=exited"]), "");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.ok(&["logs", "sleeper"]) != "ready\n" {
+        assert!(Instant::now() < deadline, "no log line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Running}} {{.Name}} {{.Config.Labels.app}}",
+        &id[..12],
+    ]);
+    assert_eq!(state, "running true /sleeper demo\n");
+
+    // exec: output and exit code.
+    let out = d.run(&["exec", "sleeper", "sh", "-c", "echo inside; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "inside\n");
+
+    // A running container is not removed without force: docker's 409.
+    let out = d.run(&["rm", "sleeper"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot remove a running container"),
+        "{}",
+        stderr(&out)
+    );
+    // The name is taken.
+    let out = d.run(&["create", "--name", "sleeper", BUSYBOX, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("is already in use"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert_eq!(d.ok(&["stop", "sleeper"]), "sleeper\n");
+    assert_eq!(d.ok(&["logs", "sleeper"]), "ready\nbye\n");
+    assert_eq!(
+        d.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}} {{.Status}}"])
+            .split(" ago")
+            .next()
+            .unwrap()
+            .split(") ")
+            .next()
+            .unwrap(),
+        "sleeper exited Exited (0"
+    );
+    assert_eq!(d.ok(&["wait", "sleeper"]), "0\n");
+    assert_eq!(d.ok(&["rm", "sleeper"]), "sleeper\n");
+    let out = d.run(&["rm", "sleeper"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("No such container: sleeper"),
+        "{}",
+        stderr(&out)
+    );
+
+    // rm -f ends a running one.
+    let id = d.ok(&["run", "-d", BUSYBOX, "sleep", "100"]);
+    assert_eq!(d.ok(&["rm", "-f", id.trim()]), id);
+    assert_eq!(d.containers(), Vec::<String>::new());
+}
+
+#[test]
+fn create_start_attach_and_wait_separately() {
+    let Some(d) = Docker::start("create_start_attach_and_wait_separately") else {
+        return;
+    };
+    let id = d.ok(&[
+        "create",
+        "--name",
+        "later",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "echo late; exit 7",
+    ]);
+    let id = id.trim();
+    assert_eq!(
+        d.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}} {{.Status}}"]),
+        "later created Created\n"
+    );
+    let out = d.run(&["start", "-a", "later"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "late\n");
+    assert_eq!(d.ok(&["wait", id]), "7\n");
+    assert_eq!(
+        d.ok(&[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "later"
+        ]),
+        "exited 7\n"
+    );
+    d.ok(&["rm", "later"]);
+}
+
+#[test]
+fn unknown_images_and_containers_are_docker_errors() {
+    let Some(d) = Docker::start("unknown_images_and_containers_are_docker_errors") else {
+        return;
+    };
+    let out = d.run(&["logs", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("No such container: nope"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.run(&["rmi", "nope:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("No such image: nope:1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.run(&["run", "--rm", "--network", "custom", BUSYBOX, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("not supported by locald"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The shared busybox fixture as an image layer.
+fn busybox_layer() -> support::Layer {
+    let rootfs = locald::native::testing::shared_busybox_rootfs().expect("busybox rootfs");
+    support::Layer::from_dir(&rootfs).expect("the busybox rootfs as a layer")
+}
+
+#[test]
+fn pull_run_and_remove_an_image_from_a_loopback_registry() {
+    let test = "pull_run_and_remove_an_image_from_a_loopback_registry";
+    if !support::require(test, true, &["docker-registry", "skopeo"]) {
+        return;
+    }
+    let Some(d) = Docker::start(test) else {
+        return;
+    };
+    let registry = support::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = support::Layout::new(dir.path().join("oci"));
+    let image = layout.image(
+        "amd64",
+        &[(busybox_layer(), support::Compression::Gzip)],
+        serde_json::json!({"Cmd": ["echo", "from the image"]}),
+    );
+    layout.name_image("img", &image);
+    let name = format!("{}/busybox", registry.addr);
+    support::push(&layout.dir, "img", &format!("{name}:latest"), &[]);
+
+    // Loopback registries are insecure by default, as with dockerd.
+    let out = d.run(&["pull", &name]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Pull complete"), "{text}");
+    assert!(
+        text.contains(&format!("Digest: {}", image.manifest_digest)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Status: Downloaded newer image for {name}:latest")),
+        "{text}"
+    );
+    let again = d.ok(&["pull", &name]);
+    assert!(
+        again.contains(&format!("Status: Image is up to date for {name}:latest")),
+        "{again}"
+    );
+
+    let images = d.ok(&["images", "--format", "{{.Repository}} {{.Tag}} {{.ID}}"]);
+    let short = &image.config_digest["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        images.contains(&format!("{name} latest {short}\n")),
+        "{images}"
+    );
+    assert_eq!(
+        d.ok(&["image", "inspect", "--format", "{{.Id}} {{.Os}}", &name]),
+        format!("{} linux\n", image.config_digest)
+    );
+
+    // The image's own command, and one given.
+    assert_eq!(d.ok(&["run", "--rm", &name]), "from the image\n");
+    assert_eq!(d.ok(&["run", "--rm", &name, "echo", "hi"]), "hi\n");
+
+    assert_eq!(d.ok(&["rmi", &name]), format!("Untagged: {name}:latest\n"));
+    assert!(!d.ok(&["images"]).contains(&name));
+    let out = d.run(&["image", "inspect", &name]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // A pull that fails says why and exits 1.
+    let out = d.run(&["pull", &format!("{}/missing:1", registry.addr)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+
+    // `docker run` of an image not stored pulls it first, as docker does.
+    let out = d.run(&["run", "--rm", &name, "echo", "pulled"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "pulled\n");
+    assert!(
+        stderr(&out).contains("Unable to find image"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn published_ports_reach_the_container() {
+    let Some(d) = Docker::start("published_ports_reach_the_container") else {
+        return;
+    };
+    let port = support::free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "-p",
+        &publish,
+        BUSYBOX,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo served > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ]);
+    let id = id.trim();
+    assert_eq!(d.ok(&["port", id, "8080"]), format!("127.0.0.1:{port}\n"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(s, "GET / HTTP/1.0\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.contains("200") {
+                break out;
+            }
+        }
+        assert!(Instant::now() < deadline, "nothing served on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.ends_with("served\n"), "{body}");
+    assert!(d
+        .ok(&["ps", "--format", "{{.Ports}}"])
+        .contains(&format!("127.0.0.1:{port}->8080/tcp")));
+    d.ok(&["rm", "-f", id]);
+}
+
+#[allow(dead_code)]
+fn unused(_: &Path) {}
