@@ -234,8 +234,14 @@ fn run_rm_prints_output_and_propagates_the_exit_code() {
     // --rm removed them all.
     assert_eq!(d.containers(), Vec::<String>::new());
 
+    // Docker's code for a program that is not there.
     let out = d.run(&["run", "--rm", BUSYBOX, "/no/such/program"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/no/such/program"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(d.containers(), Vec::<String>::new());
 }
 
@@ -298,7 +304,7 @@ fn detached_container_life_cycle() {
     );
     // The name is taken.
     let out = d.run(&["create", "--name", "sleeper", BUSYBOX, "true"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("is already in use"),
         "{}",

@@ -381,7 +381,7 @@ enum Target {
     Docker(Arc<Entry>),
     /// A container the runtime knows and this table does not (`locald run`, or from
     /// before a daemon restart), by runtime id.
-    Runtime(ContainerSummary),
+    Runtime(Box<ContainerSummary>),
 }
 
 async fn resolve(s: &Shared, key: &str) -> DockerResult<Target> {
@@ -395,7 +395,7 @@ async fn resolve(s: &Shared, key: &str) -> DockerResult<Target> {
     {
         Ok(summary) => Ok(match s.docker.by_runtime_id(&summary.id) {
             Some(entry) => Target::Docker(entry),
-            None => Target::Runtime(summary),
+            None => Target::Runtime(Box::new(summary)),
         }),
         Err(locald::Error::NotFound { .. }) => Err(DockerError::no_such_container(key)),
         Err(err) => Err(err.into()),
@@ -426,10 +426,7 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
     let started = s.runtime.run_container(entry.spec.clone()).await;
     let handle = match started {
         Ok(h) => h,
-        Err(err) => {
-            entry.live().starting = false;
-            return Err(err.into());
-        }
+        Err(err) => return Err(start_failed(s, entry, err)),
     };
     let (rid, _, mut process) = handle.into_parts();
     let auto_remove = entry.spec.auto_remove;
@@ -476,7 +473,7 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
         entry.live().finished_at = Some(SystemTime::now());
         shared
             .docker
-            .event(&format!("die"), &entry.id, &entry.name, &entry.image);
+            .event("die", &entry.id, &entry.name, &entry.image);
         if auto_remove {
             // The shim removed the container before reporting the exit.
             if let Some(state) = &shared.state {
@@ -490,6 +487,33 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
         entry.exit.send_replace(Some(status));
     });
     Ok(true)
+}
+
+/// A start that failed: the container ends with docker's code for the reason (127 no
+/// such program, 126 not executable, 125 else), waiters and attachers are released,
+/// and an auto-remove container goes; the error names the reason in the words the
+/// docker CLI looks for to pick its exit code.
+fn start_failed(s: &Shared, entry: &Arc<Entry>, err: locald::Error) -> DockerError {
+    let (code, hint) = match &err {
+        locald::Error::ProgramNotFound { program } => (
+            127,
+            format!(": exec: \"{program}\": executable file not found in $PATH"),
+        ),
+        locald::Error::PermissionDenied { .. } => (126, ": permission denied".to_owned()),
+        _ => (125, String::new()),
+    };
+    {
+        let mut live = entry.live();
+        live.starting = false;
+        live.attachers.clear();
+        live.finished_at = Some(SystemTime::now());
+    }
+    if entry.spec.auto_remove {
+        s.docker.forget(&entry.id);
+    }
+    entry.exit.send_replace(Some(ExitStatus::Exited(code)));
+    let err = DockerError::from(err);
+    DockerError::new(err.status, format!("{}{hint}", err.message()))
 }
 
 pub(crate) async fn start(
@@ -622,7 +646,10 @@ pub(crate) async fn wait(
     Query(q): Query<WaitQuery>,
 ) -> DockerResult<Response> {
     let target = resolve(&s, &key).await?;
-    let condition = q.condition.unwrap_or_else(|| "not-running".to_owned());
+    let condition = q
+        .condition
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "not-running".to_owned());
     if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
         return Err(DockerError::bad_request(format!(
             "invalid condition: {condition:?}"
@@ -940,7 +967,7 @@ async fn views(s: &Shared, all: bool) -> DockerResult<Vec<View>> {
     if !all {
         out.retain(|v| matches!(v.state, ContainerState::Running | ContainerState::Paused));
     }
-    out.sort_by(|a, b| b.created.cmp(&a.created));
+    out.sort_by_key(|v| std::cmp::Reverse(v.created));
     Ok(out)
 }
 
@@ -1061,7 +1088,7 @@ fn matches_filters(v: &View, filters: &HashMap<String, Vec<String>>) -> DockerRe
                 matches!(v.state, ContainerState::Exited(_))
                     && c == &exit_code(&v.state).to_string()
             }),
-            "ancestor" => values.iter().any(|i| v.image == *i),
+            "ancestor" => values.contains(&v.image),
             other => {
                 return Err(DockerError::bad_request(format!(
                     "invalid filter '{other}'"
@@ -1150,7 +1177,7 @@ pub(crate) async fn inspect(
             };
             view(Some(e), summary)
         }
-        Target::Runtime(c) => view(None, Some(c)),
+        Target::Runtime(c) => view(None, Some(*c)),
     };
     let (started, finished) = v.entry.as_ref().map_or((None, None), |e| {
         let l = e.live();

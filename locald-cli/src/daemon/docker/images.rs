@@ -202,11 +202,7 @@ fn short(digest: &str) -> String {
 
 fn progress_bar(done: u64, size: u64) -> String {
     const WIDTH: u64 = 50;
-    let filled = if size == 0 {
-        WIDTH
-    } else {
-        (done.min(size) * WIDTH) / size
-    };
+    let filled = (done.min(size) * WIDTH).checked_div(size).unwrap_or(WIDTH);
     let mut bar = "=".repeat(filled as usize);
     if filled < WIDTH {
         bar.push('>');

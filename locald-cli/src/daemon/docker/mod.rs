@@ -112,7 +112,7 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
 /// A docker error: a status and `{"message": …}`.
 #[derive(Debug)]
 pub(crate) struct DockerError {
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     message: String,
 }
 
