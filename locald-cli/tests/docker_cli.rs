@@ -6,7 +6,7 @@
 use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -57,7 +57,12 @@ impl Docker {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("docker");
+        self.program("docker", args)
+    }
+
+    /// A program (the docker CLI, or one that runs it) with the client's environment.
+    fn program(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
@@ -522,5 +527,60 @@ fn published_ports_reach_the_container() {
     d.ok(&["rm", "-f", id]);
 }
 
-#[allow(dead_code)]
-fn unused(_: &Path) {}
+#[test]
+fn logs_follow_until_the_container_exits() {
+    let Some(d) = Docker::start("logs_follow_until_the_container_exits") else {
+        return;
+    };
+    let id = d.ok(&[
+        "run",
+        "-d",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; echo warn $i >&2; sleep 0.3; done",
+    ]);
+    let out = d.run(&["logs", "-f", id.trim()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "line 1\nline 2\nline 3\n");
+    assert_eq!(stderr(&out), "warn 1\nwarn 2\nwarn 3\n");
+    // The tail counts the lines of both streams, as docker's does.
+    let out = d.run(&["logs", "--tail", "2", id.trim()]);
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("line 3\n", "warn 3\n")
+    );
+    d.ok(&["rm", id.trim()]);
+}
+
+/// `docker run -it` under a pseudo-terminal (util-linux `script` provides it): the
+/// container sees a TTY, what is typed reaches it, its exit code is docker's.
+#[test]
+fn run_interactive_tty_under_a_pty() {
+    let test = "run_interactive_tty_under_a_pty";
+    if !support::require(test, true, &["script"]) {
+        return;
+    }
+    let Some(d) = Docker::start(test) else {
+        return;
+    };
+    let line =
+        format!("docker run -it --rm {BUSYBOX} sh -c 'tty; read word; echo got $word; exit 5'");
+    let mut child = d
+        .program("script", &["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stdin.write_all(b"word\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(5), "{text}{}", stderr(&out));
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("got word"), "{text}");
+    assert_eq!(d.containers(), Vec::<String>::new());
+}
