@@ -3,6 +3,8 @@
 //! codes). The docker client comes from Debian's `docker.io` (scripts/packages.sh);
 //! no dockerd is ever started. Containers need root.
 
+#![cfg(target_os = "linux")]
+
 use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
@@ -31,6 +33,10 @@ impl Docker {
         if !support::require(test, true, &["docker"]) {
             return None;
         }
+        Some(Self::start_daemon())
+    }
+
+    fn start_daemon() -> Docker {
         let home = tempfile::tempdir().expect("a temporary home");
         let socket = home.path().join("run/locald.sock");
         let daemon = Command::new(LOCALD)
@@ -49,11 +55,11 @@ impl Docker {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::fs::create_dir_all(home.path().join("docker-config")).unwrap();
-        Some(Docker {
+        Docker {
             home,
             socket,
             daemon,
-        })
+        }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -129,7 +135,7 @@ impl Drop for Docker {
     fn drop(&mut self) {
         // Containers left by a failing test go with the daemon's home.
         for id in self.containers() {
-            let _ = self.run(&["rm", "-f", &id]);
+            let _ = self.http("DELETE", &format!("/v1.41/containers/{id}?force=1"));
         }
         let _ = Command::new("kill")
             .args(["-TERM", &self.daemon.id().to_string()])
@@ -582,5 +588,133 @@ fn run_interactive_tty_under_a_pty() {
     assert_eq!(out.status.code(), Some(5), "{text}{}", stderr(&out));
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("got word"), "{text}");
+    assert_eq!(d.containers(), Vec::<String>::new());
+}
+
+/// The Python interpreter with docker-py and testcontainers (scripts/test makes a venv
+/// and names it in `LOCALD_TEST_PYTHON`), or `None` after a loud SKIP outside CI.
+fn python_with_docker(test: &str) -> Option<String> {
+    let python = std::env::var("LOCALD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let found = Command::new(&python)
+        .args(["-c", "import docker, testcontainers"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(python);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: CI must provide {python} with the docker and testcontainers packages");
+    }
+    eprintln!("\n!!! SKIPPED {test}: needs {python} with the docker and testcontainers packages (pip install docker testcontainers) !!!\n");
+    None
+}
+
+/// Runs a Python script against the daemon; it prints `ok` at its end.
+fn python(d: &Docker, python: &str, script: &str) {
+    let mut child = d
+        .program(python, &["-W", "ignore", "-c", script])
+        .env("TESTCONTAINERS_RYUK_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the Python script did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && stdout(&out).ends_with("ok\n"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn docker_py_runs_execs_and_reads_logs() {
+    let test = "docker_py_runs_execs_and_reads_logs";
+    if !support::require(test, true, &[]) {
+        return;
+    }
+    let Some(py) = python_with_docker(test) else {
+        return;
+    };
+    let d = Docker::start_daemon();
+    python(
+        &d,
+        &py,
+        &format!(
+            r#"
+import docker
+c = docker.from_env()
+assert c.version()["ApiVersion"] == "1.41"
+assert c.ping()
+assert c.containers.run("{BUSYBOX}", ["echo", "hi"], remove=True) == b"hi\n"
+try:
+    c.containers.run("{BUSYBOX}", ["sh", "-c", "echo bad >&2; exit 2"], remove=True)
+    raise SystemExit("no error")
+except docker.errors.ContainerError as e:
+    assert e.exit_status == 2, e
+ctr = c.containers.run("{BUSYBOX}", ["sh", "-c", "echo ready; exec sleep 100"],
+                       detach=True, labels={{"suite": "py"}}, ports={{"8080/tcp": None}})
+ctr.reload()
+assert ctr.status == "running", ctr.status
+assert ctr.labels == {{"suite": "py"}}, ctr.labels
+port = ctr.ports["8080/tcp"][0]
+assert port["HostIp"] == "127.0.0.1" and int(port["HostPort"]) > 0, port
+assert [x.id for x in c.containers.list(filters={{"label": "suite=py"}})] == [ctr.id]
+assert c.containers.list(filters={{"label": "suite=other"}}) == []
+r = ctr.exec_run(["sh", "-c", "echo exec; exit 3"])
+assert (r.exit_code, r.output) == (3, b"exec\n"), r
+assert ctr.logs() == b"ready\n"
+ctr.kill()
+assert ctr.wait()["StatusCode"] == 137
+ctr.remove()
+try:
+    c.containers.get(ctr.id)
+    raise SystemExit("still there")
+except docker.errors.NotFound:
+    pass
+assert "{BUSYBOX}:latest" in [t for i in c.images.list() for t in i.tags]
+print("ok")
+"#
+        ),
+    );
+    assert_eq!(d.containers(), Vec::<String>::new());
+}
+
+#[test]
+fn testcontainers_waits_for_a_log_line_and_a_port() {
+    let test = "testcontainers_waits_for_a_log_line_and_a_port";
+    if !support::require(test, true, &[]) {
+        return;
+    }
+    let Some(py) = python_with_docker(test) else {
+        return;
+    };
+    let d = Docker::start_daemon();
+    python(
+        &d,
+        &py,
+        &format!(
+            r#"
+import urllib.request
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.waiting_utils import wait_for_logs
+cmd = ["sh", "-c", "mkdir /www && echo served > /www/index.html && echo ready && exec httpd -f -p 8080 -h /www"]
+with DockerContainer("{BUSYBOX}").with_command(cmd).with_exposed_ports(8080) as c:
+    wait_for_logs(c, "ready", timeout=20)
+    url = f"http://{{c.get_container_host_ip()}}:{{c.get_exposed_port(8080)}}/"
+    assert urllib.request.urlopen(url, timeout=10).read() == b"served\n"
+print("ok")
+"#
+        ),
+    );
     assert_eq!(d.containers(), Vec::<String>::new());
 }

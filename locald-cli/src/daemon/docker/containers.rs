@@ -1122,6 +1122,17 @@ pub(crate) async fn list(
         if !matches_filters(&v, &filters)? {
             continue;
         }
+        let mode = v
+            .entry
+            .as_ref()
+            .and_then(|e| {
+                e.host_config
+                    .get("NetworkMode")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
         out.push(json!({
             "Id": v.id,
             "Names": [format!("/{}", v.name)],
@@ -1133,8 +1144,8 @@ pub(crate) async fn list(
             "Labels": v.labels,
             "State": state_name(&v.state),
             "Status": status_text(&v),
-            "HostConfig": { "NetworkMode": "default" },
-            "NetworkSettings": { "Networks": {} },
+            "HostConfig": { "NetworkMode": mode },
+            "NetworkSettings": { "Networks": networks(&mode) },
             "Mounts": [],
         }));
     }
@@ -1155,6 +1166,26 @@ fn shell_join(args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `NetworkSettings.Networks`: the one network a container has. On the private
+/// network (docker's bridge) published ports are bound on the host's loopback, so the
+/// gateway a client reaches them through (testcontainers inside a container) is
+/// `127.0.0.1`; there is no container address.
+fn networks(mode: &str) -> Value {
+    let name = match mode {
+        "" | "default" => "bridge",
+        other => other,
+    };
+    let gateway = if name == "bridge" { "127.0.0.1" } else { "" };
+    json!({ name: {
+        "NetworkID": name,
+        "EndpointID": "",
+        "Gateway": gateway,
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "MacAddress": "",
+    }})
 }
 
 fn rfc3339(t: Option<SystemTime>) -> String {
@@ -1205,6 +1236,25 @@ pub(crate) async fn inspect(
             false,
         ),
     };
+    let mut host_config = host_config;
+    if let Some(obj) = host_config.as_object_mut() {
+        // The log is locald's own, read with `logs`: clients (docker-py) read logs only
+        // from the drivers they know keep them.
+        obj.insert(
+            "LogConfig".into(),
+            json!({ "Type": "json-file", "Config": {} }),
+        );
+        let mode = obj.get("NetworkMode").and_then(Value::as_str).unwrap_or("");
+        if mode.is_empty() {
+            obj.insert("NetworkMode".into(), json!("default"));
+        }
+        obj.entry("AutoRemove").or_insert_with(|| json!(false));
+    }
+    let network_mode = host_config
+        .get("NetworkMode")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned();
     let mut config = config;
     if let Some(obj) = config.as_object_mut() {
         obj.insert("Tty".into(), json!(tty));
@@ -1249,7 +1299,7 @@ pub(crate) async fn inspect(
             "Ports": ports,
             "IPAddress": "",
             "Gateway": "",
-            "Networks": {},
+            "Networks": networks(&network_mode),
         },
     }))
     .into_response())

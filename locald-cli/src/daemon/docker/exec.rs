@@ -9,9 +9,11 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use locald::remote::protocol::{Frame, FrameKind};
 use locald::{Command, Stdin, Stdio};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 use super::{DockerError, DockerResult, IdParam};
 use crate::daemon::{server::Shared, session::Pipes};
@@ -164,31 +166,12 @@ pub(crate) async fn start(
         st.started = true;
         st.running = true;
     }
-    let mut process = match s.runtime.exec(&exec.runtime_id, exec.command.clone()).await {
-        Ok(p) => p,
-        Err(err) => {
-            let mut st = lock(&exec);
-            st.running = false;
-            st.exit_code = Some(126);
-            return Err(err.into());
-        }
-    };
-    lock(&exec).pid = process.id();
-    let pipes = Pipes {
-        stdin: process.take_stdin(),
-        stdout: process.take_stdout(),
-        stderr: process.take_stderr(),
-    };
-    let finish = move |exec: Arc<Exec>, status: locald::Result<locald::ExitStatus>| {
-        let mut st = lock(&exec);
-        st.running = false;
-        st.exit_code = Some(status.map_or(-1, |s| s.shell_code()));
-    };
     if start.detach.unwrap_or(false) {
+        let (mut process, pipes) = spawn(&s, &exec).await.map_err(|(_, e)| e)?;
         super::stream::drain(pipes);
         tokio::spawn(async move {
             let status = process.wait().await;
-            finish(exec, status);
+            finish(&exec, status.map_or(-1, |s| s.shell_code()));
         });
         return Ok(StatusCode::OK.into_response());
     }
@@ -198,20 +181,75 @@ pub(crate) async fn start(
     }
     let (response, conn) = super::stream::hijack(&mut req, exec.tty)?;
     let tty = exec.tty;
+    let shared = s.clone();
     s.sessions.spawn(async move {
-        let opened = conn.open().await;
-        let Some((input, output)) = opened else {
-            // The client left: the command ends with it, as the process is dropped.
-            finish(exec, Err(locald::Error::invalid("exec", "", "client left")));
+        let Some((input, mut output)) = conn.open().await else {
+            finish(&exec, -1);
             return;
         };
-        let input = if exec.attach_stdin { input } else { None };
-        let mut output = super::stream::pump(pipes, input, output, tty).await;
-        let status = process.wait().await;
-        finish(exec, status);
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut output).await;
+        // The command starts once the client holds the stream, as with dockerd: a
+        // client reading the socket under its HTTP library's buffer (docker-py) would
+        // lose output that came with the response's headers.
+        match spawn(&shared, &exec).await {
+            Ok((mut process, pipes)) => {
+                let input = if exec.attach_stdin { input } else { None };
+                output = super::stream::pump(pipes, input, output, tty).await;
+                let status = process.wait().await;
+                finish(&exec, status.map_or(-1, |s| s.shell_code()));
+            }
+            Err((_, err)) => {
+                let line = format!("{}\r\n", err.message());
+                let bytes = if tty {
+                    bytes::Bytes::from(line)
+                } else {
+                    Frame::new(FrameKind::Stderr, line).encode()
+                };
+                let _ = output.write_all(&bytes).await;
+            }
+        }
+        let _ = output.shutdown().await;
     });
     Ok(response)
+}
+
+fn finish(exec: &Exec, code: i32) {
+    let mut st = lock(exec);
+    st.running = false;
+    st.exit_code = Some(code);
+}
+
+/// Starts the exec's command; a failure ends the exec with docker's code (127 no such
+/// program, 126 else) and an error in the words the docker CLI shows.
+async fn spawn(
+    s: &Shared,
+    exec: &Arc<Exec>,
+) -> Result<(locald::Process, Pipes), (i32, DockerError)> {
+    match s.runtime.exec(&exec.runtime_id, exec.command.clone()).await {
+        Ok(mut process) => {
+            lock(exec).pid = process.id();
+            let pipes = Pipes {
+                stdin: process.take_stdin(),
+                stdout: process.take_stdout(),
+                stderr: process.take_stderr(),
+            };
+            Ok((process, pipes))
+        }
+        Err(err) => {
+            let (code, hint) = match &err {
+                locald::Error::ProgramNotFound { program } => (
+                    127,
+                    format!(": exec: \"{program}\": executable file not found in $PATH"),
+                ),
+                _ => (126, String::new()),
+            };
+            finish(exec, code);
+            let err = DockerError::from(err);
+            Err((
+                code,
+                DockerError::new(err.status, format!("{}{hint}", err.message())),
+            ))
+        }
+    }
 }
 
 pub(crate) async fn inspect(

@@ -231,9 +231,25 @@ async fn ping() -> Response {
 }
 
 fn kernel_version() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
+    #[cfg(unix)]
+    {
+        nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+    #[cfg(not(unix))]
+    String::new()
+}
+
+fn hostname() -> String {
+    #[cfg(unix)]
+    {
+        nix::sys::utsname::uname()
+            .map(|u| u.nodename().to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+    #[cfg(not(unix))]
+    std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
 fn arch() -> &'static str {
@@ -285,9 +301,7 @@ async fn info(State(s): State<Arc<Shared>>) -> DockerResult<Response> {
         .count();
     let created = s.docker.created_count();
     let images = s.runtime.list_images().await.map(|i| i.len()).unwrap_or(0);
-    let name = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = hostname();
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         "2"
