@@ -593,6 +593,7 @@ fn run_interactive_tty_under_a_pty() {
 
 /// The Python interpreter with docker-py and testcontainers (scripts/test makes a venv
 /// and names it in `LOCALD_TEST_PYTHON`), or `None` after a loud SKIP outside CI.
+#[allow(clippy::print_stderr)] // the loud SKIP, as support::require prints it
 fn python_with_docker(test: &str) -> Option<String> {
     let python = std::env::var("LOCALD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let found = Command::new(&python)
