@@ -22,7 +22,10 @@ const BUSYBOX: &str = "localhost/locald/busybox";
 /// it; the daemon gets SIGTERM when this is dropped.
 struct Docker {
     home: tempfile::TempDir,
+    /// The daemon's socket: the raw requests of the tests go there.
     socket: PathBuf,
+    /// `--docker-socket`: the docker clients go there (the same API on both).
+    docker_socket: PathBuf,
     daemon: Child,
 }
 
@@ -39,8 +42,10 @@ impl Docker {
     fn start_daemon() -> Docker {
         let home = tempfile::tempdir().expect("a temporary home");
         let socket = home.path().join("run/locald.sock");
+        let docker_socket = home.path().join("run/docker.sock");
         let daemon = Command::new(LOCALD)
             .args(["daemon", "--socket", socket.to_str().unwrap()])
+            .args(["--docker-socket", docker_socket.to_str().unwrap()])
             .env("LOCALD_HOME", home.path())
             .env_remove("LOCALD_HOST")
             .env_remove("RUST_LOG")
@@ -50,7 +55,8 @@ impl Docker {
             .spawn()
             .expect("the daemon starts");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
+        while UnixStream::connect(&socket).is_err() || UnixStream::connect(&docker_socket).is_err()
+        {
             assert!(Instant::now() < deadline, "the daemon did not listen");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -58,6 +64,7 @@ impl Docker {
         Docker {
             home,
             socket,
+            docker_socket,
             daemon,
         }
     }
@@ -70,7 +77,10 @@ impl Docker {
     fn program(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.docker_socket.display()),
+            )
             .env("DOCKER_CONFIG", self.home.path().join("docker-config"))
             .env("DOCKER_CLI_HINTS", "false")
             .env_remove("DOCKER_CONTEXT")
