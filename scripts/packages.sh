@@ -23,6 +23,7 @@ TEST_PACKAGES=(
     umoci           # the reference unpacker the layer tests compare against
     openssl         # a test CA and server certificate for TLS tests
     apache2-utils   # htpasswd, for the basic-auth registry
+    curl            # reaches published ports in the Docker API tests
     qemu-system-x86 # the QEMU guest that proves the macOS (Lima) path on Linux
     linux-image-cloud-amd64 # that guest's kernel and its virtio modules
     cpio            # packing the guest's initramfs (scripts/guest-initramfs)

@@ -506,11 +506,16 @@ fn pull_run_and_remove_an_image_from_a_loopback_registry() {
 
 #[test]
 fn published_ports_reach_the_container() {
-    let Some(d) = Docker::start("published_ports_reach_the_container") else {
+    let test = "published_ports_reach_the_container";
+    if !support::require(test, true, &["curl"]) {
+        return;
+    }
+    let Some(d) = Docker::start(test) else {
         return;
     };
+    // `-p HOST:CONTAINER` without an address: locald binds the host's loopback.
     let port = support::free_port();
-    let publish = format!("127.0.0.1:{port}:8080");
+    let publish = format!("{port}:8080");
     let id = d.ok(&[
         "run",
         "-d",
@@ -523,24 +528,97 @@ fn published_ports_reach_the_container() {
     ]);
     let id = id.trim();
     assert_eq!(d.ok(&["port", id, "8080"]), format!("127.0.0.1:{port}\n"));
+    let url = format!("http://127.0.0.1:{port}/");
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = write!(s, "GET / HTTP/1.0\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.contains("200") {
-                break out;
-            }
+        let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+        if out.status.success() {
+            break stdout(&out);
         }
         assert!(Instant::now() < deadline, "nothing served on {port}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(body.ends_with("served\n"), "{body}");
+    assert_eq!(body, "served\n");
     assert!(d
         .ok(&["ps", "--format", "{{.Ports}}"])
         .contains(&format!("127.0.0.1:{port}->8080/tcp")));
-    d.ok(&["rm", "-f", id]);
+    // -P publishes the exposed port on a free one.
+    let id2 = d.ok(&[
+        "run", "-d", "-P", "--expose", "8080", BUSYBOX, "sleep", "100",
+    ]);
+    let mapped = d.ok(&["port", id2.trim(), "8080/tcp"]);
+    assert!(mapped.starts_with("127.0.0.1:"), "{mapped}");
+    d.ok(&["rm", "-f", id, id2.trim()]);
+}
+
+#[test]
+fn binds_restart_and_events() {
+    let Some(d) = Docker::start("binds_restart_and_events") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "from the host\n").unwrap();
+    let bind = format!("{}:/data", dir.path().display());
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        BUSYBOX,
+        "sh",
+        "-c",
+        "cat /data/in.txt; echo back > /data/out.txt",
+    ]);
+    assert_eq!(out, "from the host\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+        "back\n"
+    );
+    let ro = format!("{}:/data:ro", dir.path().display());
+    let out = d.run(&["run", "--rm", "-v", &ro, BUSYBOX, "touch", "/data/x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // GET /events streams container events as JSON lines.
+    let mut events = UnixStream::connect(&d.socket).unwrap();
+    write!(events, "GET /v1.41/events HTTP/1.1\r\nHost: docker\r\n\r\n").unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "echo run; sleep 100",
+    ]);
+    let pid_before = d.ok(&["inspect", "--format", "{{.State.Pid}}", "again"]);
+    assert_eq!(d.ok(&["restart", "-t", "0", "again"]), "again\n");
+    let pid_after = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Pid}} {{.State.Status}} {{.Id}}",
+        "again",
+    ]);
+    assert_ne!(pid_before.trim(), pid_after.split(' ').next().unwrap());
+    assert!(
+        pid_after.ends_with(&format!("running {id}")),
+        "{pid_after} {id}"
+    );
+    d.ok(&["rm", "-f", "again"]);
+
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let want = ["\"create\"", "\"start\"", "\"die\"", "\"destroy\""];
+    while !want.iter().all(|w| seen.contains(w)) {
+        let n = events.read(&mut buf).expect("events arrive");
+        assert!(n > 0, "the event stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains(id.trim()), "{seen}");
 }
 
 #[test]
