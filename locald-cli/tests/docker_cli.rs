@@ -392,7 +392,16 @@ fn create_start_attach_and_wait_separately() {
         ]),
         "exited 7\n"
     );
-    d.ok(&["rm", "later"]);
+    // prune removes stopped containers only.
+    let running = d.ok(&["run", "-d", BUSYBOX, "sleep", "100"]);
+    let pruned = d.ok(&["container", "prune", "-f"]);
+    assert!(
+        pruned.starts_with(&format!("Deleted Containers:\n{id}\n")),
+        "{pruned}"
+    );
+    assert_eq!(d.containers(), vec![running[..12].to_owned()]);
+    let out = d.ok(&["image", "prune", "-f"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
 }
 
 #[test]

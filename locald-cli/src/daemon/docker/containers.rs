@@ -881,6 +881,37 @@ pub(crate) async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /containers/prune`: removes every stopped container (`filters` label).
+pub(crate) async fn prune(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<ListQuery>,
+) -> DockerResult<Response> {
+    let filters = parse_filters(q.filters.as_deref())?;
+    let mut deleted = Vec::new();
+    for v in views(&s, true).await? {
+        if matches!(v.state, ContainerState::Running | ContainerState::Paused)
+            || !matches_filters(&v, &filters)?
+        {
+            continue;
+        }
+        let rid = v
+            .entry
+            .as_ref()
+            .map_or(Some(v.id.clone()), |e| e.runtime_id());
+        if let Some(rid) = rid {
+            match s.runtime.remove_container(&rid, false).await {
+                Ok(()) | Err(locald::Error::NotFound { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if let Some(e) = &v.entry {
+            s.docker.forget(&e.id);
+        }
+        deleted.push(v.id);
+    }
+    Ok(Json(json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 })).into_response())
+}
+
 /// A container as `list` and `inspect` see it: the runtime's summary (when started)
 /// and the docker entry (when created here).
 struct View {
@@ -1303,4 +1334,125 @@ pub(crate) async fn inspect(
         },
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(body: Value) -> DockerResult<(ContainerSpec, Vec<String>)> {
+        build_spec(serde_json::from_value(body).unwrap(), "web")
+    }
+
+    #[test]
+    fn create_bodies_map_onto_the_spec() {
+        let (spec, warnings) = spec(json!({
+            "Image": "127.0.0.1:5000/app:1",
+            "Cmd": ["serve", "--port", "80"],
+            "Entrypoint": null,
+            "Env": ["A=1", "B=x=y"],
+            "WorkingDir": "/srv",
+            "Tty": false,
+            "OpenStdin": true,
+            "Labels": {"k": "v"},
+            "ExposedPorts": {"80/tcp": {}, "9000/tcp": {}},
+            "HostConfig": {
+                "Binds": ["/tmp:/data:ro"],
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+                "PublishAllPorts": true,
+                "Memory": 67108864,
+                "NanoCpus": 1500000000,
+                "PidsLimit": null,
+                "NetworkMode": "bridge",
+                "AutoRemove": true,
+                "RestartPolicy": {"Name": "always"},
+                "Tmpfs": {"/run": "size=1m"}
+            }
+        }))
+        .unwrap();
+        assert_eq!(spec.name.as_deref(), Some("web"));
+        assert_eq!(
+            spec.cmd.as_deref(),
+            Some(&["serve".to_owned(), "--port".into(), "80".into()][..])
+        );
+        assert_eq!(spec.entrypoint, None);
+        assert_eq!(spec.env.get("B").map(String::as_str), Some("x=y"));
+        assert!(spec.stdin && !spec.tty && spec.auto_remove);
+        assert_eq!(spec.labels.get("k").map(String::as_str), Some("v"));
+        assert_eq!(spec.network, NetworkMode::Private);
+        assert!(spec.insecure, "a loopback registry is insecure by default");
+        assert_eq!(spec.resources.memory.map(|m| m.bytes()), Some(64 << 20));
+        let ports: Vec<String> = spec.ports.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ports, ["8080:80/tcp", "9000/tcp"]);
+        assert_eq!(spec.mounts.len(), 2);
+        assert_eq!(warnings, ["locald ignores RestartPolicy"]);
+    }
+
+    #[test]
+    fn create_refuses_what_locald_cannot_honour() {
+        for (body, says) in [
+            (json!({}), "config has no image"),
+            (
+                json!({"Image": "x", "HostConfig": {"NetworkMode": "mynet"}}),
+                "network mode",
+            ),
+            (
+                json!({"Image": "x", "HostConfig": {"Privileged": true}}),
+                "privileged",
+            ),
+            (
+                json!({"Image": "x", "HostConfig": {"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}}),
+                "mount type \"volume\"",
+            ),
+            (json!({"Image": "x", "HostConfig": {"Memory": 1}}), "memory"),
+        ] {
+            let err = spec(body.clone()).expect_err(&body.to_string());
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(err.message().contains(says), "{body}: {}", err.message());
+        }
+        // Entrypoint as a string, and [""] to reset it.
+        let (spec, _) = spec(json!({"Image": "x", "Entrypoint": "sh", "Cmd": "true"})).unwrap();
+        assert_eq!(spec.entrypoint, Some(vec!["sh".to_owned()]));
+        assert_eq!(spec.cmd, Some(vec!["true".to_owned()]));
+        let (spec, _) = super::build_spec(
+            serde_json::from_value(json!({"Image": "docker.io/library/x", "Entrypoint": [""]}))
+                .unwrap(),
+            "nn",
+        )
+        .unwrap();
+        assert_eq!(spec.entrypoint, Some(vec![]));
+        assert!(!spec.insecure);
+    }
+
+    #[test]
+    fn filters_take_both_of_dockers_forms() {
+        let a = parse_filters(Some(r#"{"label":{"a=b":true},"status":["running"]}"#)).unwrap();
+        assert_eq!(a["label"], ["a=b"]);
+        assert_eq!(a["status"], ["running"]);
+        assert!(parse_filters(Some("{nope")).is_err());
+        assert!(parse_filters(None).unwrap().is_empty());
+        let mut summary = ContainerSummary::new("abc", "web-1", ContainerState::Running);
+        summary.labels.insert("a".into(), "b".into());
+        let v = view(None, Some(summary));
+        assert!(matches_filters(&v, &a).unwrap());
+        let other = parse_filters(Some(r#"{"label":["a=c"]}"#)).unwrap();
+        assert!(!matches_filters(&v, &other).unwrap());
+        let name = parse_filters(Some(r#"{"name":["/web"],"id":["ab"]}"#)).unwrap();
+        assert!(matches_filters(&v, &name).unwrap());
+        let bad = parse_filters(Some(r#"{"volume":["x"]}"#)).unwrap();
+        assert!(matches_filters(&v, &bad).is_err());
+    }
+
+    #[test]
+    fn durations_read_as_dockers() {
+        assert_eq!(ago(0), "Less than a second");
+        assert_eq!(ago(5), "5 seconds");
+        assert_eq!(ago(90), "About a minute");
+        assert_eq!(ago(600), "10 minutes");
+        assert_eq!(ago(3 * 3600), "3 hours");
+        assert_eq!(
+            shell_join(&["sh".into(), "-c".into(), "echo hi".into()]),
+            "sh -c \"echo hi\""
+        );
+    }
 }

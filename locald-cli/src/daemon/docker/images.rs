@@ -342,3 +342,34 @@ pub(crate) async fn create(
         .body(Body::from_stream(lines))
         .map_err(|e| DockerError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_read_as_dockers() {
+        let r = ImageRef::parse("busybox").unwrap();
+        assert_eq!(repo_tag(&r), "busybox:latest");
+        let r = ImageRef::parse("127.0.0.1:5000/team/app:1.2").unwrap();
+        assert_eq!(
+            (repo_of(&r), repo_tag(&r)),
+            (
+                "127.0.0.1:5000/team/app".to_owned(),
+                "127.0.0.1:5000/team/app:1.2".to_owned()
+            )
+        );
+        assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+    }
+
+    #[test]
+    fn progress_bars_fill_up() {
+        assert!(progress_bar(0, 100).starts_with("[>"));
+        assert!(progress_bar(50, 100).starts_with(&format!("[{}>", "=".repeat(25))));
+        assert_eq!(
+            progress_bar(100, 100),
+            format!("[{}] 100/100", "=".repeat(50))
+        );
+        assert_eq!(progress_bar(0, 0), format!("[{}] 0/0", "=".repeat(50)));
+    }
+}

@@ -52,6 +52,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/images/prune", post(images::prune))
         .route("/images/{*name}", get(images::get).delete(images::remove))
         .route("/containers/json", get(containers::list))
+        .route("/containers/prune", post(containers::prune))
         .route("/containers/create", post(containers::create))
         .route(
             "/containers/{id}",
