@@ -816,3 +816,37 @@ print("ok")
     );
     assert_eq!(d.containers(), Vec::<String>::new());
 }
+
+#[test]
+fn cp_copies_files_in_and_out() {
+    let Some(d) = Docker::start("cp_copies_files_in_and_out") else {
+        return;
+    };
+    let id = d.ok(&["run", "-d", "--name", "box", BUSYBOX, "sleep", "100"]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("note.txt");
+    std::fs::write(&src, "copied in\n").unwrap();
+    d.ok(&["cp", src.to_str().unwrap(), "box:/tmp/"]);
+    assert_eq!(
+        d.ok(&["exec", "box", "cat", "/tmp/note.txt"]),
+        "copied in\n"
+    );
+    d.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "mkdir -p /out/sub && echo deep > /out/sub/f",
+    ]);
+    let dest = dir.path().join("back");
+    d.ok(&["cp", "box:/out", dest.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("sub/f")).unwrap(),
+        "deep\n"
+    );
+    let out = d.run(&["cp", "box:/no/such", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    // 404: docker 20.10 says "No such container:path", newer clients repeat ours.
+    assert!(stderr(&out).contains("/no/such"), "{}", stderr(&out));
+    d.ok(&["rm", "-f", id.trim()]);
+}

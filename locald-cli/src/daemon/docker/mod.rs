@@ -12,6 +12,7 @@
 //! Every route answers at its bare path and under any `/vX.Y` prefix. Errors are
 //! docker's `{"message": …}` with docker's status codes.
 
+mod archive;
 mod containers;
 mod exec;
 mod images;
@@ -68,6 +69,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/containers/{id}/restart", post(containers::restart))
         .route("/containers/{id}/resize", post(ignored))
         .route("/containers/{id}/exec", post(exec::create))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(ignored))
         .route("/exec/{id}/json", get(exec::inspect))
