@@ -654,6 +654,26 @@ fn logs_follow_until_the_container_exits() {
         ("line 3\n", "warn 3\n")
     );
     d.ok(&["rm", id.trim()]);
+
+    // attach to a running container: its output from then on, and its exit code.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 6 ]; do echo tick $i; i=$((i+1)); sleep 0.3; done; exit 4",
+    ]);
+    let out = d.run(&["attach", "--no-stdin", "talker"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stdout(&out).ends_with("tick 4\ntick 5\n"),
+        "{}",
+        stdout(&out)
+    );
+    d.ok(&["rm", "talker"]);
 }
 
 /// `docker run -it` under a pseudo-terminal (util-linux `script` provides it): the
