@@ -204,6 +204,10 @@ fn version_info_and_ping_answer_as_docker_does() {
     let answer = d.http("GET", "/v1.12/version");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("too old"), "{answer}");
+    assert_eq!(
+        d.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]),
+        "bridge bridge\nhost host\nnone null\n"
+    );
     let answer = d.http("GET", "/nonsense/version");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     // Docker's error shape on its routes.
@@ -869,4 +873,58 @@ fn cp_copies_files_in_and_out() {
     // 404: docker 20.10 says "No such container:path", newer clients repeat ours.
     assert!(stderr(&out).contains("/no/such"), "{}", stderr(&out));
     d.ok(&["rm", "-f", id.trim()]);
+}
+
+#[test]
+fn login_then_pull_from_a_private_registry() {
+    let test = "login_then_pull_from_a_private_registry";
+    if !support::require(test, true, &["docker-registry", "skopeo", "htpasswd"]) {
+        return;
+    }
+    let Some(d) = Docker::start(test) else {
+        return;
+    };
+    let registry = support::Registry::start_with(support::RegistryOptions {
+        tls: false,
+        basic_auth: Some(("bob".into(), "pa55word".into())),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = support::Layout::new(dir.path().join("oci"));
+    let image = layout.image(
+        "amd64",
+        &[(busybox_layer(), support::Compression::Gzip)],
+        serde_json::json!({"Cmd": ["echo", "private"]}),
+    );
+    layout.name_image("img", &image);
+    let name = format!("{}/private:1", registry.addr);
+    support::push(&layout.dir, "img", &name, &["--dest-creds", "bob:pa55word"]);
+
+    let out = d.run(&["pull", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let out = d.run(&["login", &registry.addr, "-u", "bob", "-p", "wrong"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = d.run(&["login", &registry.addr, "-u", "bob", "--password-stdin"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no password on stdin: {}",
+        stderr(&out)
+    );
+    let mut child = d
+        .cmd(&["login", &registry.addr, "-u", "bob", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pa55word\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Login Succeeded"), "{}", stdout(&out));
+    assert_eq!(d.ok(&["run", "--rm", &name]), "private\n");
 }

@@ -116,19 +116,6 @@ fn port_key(key: &str) -> DockerResult<(u16, &str)> {
     Ok((port, proto))
 }
 
-fn is_loopback_registry(image: &ImageRef) -> bool {
-    let host = image.registry();
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
-    host == "localhost"
-        || host == "[::1]"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The spec for a docker `Config` and `HostConfig`, and warnings for what is ignored.
 fn build_spec(body: CreateBody, name: &str) -> DockerResult<(ContainerSpec, Vec<String>)> {
     let image = body
@@ -271,7 +258,7 @@ fn build_spec(body: CreateBody, name: &str) -> DockerResult<(ContainerSpec, Vec<
         .map_err(|e| DockerError::bad_request(e.to_string()))?;
     if let locald::ContainerSource::Image(image) = &spec.source {
         // Like dockerd, registries on loopback are insecure by default.
-        if is_loopback_registry(image) {
+        if super::is_loopback_host(image.registry()) {
             spec.insecure = true;
         }
     }

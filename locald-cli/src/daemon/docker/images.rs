@@ -14,7 +14,7 @@ use locald::{ImageRef, ImageSummary, PullOptions, PullProgress};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{DockerError, DockerResult, NameParam};
+use super::{is_loopback_host, DockerError, DockerResult, NameParam};
 use crate::daemon::server::Shared;
 
 fn created_secs(i: &ImageSummary) -> u64 {
@@ -183,6 +183,42 @@ pub(crate) async fn remove(
 pub(crate) async fn prune(State(s): State<Arc<Shared>>) -> DockerResult<Response> {
     let report = s.runtime.prune_images().await?;
     Ok(Json(json!({ "ImagesDeleted": [], "SpaceReclaimed": report.bytes })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct AuthBody {
+    username: String,
+    password: String,
+    serveraddress: String,
+}
+
+/// `POST /auth` (`docker login`): checks the credentials against the registry and keeps
+/// them where the runtime's pulls find them ([`Runtime::login`](locald::Runtime::login)).
+pub(crate) async fn auth(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Json(body): axum::extract::Json<AuthBody>,
+) -> DockerResult<Response> {
+    let registry = match body.serveraddress.as_str() {
+        "" | "https://index.docker.io/v1/" => "docker.io".to_owned(),
+        other => other
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+    };
+    let login = locald::RegistryLogin::new(&registry, body.username, body.password)
+        .insecure(is_loopback_host(&registry));
+    match s.runtime.login(login).await {
+        Ok(()) => {
+            Ok(Json(json!({ "Status": "Login Succeeded", "IdentityToken": "" })).into_response())
+        }
+        Err(err @ locald::Error::Unauthorized { .. }) => Err(DockerError::new(
+            StatusCode::UNAUTHORIZED,
+            DockerError::from(err).message().to_owned(),
+        )),
+        Err(err) => Err(err.into()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,6 +396,27 @@ mod tests {
             )
         );
         assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+    }
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:80",
+            "[::1]:5000",
+            "http://127.0.0.2/",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "ghcr.io",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]

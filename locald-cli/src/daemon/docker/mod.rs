@@ -48,6 +48,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/events", get(events))
+        .route("/auth", post(images::auth))
+        .route("/networks", get(networks))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/prune", post(images::prune))
@@ -205,6 +207,26 @@ impl<S: Send + Sync, const N: usize> FromRequestParts<S> for Param<N> {
             .map(Param)
             .ok_or_else(|| DockerError::bad_request(format!("the path has no {key}")))
     }
+}
+
+/// True for a registry on loopback (`127.0.0.0/8`, `::1`, `localhost`), which docker
+/// clients get as insecure (plain HTTP or unverified TLS) by default, as with dockerd.
+pub(crate) fn is_loopback_host(registry: &str) -> bool {
+    let host = registry
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|i| i.is_loopback())
 }
 
 /// A new random 64-hex-digit id (containers, execs).
@@ -367,6 +389,24 @@ async fn info(State(s): State<Arc<Shared>>) -> DockerResult<Response> {
         body.extend(more);
     }
     Ok(Json(body).into_response())
+}
+
+/// `GET /networks`: the three networks a container can have (no user networks).
+async fn networks() -> Response {
+    let net = |name: &str, driver: &str| {
+        json!({
+            "Name": name, "Id": name, "Driver": driver, "Scope": "local",
+            "Created": "0001-01-01T00:00:00Z", "EnableIPv6": false, "Internal": false,
+            "Attachable": false, "Ingress": false, "IPAM": { "Driver": "default", "Config": [] },
+            "Containers": {}, "Options": {}, "Labels": {},
+        })
+    };
+    Json(json!([
+        net("bridge", "bridge"),
+        net("host", "host"),
+        net("none", "null"),
+    ]))
+    .into_response()
 }
 
 /// `GET /events`: container start and die events, as JSON lines, from this daemon's
