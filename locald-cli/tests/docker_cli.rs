@@ -8,7 +8,7 @@
 use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -43,23 +43,7 @@ impl Docker {
         let home = tempfile::tempdir().expect("a temporary home");
         let socket = home.path().join("run/locald.sock");
         let docker_socket = home.path().join("run/docker.sock");
-        let daemon = Command::new(LOCALD)
-            .args(["daemon", "--socket", socket.to_str().unwrap()])
-            .args(["--docker-socket", docker_socket.to_str().unwrap()])
-            .env("LOCALD_HOME", home.path())
-            .env_remove("LOCALD_HOST")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the daemon starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() || UnixStream::connect(&docker_socket).is_err()
-        {
-            assert!(Instant::now() < deadline, "the daemon did not listen");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let daemon = spawn_daemon(home.path(), &socket, &docker_socket);
         std::fs::create_dir_all(home.path().join("docker-config")).unwrap();
         Docker {
             home,
@@ -67,6 +51,27 @@ impl Docker {
             docker_socket,
             daemon,
         }
+    }
+
+    /// Stops the daemon with SIGTERM and starts a new one on the same home.
+    fn restart_daemon(&mut self) {
+        self.stop_daemon();
+        self.daemon = spawn_daemon(self.home.path(), &self.socket, &self.docker_socket);
+    }
+
+    fn stop_daemon(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.daemon.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -147,19 +152,29 @@ impl Drop for Docker {
         for id in self.containers() {
             let _ = self.http("DELETE", &format!("/v1.41/containers/{id}?force=1"));
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.daemon.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.daemon.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        self.stop_daemon();
     }
+}
+
+/// `locald daemon` on `home` with both sockets, once they answer.
+fn spawn_daemon(home: &Path, socket: &Path, docker_socket: &Path) -> Child {
+    let daemon = Command::new(LOCALD)
+        .args(["daemon", "--socket", socket.to_str().unwrap()])
+        .args(["--docker-socket", docker_socket.to_str().unwrap()])
+        .env("LOCALD_HOME", home)
+        .env_remove("LOCALD_HOST")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the daemon starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(socket).is_err() || UnixStream::connect(docker_socket).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon
 }
 
 fn stdout(out: &Output) -> String {
@@ -927,4 +942,60 @@ fn login_then_pull_from_a_private_registry() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Login Succeeded"), "{}", stdout(&out));
     assert_eq!(d.ok(&["run", "--rm", &name]), "private\n");
+}
+
+#[test]
+fn a_restarted_daemon_keeps_docker_ids_and_created_containers() {
+    let Some(mut d) = Docker::start("a_restarted_daemon_keeps_docker_ids_and_created_containers")
+    else {
+        return;
+    };
+    let created = d.ok(&["create", "--name", "pending", BUSYBOX, "echo", "later"]);
+    let running = d.ok(&["run", "-d", "--name", "up", BUSYBOX, "sleep", "100"]);
+    let gone = d.ok(&["run", "-d", "--rm", BUSYBOX, "sleep", "0.5"]);
+    let before = d.ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Names}} {{.State}}",
+    ]);
+    assert!(
+        before.contains(&format!("{} pending created", created.trim())),
+        "{before}"
+    );
+    assert!(
+        before.contains(&format!("{} up running", running.trim())),
+        "{before}"
+    );
+
+    d.restart_daemon();
+    // The auto-remove container ends while no daemon watches it.
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = d.ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Names}} {{.State}}",
+    ]);
+    let mut lines: Vec<&str> = after.lines().collect();
+    lines.sort();
+    let mut want = vec![
+        format!("{} pending created", created.trim()),
+        format!("{} up running", running.trim()),
+    ];
+    want.sort();
+    assert_eq!(lines, want, "{after}");
+    let out = d.run(&["inspect", gone.trim()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+
+    // The created one starts; the running one is reached by its docker id.
+    let out = d.run(&["start", "-a", "pending"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "later\n");
+    d.ok(&["kill", running.trim()]);
+    assert_eq!(d.ok(&["wait", running.trim()]), "137\n");
+    d.ok(&["rm", running.trim(), created.trim()]);
+    assert_eq!(d.containers(), Vec::<String>::new());
 }

@@ -259,6 +259,9 @@ impl Server {
             std::process::id(),
             runtime.info(),
         );
+        let docker = crate::daemon::docker::Containers::open(
+            state.as_ref().map(|s| s.root().join("docker")),
+        );
         Server {
             shared: Arc::new(Shared {
                 runtime,
@@ -266,7 +269,7 @@ impl Server {
                 info,
                 terminate: watch::channel(false).0,
                 sessions: Arc::default(),
-                docker: Default::default(),
+                docker,
             }),
         }
     }

@@ -373,7 +373,19 @@ enum Target {
 
 async fn resolve(s: &Shared, key: &str) -> DockerResult<Target> {
     if let Some(entry) = s.docker.find(key) {
-        return Ok(Target::Docker(entry));
+        // Started by a previous daemon: gone if the runtime no longer has it
+        // (auto-removed, or removed with `locald rm`).
+        let unwatched = {
+            let live = entry.live();
+            live.runtime_id.clone().filter(|_| !live.monitored)
+        };
+        match unwatched {
+            Some(rid) => match s.runtime.inspect_container(&rid).await {
+                Err(locald::Error::NotFound { .. }) => s.docker.forget(&entry.id),
+                _ => return Ok(Target::Docker(entry)),
+            },
+            None => return Ok(Target::Docker(entry)),
+        }
     }
     match s
         .runtime
@@ -433,6 +445,7 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
     {
         let mut live = entry.live();
         live.runtime_id = Some(rid.clone());
+        live.monitored = true;
         live.starting = false;
         live.started_at = Some(SystemTime::now());
         live.finished_at = None;
@@ -451,6 +464,7 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
         }
     }
     stream::drain(pipes);
+    s.docker.save(entry);
     s.docker
         .event("start", &entry.id, &entry.name, &entry.image);
     let shared = s.clone();
@@ -644,6 +658,21 @@ pub(crate) async fn wait(
     }
     // The headers go out now, the status when the container ends, as docker does.
     let body = match target {
+        Target::Docker(entry) if !entry.live().monitored && entry.runtime_id().is_some() => {
+            // Started by a previous daemon: the runtime knows when it ends.
+            let runtime = s.runtime.clone();
+            let rid = entry.runtime_id().expect("checked");
+            futures_util::stream::once(async move {
+                let body = match runtime.wait_container(&rid).await {
+                    Ok(status) => status_body(status),
+                    Err(err) => {
+                        json!({ "StatusCode": -1, "Error": { "Message": err.to_string() } })
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(body.to_string())
+            })
+            .boxed()
+        }
         Target::Docker(entry) => {
             if condition == "not-running" && entry.runtime_id().is_none() && !entry.live().starting
             {

@@ -2,17 +2,20 @@
 //! a container beyond what [`Runtime`](locald::Runtime) keeps (a container created and
 //! not started yet, its docker id, the configuration it was created with).
 //!
-//! The table lives in the daemon's memory: after a restart, containers are still
-//! served, under their runtime ids, with what the runtime reports.
+//! With a state directory, each entry is also a JSON file in `<state>/docker/`, so a
+//! restarted daemon knows its docker ids and the containers created and not started;
+//! without one (`--stdio`, tests) the table lives in memory only and a restarted
+//! daemon serves the containers under their runtime ids.
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::SystemTime,
 };
 
 use locald::{ContainerSpec, ExitStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::daemon::session::Pipes;
@@ -23,16 +26,27 @@ pub(crate) struct Containers {
     entries: Mutex<Vec<Arc<Entry>>>,
     execs: Mutex<HashMap<String, Arc<super::exec::Exec>>>,
     events: broadcast::Sender<Event>,
+    /// Where entries are recorded, if anywhere.
+    dir: Option<PathBuf>,
 }
 
 impl Default for Containers {
     fn default() -> Self {
-        Containers {
-            entries: Mutex::default(),
-            execs: Mutex::default(),
-            events: broadcast::channel(256).0,
-        }
+        Self::open(None)
     }
+}
+
+/// An entry as recorded on disk.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    name: String,
+    image: String,
+    created: SystemTime,
+    config: serde_json::Value,
+    host_config: serde_json::Value,
+    spec: ContainerSpec,
+    runtime_id: Option<String>,
 }
 
 /// A docker event (`GET /events`).
@@ -65,12 +79,88 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Containers {
+    /// The table recorded in `dir` (`None`: in memory only). Records that cannot be
+    /// read are skipped with a warning.
+    pub(crate) fn open(dir: Option<PathBuf>) -> Self {
+        let mut entries = Vec::new();
+        if let Some(dir) = &dir {
+            for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = file.path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let record: Record = match std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(r) => r,
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), %err, "skipping a docker container record");
+                        continue;
+                    }
+                };
+                entries.push(Arc::new(Entry {
+                    id: record.id,
+                    name: record.name,
+                    image: record.image,
+                    created: record.created,
+                    config: record.config,
+                    host_config: record.host_config,
+                    spec: record.spec,
+                    live: Mutex::new(Live {
+                        runtime_id: record.runtime_id,
+                        ..Live::default()
+                    }),
+                    exit: watch::channel(None).0,
+                }));
+            }
+        }
+        Containers {
+            entries: Mutex::new(entries),
+            execs: Mutex::default(),
+            events: broadcast::channel(256).0,
+            dir,
+        }
+    }
+
+    fn record_path(&self, id: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{id}.json")))
+    }
+
+    /// Records `entry` as it is now (created, or started with its runtime id).
+    pub(crate) fn save(&self, entry: &Entry) {
+        let (Some(dir), Some(path)) = (&self.dir, self.record_path(&entry.id)) else {
+            return;
+        };
+        let record = Record {
+            id: entry.id.clone(),
+            name: entry.name.clone(),
+            image: entry.image.clone(),
+            created: entry.created,
+            config: entry.config.clone(),
+            host_config: entry.host_config.clone(),
+            spec: entry.spec.clone(),
+            runtime_id: entry.runtime_id(),
+        };
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+            crate::daemon::state::write_atomic(&path, &bytes)
+        });
+        if let Err(err) = written {
+            tracing::warn!(path = %path.display(), %err, "cannot record a docker container; a restarted daemon will not know its docker id");
+        }
+    }
+
     pub(crate) fn insert(&self, entry: Arc<Entry>) {
+        self.save(&entry);
         lock(&self.entries).push(entry);
     }
 
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.entries).retain(|e| e.id != id);
+        if let Some(path) = self.record_path(id) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// How many containers are created and not started.
@@ -185,6 +275,9 @@ pub(crate) struct Live {
     pub(crate) attachers: Vec<oneshot::Sender<Pipes>>,
     pub(crate) started_at: Option<SystemTime>,
     pub(crate) finished_at: Option<SystemTime>,
+    /// This daemon started it and watches its exit (`exit` will be set); false for
+    /// one a previous daemon started.
+    pub(crate) monitored: bool,
 }
 
 impl std::fmt::Debug for Live {
