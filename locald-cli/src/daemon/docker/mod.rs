@@ -14,8 +14,10 @@
 
 mod archive;
 mod containers;
+mod create;
 mod exec;
 mod images;
+mod inspect;
 mod stream;
 mod table;
 
@@ -54,14 +56,14 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/images/create", post(images::create))
         .route("/images/prune", post(images::prune))
         .route("/images/{*name}", get(images::get).delete(images::remove))
-        .route("/containers/json", get(containers::list))
+        .route("/containers/json", get(inspect::list))
         .route("/containers/prune", post(containers::prune))
-        .route("/containers/create", post(containers::create))
+        .route("/containers/create", post(create::create))
         .route(
             "/containers/{id}",
             axum::routing::delete(containers::remove),
         )
-        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/json", get(inspect::inspect))
         .route("/containers/{id}/start", post(containers::start))
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/wait", post(containers::wait))

@@ -30,12 +30,6 @@ pub(crate) struct Containers {
     dir: Option<PathBuf>,
 }
 
-impl Default for Containers {
-    fn default() -> Self {
-        Self::open(None)
-    }
-}
-
 /// An entry as recorded on disk.
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
