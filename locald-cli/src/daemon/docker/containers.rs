@@ -212,6 +212,8 @@ pub(crate) struct AttachQuery {
     stdin: Option<String>,
     stdout: Option<String>,
     stderr: Option<String>,
+    logs: Option<String>,
+    stream: Option<String>,
 }
 
 pub(crate) async fn attach(
@@ -257,8 +259,9 @@ pub(crate) async fn attach(
             };
             let rid = runtime_id(&target).expect("started");
             let mut options = LogOptions::default();
-            options.follow = true;
-            options.tail = Some(0);
+            // `logs`: what it wrote so far first; `stream`: what it writes from now on.
+            options.follow = q.stream.is_none() || flag(q.stream.as_ref());
+            options.tail = if flag(q.logs.as_ref()) { None } else { Some(0) };
             let chunks = s.runtime.container_logs(&rid, options).await?;
             let (response, conn) = stream::hijack(&mut req, tty)?;
             s.sessions.spawn(async move {

@@ -69,8 +69,50 @@ fn summary_json(id: &str, images: &[ImageSummary]) -> Value {
     })
 }
 
-pub(crate) async fn list(State(s): State<Arc<Shared>>) -> DockerResult<Response> {
-    let images = s.runtime.list_images().await?;
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListQuery {
+    filters: Option<String>,
+}
+
+/// Docker's `reference` filter: `*` matches any run of characters; a pattern without a
+/// tag matches every tag.
+fn matches_reference(pattern: &str, repo: &str, tag: &str) -> bool {
+    fn glob(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+            Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+        }
+    }
+    let full = format!("{repo}:{tag}");
+    glob(pattern.as_bytes(), full.as_bytes()) || glob(pattern.as_bytes(), repo.as_bytes())
+}
+
+pub(crate) async fn list(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<ListQuery>,
+) -> DockerResult<Response> {
+    let filters = super::inspect::parse_filters(q.filters.as_deref())?;
+    let mut images = s.runtime.list_images().await?;
+    for (key, values) in &filters {
+        match key.as_str() {
+            "reference" => images.retain(|i| {
+                let (repo, tag) = (repo_of(&i.reference), i.reference.reference().to_owned());
+                values.iter().any(|p| matches_reference(p, &repo, &tag))
+            }),
+            // Every stored image has a name: none dangles.
+            "dangling" if values.iter().any(|v| v == "true" || v == "1") => images.clear(),
+            "dangling" => {}
+            // The Runtime trait reports no image labels.
+            "label" if !values.is_empty() => images.clear(),
+            "label" => {}
+            other => {
+                return Err(DockerError::bad_request(format!(
+                    "invalid filter '{other}'"
+                )))
+            }
+        }
+    }
     let mut out: Vec<Value> = grouped(images)
         .iter()
         .map(|(id, imgs)| summary_json(id, imgs))
@@ -417,6 +459,19 @@ mod tests {
         ] {
             assert!(!is_loopback_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn reference_filters_glob() {
+        assert!(matches_reference("busybox", "busybox", "latest"));
+        assert!(matches_reference("busybox:latest", "busybox", "latest"));
+        assert!(!matches_reference("busybox:1", "busybox", "latest"));
+        assert!(matches_reference(
+            "127.0.0.1:*/busy*",
+            "127.0.0.1:5000/busybox",
+            "1"
+        ));
+        assert!(!matches_reference("alpine*", "busybox", "latest"));
     }
 
     #[test]
