@@ -504,8 +504,14 @@ fn pull_run_and_remove_an_image_from_a_loopback_registry() {
         "{images}"
     );
     let filter = format!("reference={}/busy*", registry.addr);
-    assert_eq!(d.ok(&["images", "-q", "--filter", &filter]), format!("{short}\n"));
-    assert_eq!(d.ok(&["images", "-q", "--filter", "reference=nothing*"]), "");
+    assert_eq!(
+        d.ok(&["images", "-q", "--filter", &filter]),
+        format!("{short}\n")
+    );
+    assert_eq!(
+        d.ok(&["images", "-q", "--filter", "reference=nothing*"]),
+        ""
+    );
     assert_eq!(d.ok(&["images", "-q", "--filter", "dangling=true"]), "");
     assert_eq!(
         d.ok(&["image", "inspect", "--format", "{{.Id}} {{.Os}}", &name]),
