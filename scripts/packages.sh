@@ -25,11 +25,44 @@ TEST_PACKAGES=(
     umoci           # the reference unpacker the layer tests compare against
     openssl         # a test CA and server certificate for TLS tests
     apache2-utils   # htpasswd, for the basic-auth registry
+    curl            # reaches published ports in the Docker API tests
     qemu-system-x86 # the QEMU guest that proves the macOS (Lima) path on Linux
     linux-image-cloud-amd64 # that guest's kernel and its virtio modules
     cpio            # packing the guest's initramfs (scripts/guest-initramfs)
     kmod            # modprobe --show-depends, for the guest's module order
+    python3-venv    # a venv for docker-py and testcontainers (the Docker API tests)
+    bsdutils        # script(1): a pseudo-terminal for `docker run -it`
 )
+
+# The docker CLI the Docker API tests drive (locald-cli/tests/docker_cli.rs): only the
+# client binary of Debian's docker.io, unpacked from the package into a directory of
+# its own. Installing the package would pull containerd and could start dockerd; here
+# locald is the daemon, and dockerd is never started.
+DOCKER_CLIENT_PACKAGE=docker.io
+
+# Puts the docker client in "$1" unless one is on PATH already.
+install_docker_client() {
+    local dir="$1"
+    if command -v docker >/dev/null 2>&1 || [ -x "$dir/docker" ]; then
+        return
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "locald: not a Debian-like system; install a docker client (the CLI only) for the Docker API tests" >&2
+        return
+    fi
+    echo "locald: unpacking the docker client of $DOCKER_CLIENT_PACKAGE into $dir" >&2
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    local tmp
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download -qq "$DOCKER_CLIENT_PACKAGE" 2>/dev/null)
+    mkdir -p "$dir"
+    dpkg-deb --fsys-tarfile "$tmp"/"$DOCKER_CLIENT_PACKAGE"_*.deb | tar -xO ./usr/bin/docker >"$dir/docker.tmp"
+    chmod 755 "$dir/docker.tmp"
+    mv "$dir/docker.tmp" "$dir/docker"
+    rm -rf "$tmp"
+}
 
 install_packages() {
     local PACKAGES=("$@")

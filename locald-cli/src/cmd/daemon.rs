@@ -32,6 +32,7 @@ commands the dead one had spawned.
 Examples:
   locald daemon
   locald daemon --tcp 127.0.0.1:7077 --token-file ~/.locald-token
+  locald daemon --docker-socket $XDG_RUNTIME_DIR/locald/docker.sock
   locald daemon status
   limactl shell locald-vm locald daemon --stdio"
 )]
@@ -43,6 +44,13 @@ pub(crate) struct Args {
     /// $LOCALD_HOME/run/locald.sock].
     #[arg(long, value_name = "PATH", conflicts_with = "stdio")]
     socket: Option<PathBuf>,
+
+    /// Also listen on this Unix socket, for docker clients
+    /// (`DOCKER_HOST=unix://PATH`; e.g. $XDG_RUNTIME_DIR/locald/docker.sock). Every
+    /// socket serves the same API, the Docker Engine API subset included, with the
+    /// same owner-only access.
+    #[arg(long, value_name = "PATH", conflicts_with = "stdio")]
+    docker_socket: Option<PathBuf>,
 
     /// Also listen on this loopback TCP address (for forwarded transports).
     #[arg(long, value_name = "127.0.0.1:PORT", conflicts_with = "stdio")]
@@ -136,6 +144,16 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         listeners.push(Listener::Tcp(crate::daemon::bind_tcp(addr)?, token));
         tracing::info!(%addr, token_file = %token_file.display(), "listening on TCP");
     }
+    #[cfg(unix)]
+    if let Some(path) = &args.docker_socket {
+        listeners.push(Listener::Unix(crate::daemon::bind_unix(path)?));
+        tracing::info!(socket = %path.display(), "listening for docker clients");
+    }
+    #[cfg(not(unix))]
+    anyhow::ensure!(
+        args.docker_socket.is_none(),
+        "Unix sockets are not available here: --docker-socket cannot be served"
+    );
     // The socket last: once it answers, everything is ready.
     let socket = args
         .socket
@@ -150,6 +168,9 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "locald daemon ready");
     let result = server.serve(listeners, stop, args.grace).await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(path) = &args.docker_socket {
+        let _ = std::fs::remove_file(path);
+    }
     result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -114,7 +114,8 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::request(format!("malformed query: {}", e.body_text())))
 }
 
-/// The routes under `/locald/v1`, plus Docker's `/_ping`.
+/// The routes under `/locald/v1`, plus the Docker Engine API (see
+/// [`docker`](crate::daemon::docker)) at its bare paths and under `/vX.Y`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let v1 = Router::new()
         .route("/info", get(info))
@@ -139,8 +140,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/images/login", post(login))
         .route("/images/logout", post(logout));
     Router::new()
-        .route("/_ping", get(|| async { "OK" }).head(|| async { "OK" }))
         .nest(locald::remote::protocol::PREFIX, v1)
+        .merge(crate::daemon::docker::routes())
+        .merge(crate::daemon::docker::versioned())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(shared)

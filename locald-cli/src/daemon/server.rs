@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     /// Turns true when the daemon stops: process streams send SIGTERM.
     pub(crate) terminate: watch::Sender<bool>,
     pub(crate) sessions: Arc<Tasks>,
+    /// The Docker API's containers and execs (created, not yet started; docker ids).
+    pub(crate) docker: crate::daemon::docker::Containers,
 }
 
 /// Tasks being served (connections, process streams), so that a stopping daemon can
@@ -257,6 +259,9 @@ impl Server {
             std::process::id(),
             runtime.info(),
         );
+        let docker = crate::daemon::docker::Containers::open(
+            state.as_ref().map(|s| s.root().join("docker")),
+        );
         Server {
             shared: Arc::new(Shared {
                 runtime,
@@ -264,6 +269,7 @@ impl Server {
                 info,
                 terminate: watch::channel(false).0,
                 sessions: Arc::default(),
+                docker,
             }),
         }
     }

@@ -3,9 +3,9 @@
 //! # Routes
 //!
 //! The locald API lives under [`PREFIX`] (`/locald/v1`), so that the root of the same
-//! server stays free for a Docker Engine API compatible subset later (`/_ping`,
-//! `/version`, `/containers/json`, `/v1.43/...`). `GET /_ping` already answers `OK`
-//! as Docker's does, so tools that probe for a Docker socket get a sensible reply.
+//! server is free for the Docker Engine API subset the daemon serves beside it
+//! (`/_ping`, `/version`, `/containers/json`, `/v1.41/...`; see the README's
+//! compatibility table).
 //!
 //! | method and path | body | answer |
 //! |---|---|---|

@@ -1071,14 +1071,24 @@ impl Runtime for ContainerRuntime {
         let (_, dir) = self.dir(id)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let path = dir.join("container.log");
+        // Opened now and read through this descriptor: a container removed while its
+        // log is followed (docker-py reads the log after removing the container) still
+        // gives everything it wrote.
+        let mut file = tokio::fs::File::open(&path).await.ok();
         tokio::spawn(async move {
             let mut offset = 0usize;
             let mut first = true;
+            let mut data = Vec::new();
             loop {
                 // Sampled before reading: a read made once the shim is gone has
                 // everything it wrote.
                 let alive = state::shim_alive(&dir);
-                let data = tokio::fs::read(&path).await.unwrap_or_default();
+                if file.is_none() {
+                    file = tokio::fs::File::open(&path).await.ok();
+                }
+                if let Some(f) = file.as_mut() {
+                    let _ = tokio::io::AsyncReadExt::read_to_end(f, &mut data).await;
+                }
                 let (frames, used) = logs::parse_frames(data.get(offset..).unwrap_or(&[]));
                 offset += used;
                 let frames = match (first, options.tail) {
