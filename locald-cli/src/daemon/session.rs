@@ -197,7 +197,10 @@ pub(crate) async fn serve<IO>(
     let _ = writer.await;
 }
 
-async fn pump(from: Option<ProcessOutput>, kind: FrameKind, to: mpsc::Sender<Frame>) {
+/// Sends what a process writes on one stream as frames of `kind`, then an empty frame
+/// at its end (the locald stream's end-of-file; the Docker stream skips it). Returns
+/// early when nobody receives any more.
+pub(crate) async fn pump(from: Option<ProcessOutput>, kind: FrameKind, to: mpsc::Sender<Frame>) {
     let Some(mut from) = from else { return };
     let mut buf = vec![0u8; CHUNK];
     loop {

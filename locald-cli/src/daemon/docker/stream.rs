@@ -10,11 +10,10 @@ use axum::{
 };
 use hyper_util::rt::TokioIo;
 use locald::remote::protocol::{Frame, FrameKind};
-use locald::ProcessOutput;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{DockerError, DockerResult};
-use crate::daemon::session::Pipes;
+use crate::daemon::session::{self, Pipes};
 
 /// Bytes read from a pipe at once.
 const CHUNK: usize = 32 << 10;
@@ -110,26 +109,23 @@ pub(crate) async fn pump(
         })),
         _ => None,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(FrameKind, bytes::Bytes)>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(16);
     for (kind, pipe) in [
         (FrameKind::Stdout, pipes.stdout),
         (FrameKind::Stderr, pipes.stderr),
     ] {
-        if let Some(pipe) = pipe {
-            tokio::spawn(read_pipe(kind, pipe, tx.clone()));
+        if pipe.is_some() {
+            tokio::spawn(session::pump(pipe, kind, tx.clone()));
         }
     }
     drop(tx);
     let mut gone = false;
-    while let Some((kind, data)) = rx.recv().await {
-        if gone {
+    while let Some(frame) = rx.recv().await {
+        // Docker's stream has no end-of-file frame: the output just ends.
+        if gone || frame.payload.is_empty() {
             continue;
         }
-        let bytes = if tty {
-            data
-        } else {
-            Frame::new(kind, data).encode()
-        };
+        let bytes = if tty { frame.payload } else { frame.encode() };
         if output.write_all(&bytes).await.is_err() || output.flush().await.is_err() {
             gone = true;
         }
@@ -138,28 +134,6 @@ pub(crate) async fn pump(
         task.abort();
     }
     output
-}
-
-async fn read_pipe(
-    kind: FrameKind,
-    mut pipe: ProcessOutput,
-    tx: tokio::sync::mpsc::Sender<(FrameKind, bytes::Bytes)>,
-) {
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if tx
-                    .send((kind, bytes::Bytes::copy_from_slice(&buf[..n])))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    }
 }
 
 /// Reads and drops a process's output (a detached container: the shim keeps its log).
