@@ -11,7 +11,6 @@
 //! The guest boots once per test binary and is killed when the binary exits.
 
 use std::{
-    io::Read,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Stdio},
@@ -84,30 +83,12 @@ fn initramfs() -> Result<PathBuf, String> {
     Ok(out)
 }
 
-fn free_port() -> u16 {
-    // Two consecutive ports are not needed on the host: only the guest uses PORT+1.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut bytes)
-        .unwrap();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[allow(clippy::print_stderr)] // the boot time is a figure the issue asks for
 fn boot() -> Result<Guest, String> {
     let (qemu, kernel) = (qemu().unwrap(), kernel().unwrap());
     let initramfs = initramfs()?;
-    let port = free_port();
-    let token = random_token();
+    let port = locald_test_support::free_port();
+    let token = locald::native::util::random_id().unwrap();
     let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lima-guest-{port}.log"));
     let qemu_cmd = format!(
         "{qemu} -accel tcg -m 512 -smp 1 -display none -monitor none -no-reboot \
