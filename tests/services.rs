@@ -25,18 +25,6 @@ async fn up(dir: &Path, toml: &str) -> Supervisor {
         .unwrap()
 }
 
-fn alive(pid: u32) -> bool {
-    // A zombie is gone for our purposes: it runs nothing.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
 async fn settled(
     s: &Supervisor,
     name: &str,
@@ -90,14 +78,17 @@ depends_on = { web = "healthy" }
     assert_eq!(got, "hello from web\n");
     let pids: Vec<u32> = s.status().iter().filter_map(|st| st.pid).collect();
     assert_eq!(pids.len(), 2);
-    assert!(worker.pid.is_some_and(alive));
+    assert!(worker.pid.is_some_and(locald_test_support::process_alive));
 
     s.down().await;
     for st in s.status() {
         assert_eq!(st.state, ServiceState::Stopped, "{st:?}");
     }
     for pid in pids {
-        assert!(!alive(pid), "pid {pid} still runs after down");
+        assert!(
+            !locald_test_support::process_alive(pid),
+            "pid {pid} still runs after down"
+        );
     }
 }
 

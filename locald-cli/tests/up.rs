@@ -16,17 +16,6 @@ fn locald(home: &Path) -> Command {
     command
 }
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
 #[test]
 fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
     let home = tempfile::tempdir().unwrap();
@@ -98,7 +87,10 @@ fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     for pid in pids {
-        assert!(!alive(pid), "{pid} still runs after Ctrl-C");
+        assert!(
+            !locald_test_support::process_alive(pid),
+            "{pid} still runs after Ctrl-C"
+        );
     }
     // Each service kept its output in its log.
     let log = home.path().join("projects/hello/logs/greeter.log");

@@ -135,19 +135,9 @@ impl Drop for Daemon {
     }
 }
 
-fn alive(pid: u32) -> bool {
-    // A zombie has ended; only its parent has not looked yet.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
-            state != Some('Z')
-        })
-        .unwrap_or(false)
-}
-
 fn wait_gone(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
+    while locald_test_support::process_alive(pid) {
         assert!(Instant::now() < deadline, "process {pid} still runs");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -251,7 +241,10 @@ fn kill_9_then_restart_cleans_up_what_the_dead_daemon_left() {
         "{}",
         text(&out.stderr)
     );
-    assert!(alive(pid), "an orphan is left behind by kill -9");
+    assert!(
+        locald_test_support::process_alive(pid),
+        "an orphan is left behind by kill -9"
+    );
     assert!(daemon.socket.exists(), "kill -9 leaves the socket");
 
     // A new daemon replaces the stale socket and kills the orphan.
@@ -281,7 +274,7 @@ fn a_reused_pid_is_not_killed_after_a_restart() {
     std::fs::write(dir.join("junk.json"), "{not json").unwrap();
     let _daemon = Daemon::start(home.path(), &[]);
     assert!(
-        alive(bystander.id()),
+        locald_test_support::process_alive(bystander.id()),
         "a process that merely reuses the pid lives"
     );
     assert_eq!(
@@ -538,7 +531,7 @@ fn bad_requests_get_a_4xx_with_a_reason_and_the_daemon_stays_up() {
     let mut payload = vec![0u8; u32::from_be_bytes(header[4..8].try_into().unwrap()) as usize];
     reader.read_exact(&mut payload).unwrap();
     let pid: u32 = text(&payload).trim().parse().unwrap();
-    assert!(alive(pid));
+    assert!(locald_test_support::process_alive(pid));
     stream.write_all(&[9, 0, 0, 0, 0, 0, 0, 0]).unwrap();
     wait_gone(pid);
 

@@ -66,6 +66,16 @@ pub fn require(test: &str, root: bool, tools: &[&str]) -> bool {
     false
 }
 
+/// Whether process `pid` still runs (a zombie has ended; only its parent has not
+/// looked yet).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
