@@ -755,6 +755,60 @@ fn check_service(
     })
 }
 
+/// One piece of an `env` value: text, or a `${services.NAME.ATTR}` reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Piece<'a> {
+    /// Literal text (`$$` reads as a `$`).
+    Text(&'a str),
+    /// A reference: the whole `services.NAME.ATTR`, the service and the attribute.
+    Ref {
+        reference: &'a str,
+        service: &'a str,
+        attr: &'a str,
+    },
+}
+
+/// Splits an `env` value into its pieces (the one reader of the syntax: checked by
+/// [`Project::parse`], expanded by the supervisor). A `$` not followed by `$` or `{`
+/// is text.
+pub(super) fn pieces(value: &str) -> std::result::Result<Vec<Piece<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push(Piece::Text(&rest[..at]));
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push(Piece::Text("$"));
+            rest = tail;
+            continue;
+        }
+        let Some(body) = after.strip_prefix('{') else {
+            out.push(Piece::Text("$"));
+            rest = after;
+            continue;
+        };
+        let Some(end) = body.find('}') else {
+            return Err(format!("unclosed `${{` in {value:?}"));
+        };
+        let reference = &body[..end];
+        match reference.split('.').collect::<Vec<_>>().as_slice() {
+            ["services", service, attr] => out.push(Piece::Ref {
+                reference,
+                service,
+                attr,
+            }),
+            _ => {
+                return Err(format!(
+                    "`${{{reference}}}` is not a reference locald knows: use ${{services.NAME.port|host|url}} (`$$` for a literal `$`)"
+                ))
+            }
+        }
+        rest = &body[end + 1..];
+    }
+    out.push(Piece::Text(rest));
+    Ok(out)
+}
+
 /// Checks the `${services.NAME.ATTR}` references in an environment value.
 fn check_references(
     src: &Source<'_>,
@@ -763,50 +817,30 @@ fn check_references(
     names: &BTreeSet<&str>,
     listed: &str,
 ) -> Result<()> {
-    let text = value.get_ref();
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find('$') {
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            rest = tail;
-            continue;
-        }
-        let Some(body) = after.strip_prefix('{') else {
-            rest = after;
+    let pieces = pieces(value.get_ref()).map_err(|e| src.error(value.span(), e))?;
+    for piece in pieces {
+        let Piece::Ref {
+            reference,
+            service: target,
+            attr,
+        } = piece
+        else {
             continue;
         };
-        let Some(end) = body.find('}') else {
-            return Err(src.error(value.span(), format!("unclosed `${{` in {text:?}")));
-        };
-        let reference = &body[..end];
-        let parts: Vec<&str> = reference.split('.').collect();
-        match parts.as_slice() {
-            ["services", target, attr] => {
-                if !names.contains(target) {
-                    return Err(src.error(
-                        value.span(),
-                        format!(
-                            "service `{service}` refers to `{target}` in `${{{reference}}}`, which is not defined (services: {listed})"
-                        ),
-                    ));
-                }
-                if !matches!(*attr, "port" | "host" | "url") {
-                    return Err(src.error(
-                        value.span(),
-                        format!("`${{{reference}}}`: a service has `port`, `host` and `url`"),
-                    ));
-                }
-            }
-            _ => {
-                return Err(src.error(
-                    value.span(),
-                    format!(
-                        "`${{{reference}}}` is not a reference locald knows: use ${{services.NAME.port|host|url}} (`$$` for a literal `$`)"
-                    ),
-                ))
-            }
+        if !names.contains(target) {
+            return Err(src.error(
+                value.span(),
+                format!(
+                    "service `{service}` refers to `{target}` in `${{{reference}}}`, which is not defined (services: {listed})"
+                ),
+            ));
         }
-        rest = &body[end + 1..];
+        if !matches!(attr, "port" | "host" | "url") {
+            return Err(src.error(
+                value.span(),
+                format!("`${{{reference}}}`: a service has `port`, `host` and `url`"),
+            ));
+        }
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Condition, PortSetting, Probe, Project, RestartPolicy, Run, Service};
+use super::{config::Piece, Condition, PortSetting, Probe, Project, RestartPolicy, Run, Service};
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -729,32 +729,20 @@ fn free_port() -> Result<u16> {
 /// Replaces `${services.NAME.port|host|url}` (checked by [`Project::parse`]) and `$$`.
 fn expand(value: &str, ports: &BTreeMap<String, Option<u16>>) -> String {
     let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').unwrap_or(body.len());
-            let parts: Vec<&str> = body[..end].split('.').collect();
-            if let ["services", target, attr] = parts.as_slice() {
-                let port = ports.get(*target).copied().flatten();
+    for piece in super::config::pieces(value).unwrap_or_default() {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Ref { service, attr, .. } => {
+                let port = ports.get(service).copied().flatten();
                 let port = port.map(|p| p.to_string()).unwrap_or_default();
-                match *attr {
+                match attr {
                     "port" => out.push_str(&port),
                     "host" => out.push_str("127.0.0.1"),
                     _ => out.push_str(&format!("http://127.0.0.1:{port}")),
                 }
             }
-            rest = body.get(end + 1..).unwrap_or("");
-        } else {
-            out.push('$');
-            rest = after;
         }
     }
-    out.push_str(rest);
     out
 }
 
