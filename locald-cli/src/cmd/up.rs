@@ -5,7 +5,6 @@ use std::{
     io::{IsTerminal, Write},
     path::PathBuf,
     process::ExitCode,
-    time::Duration,
 };
 
 use anyhow::Context;
@@ -63,16 +62,18 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
             (name.as_str(), text)
         })
         .collect();
+    let print = |line: &locald::services::LogLine| {
+        let prefix = prefixes
+            .get(line.service.as_str())
+            .map_or("", String::as_str);
+        let _ = writeln!(std::io::stdout().lock(), "{prefix}{}", line.line);
+    };
     let mut reported: BTreeMap<String, ServiceState> = BTreeMap::new();
     let interrupted = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break true,
             line = lines.recv() => match line {
-                Ok(line) => {
-                    let mut out = std::io::stdout().lock();
-                    let prefix = prefixes.get(line.service.as_str()).map_or("", String::as_str);
-                    let _ = writeln!(out, "{prefix}{}", line.line);
-                }
+                Ok(line) => print(&line),
                 Err(RecvError::Lagged(n)) => eprintln!("locald: {n} lines skipped (see the logs in {})", log_dir.display()),
                 Err(RecvError::Closed) => {}
             },
@@ -108,15 +109,11 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
             project.name
         );
     }
-    // Lines still in flight.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    while let Ok(line) = lines.try_recv() {
-        let prefix = prefixes
-            .get(line.service.as_str())
-            .map_or("", String::as_str);
-        let _ = writeln!(std::io::stdout().lock(), "{prefix}{}", line.line);
-    }
     supervisor.down().await;
+    // `down` waited for every service's output to be read: print what is left.
+    while let Ok(line) = lines.try_recv() {
+        print(&line);
+    }
     let failed = supervisor
         .status()
         .iter()
