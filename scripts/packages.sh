@@ -32,6 +32,7 @@ TEST_PACKAGES=(
     kmod            # modprobe --show-depends, for the guest's module order
     python3-venv    # a venv for docker-py and testcontainers (the Docker API tests)
     bsdutils        # script(1): a pseudo-terminal for `docker run -it`
+    postgresql-15   # managed PostgreSQL services (tests/services.rs, locald psql)
 )
 
 # The docker CLI the Docker API tests drive (locald-cli/tests/docker_cli.rs): only the

@@ -76,6 +76,9 @@ enum Commands {
     Inspect(cmd::inspect::Args),
     /// Run a project's services from its locald.toml, attached (Ctrl-C stops them).
     Up(cmd::up::Args),
+    /// Open psql on a project's managed PostgreSQL (arguments for psql after --).
+    #[cfg(unix)]
+    Psql(cmd::psql::Args),
     /// Serve the runtime over the daemon API, or tell whether a daemon runs.
     Daemon(cmd::daemon::Args),
     /// Manage locald-vm, the Lima VM that runs Linux work on macOS.
@@ -142,6 +145,8 @@ pub fn main() -> ExitCode {
             Commands::Logout(args) => cmd::login::logout(args, host).await,
             Commands::Run(args) => cmd::run::run(*args, host).await,
             Commands::Up(args) => cmd::up::run(args, host).await,
+            #[cfg(unix)]
+            Commands::Psql(args) => cmd::psql::run(args),
             Commands::Ps(args) => cmd::ps::run(args, host).await,
             Commands::Logs(args) => cmd::logs::run(args, host).await,
             Commands::Stop(args) => cmd::stop::run(args, host).await,

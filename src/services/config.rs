@@ -58,7 +58,8 @@ pub struct Service {
     pub health: Option<HealthCheck>,
     /// What happens when it exits.
     pub restart: Restart,
-    /// The signal `stop` sends first (default `TERM`).
+    /// The signal `stop` sends first (default `TERM`; `INT`, a fast shutdown, for
+    /// PostgreSQL).
     pub stop_signal: Signal,
     /// How long a stop waits before `KILL` (default 10 s).
     pub stop_grace: Duration,
@@ -98,7 +99,8 @@ pub enum Run {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PortSetting {
-    /// locald picks a free port when the service starts (the default for commands).
+    /// locald picks a free port when the service starts (the default for commands;
+    /// a managed PostgreSQL keeps the port it had last time while it is free).
     Auto,
     /// This port.
     Fixed(u16),
@@ -612,10 +614,17 @@ fn check_service(
             }
         }
         (None, None, Some(version)) => {
+            let span = version.span();
             let version = match version.get_ref() {
                 StringOrNumber::String(s) => s.clone(),
                 StringOrNumber::Number(n) => n.to_string(),
             };
+            if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(src.error(
+                    span,
+                    format!("postgres {version:?} must be a major version such as \"15\""),
+                ));
+            }
             Run::Postgres { version }
         }
         _ => {
@@ -714,6 +723,8 @@ fn check_service(
     };
 
     let stop_signal = match &raw.stop_signal {
+        // PostgreSQL's fast shutdown: TERM would wait for every client to leave.
+        None if matches!(run, Run::Postgres { .. }) => Signal::INT,
         None => Signal::TERM,
         Some(s) => s
             .get_ref()
@@ -722,7 +733,7 @@ fn check_service(
     };
 
     let port = match &raw.port {
-        None if matches!(run, Run::Command(_)) => PortSetting::Auto,
+        None if matches!(run, Run::Command(_) | Run::Postgres { .. }) => PortSetting::Auto,
         None => PortSetting::None,
         Some(p) => match p.get_ref() {
             RawPort::Word(w) if w == "auto" => PortSetting::Auto,
@@ -980,6 +991,10 @@ restart = "no"
             (
                 "[services.web]\ncommand = \"true\"\nimage = \"busybox\"\npostgres = \"15\"\n",
                 "/srv/shop/locald.toml:1:11: service `web` needs exactly one of",
+            ),
+            (
+                "[services.db]\npostgres = \"latest\"\n",
+                "/srv/shop/locald.toml:2:12: postgres \"latest\" must be a major version such as \"15\"",
             ),
             (
                 "[services.web]\nimage = \"Busybox\"\n",

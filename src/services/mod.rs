@@ -48,10 +48,14 @@
 //! output in its own log, and [`Supervisor::down`] stopping them in reverse order.
 
 mod config;
+#[cfg(unix)]
+mod postgres;
 mod supervisor;
 
 pub use config::{
     Condition, ConfigError, HealthCheck, PortSetting, Probe, Project, Restart, RestartPolicy, Run,
     Service,
 };
+#[cfg(unix)]
+pub use postgres::{Connection as PostgresConnection, Installation as PostgresInstallation};
 pub use supervisor::{LogLine, ServiceState, ServiceStatus, Supervisor, UpOptions};

@@ -23,7 +23,9 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{config::Piece, Condition, PortSetting, Probe, Project, RestartPolicy, Run, Service};
+use super::{
+    config::Piece, Condition, HealthCheck, PortSetting, Probe, Project, RestartPolicy, Run, Service,
+};
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,15 +107,30 @@ pub struct UpOptions {
     pub log_dir: PathBuf,
     /// The size a log grows to before it is rotated (default 8 MiB).
     pub log_limit: u64,
+    /// Where services keep data across runs: a managed PostgreSQL's cluster lives in
+    /// `<data_dir>/postgres/<service>/` (default: the parent of `log_dir`).
+    pub data_dir: PathBuf,
 }
 
 impl UpOptions {
-    /// Logs under `log_dir`.
+    /// Logs under `log_dir`, data beside it.
     pub fn new(log_dir: impl Into<PathBuf>) -> Self {
+        let log_dir = log_dir.into();
+        let data_dir = match log_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => log_dir.clone(),
+        };
         UpOptions {
-            log_dir: log_dir.into(),
+            log_dir,
             log_limit: 8 << 20,
+            data_dir,
         }
+    }
+
+    /// Keeps data in `dir` (see [`UpOptions::data_dir`]).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
     }
 }
 
@@ -137,6 +154,9 @@ struct Inner {
     options: UpOptions,
     /// Resolved ports and environments, by service.
     ports: BTreeMap<String, Option<u16>>,
+    /// The managed PostgreSQL clusters, by service.
+    #[cfg(unix)]
+    clusters: BTreeMap<String, super::postgres::Cluster>,
     env: BTreeMap<String, BTreeMap<String, String>>,
     status: watch::Sender<BTreeMap<String, ServiceStatus>>,
     /// The running process of each service, for `down`.
@@ -154,39 +174,79 @@ impl Project {
     /// [`Supervisor::down`]. Returns once the supervision runs; see
     /// [`Supervisor::wait_ready`].
     pub async fn up(&self, runtime: Arc<dyn Runtime>, options: UpOptions) -> Result<Supervisor> {
-        for service in self.services.values() {
-            if let Run::Postgres { .. } = service.run {
-                return Err(Error::invalid(
-                    "service",
-                    service.name.clone(),
-                    "managed PostgreSQL services are not built yet",
-                ));
-            }
-        }
         std::fs::create_dir_all(&options.log_dir)
             .map_err(|e| Error::io(format!("creating {}", options.log_dir.display()), e))?;
+        let mut project = self.clone();
+        #[cfg(unix)]
+        let mut clusters = BTreeMap::new();
         let mut ports = BTreeMap::new();
-        for (name, service) in &self.services {
+        let mut urls = BTreeMap::new();
+        for (name, service) in &mut project.services {
+            let fixed = match service.port {
+                PortSetting::Fixed(port) => Some(port),
+                _ => None,
+            };
+            if let Run::Postgres { version } = &service.run {
+                #[cfg(unix)]
+                {
+                    let dir = options.data_dir.join("postgres").join(name);
+                    let cluster = super::postgres::Cluster::open(dir, version, &self.name, fixed)?;
+                    if service.health.is_none() {
+                        service.health = Some(HealthCheck {
+                            probe: Probe::Exec(cluster.probe()),
+                            interval: Duration::from_millis(500),
+                            timeout: Duration::from_secs(2),
+                            retries: 3,
+                            start_period: Duration::from_secs(60),
+                        });
+                    }
+                    ports.insert(name.clone(), Some(cluster.connection.port));
+                    urls.insert(name.clone(), cluster.connection.url());
+                    clusters.insert(name.clone(), cluster);
+                    continue;
+                }
+                #[cfg(not(unix))]
+                return Err(Error::invalid(
+                    "service",
+                    name.clone(),
+                    format!(
+                        "a managed PostgreSQL {version} runs where locald's daemon runs on Linux"
+                    ),
+                ));
+            }
             let port = match service.port {
                 PortSetting::Auto => Some(free_port()?),
                 PortSetting::Fixed(port) => Some(port),
                 PortSetting::None => None,
             };
+            if let Some(port) = port {
+                urls.insert(name.clone(), format!("http://127.0.0.1:{port}"));
+            }
             ports.insert(name.clone(), port);
         }
         let mut env = BTreeMap::new();
-        for (name, service) in &self.services {
+        for (name, service) in &project.services {
             let mut vars = BTreeMap::new();
             for (key, value) in &service.env {
-                vars.insert(key.clone(), expand(value, &ports));
+                vars.insert(key.clone(), expand(value, &ports, &urls));
             }
             if let Some(Some(port)) = ports.get(name) {
                 vars.entry("PORT".into())
                     .or_insert_with(|| port.to_string());
             }
+            // A service that depends on a managed PostgreSQL gets its URL (the first
+            // one's, by name, when it depends on several).
+            let database = service
+                .depends_on
+                .keys()
+                .find(|dep| matches!(project.services[dep.as_str()].run, Run::Postgres { .. }));
+            if let Some(database) = database {
+                vars.entry("DATABASE_URL".into())
+                    .or_insert_with(|| urls[database].clone());
+            }
             env.insert(name.clone(), vars);
         }
-        let status = self
+        let status = project
             .services
             .keys()
             .map(|name| {
@@ -205,10 +265,12 @@ impl Project {
             .collect();
         let (lines, first_lines) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
-            project: self.clone(),
+            project,
             runtime,
             options,
             ports,
+            #[cfg(unix)]
+            clusters,
             env,
             status: watch::Sender::new(status),
             processes: Mutex::default(),
@@ -217,7 +279,7 @@ impl Project {
             lines,
             first_lines: Mutex::new(Some(first_lines)),
         });
-        for name in self.start_order() {
+        for name in inner.project.start_order() {
             let inner2 = inner.clone();
             let name = name.to_owned();
             inner
@@ -514,6 +576,16 @@ impl Inner {
                     .into_parts()
                     .2
             }
+            #[cfg(unix)]
+            Run::Postgres { .. } => {
+                let cluster = &self.clusters[&service.name];
+                cluster.check_port(&service.name)?;
+                cluster.prepare(self.runtime.as_ref()).await?;
+                self.runtime
+                    .spawn(cluster.server().stdout(Stdio::Piped).stderr(Stdio::Piped))
+                    .await?
+            }
+            #[cfg(not(unix))]
             Run::Postgres { .. } => unreachable!("refused by up"),
         };
         let log = self.options.log_dir.join(format!("{}.log", service.name));
@@ -717,7 +789,7 @@ fn append(log: &Path, mut chunk: &[u8], limit: u64) -> std::io::Result<()> {
 }
 
 /// A free port on the loopback interface, chosen by the kernel.
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| Error::io("finding a free port", e))?;
     listener
@@ -727,7 +799,13 @@ fn free_port() -> Result<u16> {
 }
 
 /// Replaces `${services.NAME.port|host|url}` (checked by [`Project::parse`]) and `$$`.
-fn expand(value: &str, ports: &BTreeMap<String, Option<u16>>) -> String {
+/// A service's `url` is `http://127.0.0.1:PORT`, or a managed PostgreSQL's
+/// `postgres://…` URL.
+fn expand(
+    value: &str,
+    ports: &BTreeMap<String, Option<u16>>,
+    urls: &BTreeMap<String, String>,
+) -> String {
     let mut out = String::with_capacity(value.len());
     for piece in super::config::pieces(value).unwrap_or_default() {
         match piece {
@@ -738,7 +816,10 @@ fn expand(value: &str, ports: &BTreeMap<String, Option<u16>>) -> String {
                 match attr {
                     "port" => out.push_str(&port),
                     "host" => out.push_str("127.0.0.1"),
-                    _ => out.push_str(&format!("http://127.0.0.1:{port}")),
+                    _ => match urls.get(service) {
+                        Some(url) => out.push_str(url),
+                        None => out.push_str(&format!("http://127.0.0.1:{port}")),
+                    },
                 }
             }
         }
@@ -778,13 +859,29 @@ mod tests {
 
     #[test]
     fn references_expand() {
-        let ports = BTreeMap::from([("web".to_owned(), Some(8080)), ("w".to_owned(), None)]);
+        let ports = BTreeMap::from([
+            ("web".to_owned(), Some(8080)),
+            ("w".to_owned(), None),
+            ("db".to_owned(), Some(5433)),
+        ]);
+        let urls = BTreeMap::from([
+            ("web".to_owned(), "http://127.0.0.1:8080".to_owned()),
+            (
+                "db".to_owned(),
+                "postgres://u:p@127.0.0.1:5433/d".to_owned(),
+            ),
+        ]);
         assert_eq!(
             expand(
                 "${services.web.url}/x ${services.web.host}:${services.web.port} $$5 $HOME",
-                &ports
+                &ports,
+                &urls
             ),
             "http://127.0.0.1:8080/x 127.0.0.1:8080 $5 $HOME"
+        );
+        assert_eq!(
+            expand("${services.db.url} ${services.db.port}", &ports, &urls),
+            "postgres://u:p@127.0.0.1:5433/d 5433"
         );
     }
 

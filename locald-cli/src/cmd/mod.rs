@@ -9,6 +9,8 @@ pub(crate) mod kill;
 pub(crate) mod login;
 pub(crate) mod logs;
 pub(crate) mod ps;
+#[cfg(unix)]
+pub(crate) mod psql;
 pub(crate) mod rm;
 pub(crate) mod run;
 pub(crate) mod stop;

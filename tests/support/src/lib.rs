@@ -59,11 +59,17 @@ pub fn require(test: &str, root: bool, tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: CI must provide {}", missing.join(", "));
-    }
-    eprintln!("\n!!! SKIPPED {test}: needs {} !!!\n", missing.join(", "));
+    unavailable(test, &format!("needs {}", missing.join(", ")));
     false
+}
+
+/// Reports that `test` cannot run here because of `why`: a loud SKIP line, or a
+/// failure under CI, which provides everything.
+pub fn unavailable(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: cannot run in CI, which must provide everything: {why}");
+    }
+    eprintln!("\n!!! SKIPPED {test}: {why} !!!\n");
 }
 
 /// Whether process `pid` still runs (a zombie has ended; only its parent has not
