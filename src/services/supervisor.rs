@@ -12,8 +12,8 @@ use std::{
 };
 
 use locald_core::{
-    Command, ContainerSpec, Error, ExitStatus, LogStream, Process, ProcessOutput, Result, Runtime,
-    Signal, Stdio,
+    Command, ContainerSpec, Error, ExitStatus, LogStream, Process, ProcessOutput, Protocol, Result,
+    Runtime, Signal, Stdio,
 };
 use serde::Serialize;
 use tokio::{
@@ -214,11 +214,30 @@ impl Project {
                     ),
                 ));
             }
-            let port = match service.port {
+            let mut port = match service.port {
                 PortSetting::Auto => Some(free_port()?),
                 PortSetting::Fixed(port) => Some(port),
                 PortSetting::None => None,
             };
+            // A container's published ports without a host port get a free one now, so
+            // the service's port (its first published TCP port) is known to health
+            // checks and references before it starts.
+            if let Run::Image {
+                ports: published, ..
+            } = &mut service.run
+            {
+                for mapping in published.iter_mut() {
+                    if mapping.host_port.is_none() && mapping.protocol == Protocol::Tcp {
+                        mapping.host_port = Some(free_port()?);
+                    }
+                }
+                if port.is_none() {
+                    port = published
+                        .iter()
+                        .find(|m| m.protocol == Protocol::Tcp)
+                        .and_then(|m| m.host_port);
+                }
+            }
             if let Some(port) = port {
                 urls.insert(name.clone(), format!("http://127.0.0.1:{port}"));
             }
@@ -230,7 +249,11 @@ impl Project {
             for (key, value) in &service.env {
                 vars.insert(key.clone(), expand(value, &ports, &urls));
             }
-            if let Some(Some(port)) = ports.get(name) {
+            // A container's own port is its business: it gets PORT only when its `port`
+            // is set, not from what it publishes.
+            let published_only =
+                matches!(service.run, Run::Image { .. }) && service.port == PortSetting::None;
+            if let (Some(Some(port)), false) = (ports.get(name), published_only) {
                 vars.entry("PORT".into())
                     .or_insert_with(|| port.to_string());
             }
