@@ -3,47 +3,20 @@
 //! `down`/`up`, restarted after a `kill -9` of the postmaster, and a clear error when
 //! its port is taken. As root the server runs as the `postgres` user.
 
-use std::{path::Path, process::Stdio, sync::Arc, time::Duration};
+use std::process::Stdio;
 
-use locald::native::ProcessRuntime;
-use locald::services::{
-    PostgresConnection, PostgresInstallation, Project, ServiceState, ServiceStatus, Supervisor,
-    UpOptions,
-};
+use locald::services::{PostgresConnection, PostgresInstallation, ServiceState};
 
-const WAIT: Duration = Duration::from_secs(60);
+#[path = "services_common.rs"]
+#[allow(dead_code)]
+mod common;
+use common::{settled, up, WAIT};
 
 /// The installation the tests use, or a loud skip (a failure under CI).
 fn installation(test: &str) -> Option<PostgresInstallation> {
     PostgresInstallation::find("15")
         .map_err(|err| locald_test_support::unavailable(test, &err.to_string()))
         .ok()
-}
-
-async fn up(dir: &Path, toml: &str) -> Supervisor {
-    let file = dir.join("locald.toml");
-    std::fs::write(&file, toml).unwrap();
-    Project::load(&file)
-        .unwrap()
-        .up(
-            Arc::new(ProcessRuntime::new()),
-            UpOptions::new(dir.join("state/logs")),
-        )
-        .await
-        .unwrap()
-}
-
-async fn settled(
-    s: &Supervisor,
-    name: &str,
-    want: impl Fn(&ServiceState) -> bool,
-) -> ServiceStatus {
-    s.wait_for(name, WAIT, |st| want(&st.state))
-        .await
-        .unwrap_or_else(|| {
-            let log = std::fs::read_to_string(s.log_file(name)).unwrap_or_default();
-            panic!("{name} did not get there: {:?}\n{log}", s.status())
-        })
 }
 
 /// Runs `sql` with psql against the project's database; its output without alignment.
@@ -96,7 +69,7 @@ restart = "no"
         "{}",
         std::fs::read_to_string(s.log_file("writer")).unwrap_or_default()
     );
-    let cluster = dir.path().join("state/postgres/db");
+    let cluster = dir.path().join("postgres/db");
     let connection = PostgresConnection::load(&cluster).unwrap();
     assert_eq!(Some(connection.port), db.port);
     assert_eq!(connection.user, "shop");
@@ -173,7 +146,7 @@ async fn a_killed_postmaster_is_restarted_by_the_supervisor() {
     .await;
     let first = settled(&s, "db", |st| *st == ServiceState::Healthy).await;
     let pid = first.pid.unwrap();
-    let connection = PostgresConnection::load(&dir.path().join("state/postgres/db")).unwrap();
+    let connection = PostgresConnection::load(&dir.path().join("postgres/db")).unwrap();
     psql(
         &install,
         &connection,

@@ -2,38 +2,15 @@
 //! host-process runtime, in dependency order and by health, with restarts, logs and a
 //! clean `down`. (busybox, from Debian's busybox-static, serves HTTP.)
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use locald::native::ProcessRuntime;
-use locald::services::{Project, ServiceState, ServiceStatus, Supervisor, UpOptions};
+use locald::services::{ServiceState, UpOptions};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn project(dir: &Path, toml: &str) -> Project {
-    let file = dir.join("locald.toml");
-    std::fs::write(&file, toml).unwrap();
-    Project::load(&file).unwrap()
-}
-
-async fn up(dir: &Path, toml: &str) -> Supervisor {
-    project(dir, toml)
-        .up(
-            Arc::new(ProcessRuntime::new()),
-            UpOptions::new(dir.join("logs")),
-        )
-        .await
-        .unwrap()
-}
-
-async fn settled(
-    s: &Supervisor,
-    name: &str,
-    want: impl Fn(&ServiceState) -> bool,
-) -> ServiceStatus {
-    s.wait_for(name, WAIT, |st| want(&st.state))
-        .await
-        .unwrap_or_else(|| panic!("{name} did not get there: {:?}", s.status()))
-}
+#[path = "services_common.rs"]
+#[allow(dead_code)]
+mod common;
+use common::{project, settled, up, WAIT};
 
 #[tokio::test]
 async fn dependents_start_once_what_they_need_is_healthy_and_down_stops_all() {
