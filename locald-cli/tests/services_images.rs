@@ -51,37 +51,47 @@ depends_on = {{ web = "healthy" }}
         .up(runtime.clone(), UpOptions::new(home.path().join("logs")))
         .await
         .unwrap();
-    let client = s
-        .wait_for("client", Duration::from_secs(60), |st| {
-            st.state == ServiceState::Running || matches!(st.state, ServiceState::Failed(_))
+    // The checks run in a task so that `down` runs whatever they find: a failed
+    // check must not leave a container running.
+    let checks = {
+        let s = s.clone();
+        let runtime = runtime.clone();
+        let got = dir.path().join("got");
+        tokio::spawn(async move {
+            let client = s
+                .wait_for("client", Duration::from_secs(60), |st| {
+                    st.state == ServiceState::Running || matches!(st.state, ServiceState::Failed(_))
+                })
+                .await
+                .unwrap_or_else(|| panic!("client never ran: {:?}", s.status()));
+            assert_eq!(client.state, ServiceState::Running, "{:?}", s.status());
+            let web = s.status().into_iter().find(|st| st.name == "web").unwrap();
+            assert_eq!(web.state, ServiceState::Healthy);
+            let port = web.port.expect("the published port is the service's port");
+            // The client got the page through the published port.
+            for _ in 0..100 {
+                if std::fs::metadata(&got).is_ok_and(|m| m.len() > 0) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                std::fs::read_to_string(&got).unwrap_or_else(|e| panic!(
+                    "{e}: {:?} {}",
+                    s.status(),
+                    std::fs::read_to_string(s.log_file("client")).unwrap_or_default()
+                )),
+                "hello from a container\n"
+            );
+            let listed = runtime.list_containers(true).await.unwrap();
+            assert_eq!(listed.len(), 1, "{listed:?}");
+            assert!(listed[0].name.contains("imgs-web"), "{listed:?}");
+            port
         })
         .await
-        .unwrap_or_else(|| panic!("client never ran: {:?}", s.status()));
-    assert_eq!(client.state, ServiceState::Running, "{:?}", s.status());
-    let web = s.status().into_iter().find(|st| st.name == "web").unwrap();
-    assert_eq!(web.state, ServiceState::Healthy);
-    let port = web.port.expect("the published port is the service's port");
-    // The client got the page through the published port.
-    let got = dir.path().join("got");
-    for _ in 0..100 {
-        if std::fs::metadata(&got).is_ok_and(|m| m.len() > 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        std::fs::read_to_string(&got).unwrap_or_else(|e| panic!(
-            "{e}: {:?} {}",
-            s.status(),
-            std::fs::read_to_string(s.log_file("client")).unwrap_or_default()
-        )),
-        "hello from a container\n"
-    );
-    let listed = runtime.list_containers(true).await.unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert!(listed[0].name.contains("imgs-web"), "{listed:?}");
-
+    };
     s.down().await;
+    let port = checks.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
     assert_eq!(runtime.list_containers(true).await.unwrap(), vec![]);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let home_path = home.path().display().to_string();
