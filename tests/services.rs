@@ -241,3 +241,59 @@ restart = "no"
     assert_eq!(std::fs::metadata(&rotated).unwrap().len(), 1000);
     assert!(!old.contains("line 300\n"), "{old}");
 }
+
+#[tokio::test]
+async fn one_service_is_stopped_started_and_restarted_while_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = up(
+        dir.path(),
+        r#"
+[services.web]
+command = "exec sleep 60"
+stop_grace = "2s"
+
+[services.worker]
+command = "exec sleep 60"
+depends_on = ["web"]
+"#,
+    )
+    .await;
+    let web = settled(&s, "web", |st| *st == ServiceState::Running).await;
+    let worker = settled(&s, "worker", |st| *st == ServiceState::Running).await;
+    let first = web.pid.unwrap();
+
+    s.restart_service("web").await.unwrap();
+    let again = s
+        .wait_for("web", WAIT, |st| {
+            st.state == ServiceState::Running && st.pid.is_some_and(|p| p != first)
+        })
+        .await
+        .expect("web runs again with a new process");
+    assert!(!locald_test_support::process_alive(first));
+    assert_eq!(again.restarts, 0);
+
+    s.stop_service("web").await.unwrap();
+    let stopped = s.status().into_iter().find(|st| st.name == "web").unwrap();
+    assert_eq!((stopped.state, stopped.pid), (ServiceState::Stopped, None));
+    assert!(!locald_test_support::process_alive(again.pid.unwrap()));
+    // Not restarted behind the user's back, and its dependent keeps running.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = s.status();
+    assert_eq!(now[0].state, ServiceState::Stopped);
+    assert_eq!(now[1].pid, worker.pid);
+
+    s.start_service("web").await.unwrap();
+    settled(&s, "web", |st| *st == ServiceState::Running).await;
+    let err = s.stop_service("nope").await.unwrap_err().to_string();
+    assert!(
+        err.contains("has no such service (services: web, worker)"),
+        "{err}"
+    );
+    s.down().await;
+    assert!(s
+        .start_service("web")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("is down"));
+}

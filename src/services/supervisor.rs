@@ -162,6 +162,9 @@ struct Inner {
     /// The running process of each service, for `down`.
     processes: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Process>>>>,
     stop: CancellationToken,
+    /// Each service's supervision: a token that stops it (a child of `stop`) and
+    /// its task, for [`Supervisor::stop_service`] and [`Supervisor::start_service`].
+    control: BTreeMap<String, tokio::sync::Mutex<Option<Supervision>>>,
     tasks: TaskTracker,
     lines: broadcast::Sender<LogLine>,
     /// Subscribed before the first service started, for the first `logs` call.
@@ -286,6 +289,7 @@ impl Project {
                 )
             })
             .collect();
+        let status_names: Vec<String> = project.services.keys().cloned().collect();
         let (lines, first_lines) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             project,
@@ -298,16 +302,19 @@ impl Project {
             status: watch::Sender::new(status),
             processes: Mutex::default(),
             stop: CancellationToken::new(),
+            control: status_names
+                .iter()
+                .map(|name| (name.clone(), tokio::sync::Mutex::new(None)))
+                .collect(),
             tasks: TaskTracker::new(),
             lines,
             first_lines: Mutex::new(Some(first_lines)),
         });
         for name in inner.project.start_order() {
-            let inner2 = inner.clone();
-            let name = name.to_owned();
-            inner
-                .tasks
-                .spawn(async move { inner2.supervise(&name).await });
+            let supervision = inner.clone().spawn_supervision(name, true);
+            *inner.control[name]
+                .try_lock()
+                .expect("nothing else holds it yet") = Some(supervision);
         }
         inner.tasks.close();
         Ok(Supervisor { inner })
@@ -364,6 +371,60 @@ impl Supervisor {
         found.get(name).cloned()
     }
 
+    /// The lines services write from now on (see [`Supervisor::logs`]).
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<LogLine> {
+        self.inner.lines.subscribe()
+    }
+
+    /// Stops one service (its stop signal, then `KILL` after its grace) and keeps it
+    /// stopped, without restarting it, until [`Supervisor::start_service`]. Services
+    /// that depend on it keep running.
+    pub async fn stop_service(&self, name: &str) -> Result<()> {
+        let control = self.inner.control(name)?;
+        let mut control = control.lock().await;
+        if let Some(supervision) = control.take() {
+            supervision.token.cancel();
+            self.inner.stop_run(name).await;
+            let _ = supervision.task.await;
+        }
+        self.inner.set(name, |s| {
+            s.state = ServiceState::Stopped;
+            s.pid = None;
+        });
+        Ok(())
+    }
+
+    /// Starts one service that was stopped or has ended (without waiting for its
+    /// dependencies: they were met when the project came up), with a fresh restart
+    /// count. A service that is running is left as it is.
+    pub async fn start_service(&self, name: &str) -> Result<()> {
+        let control = self.inner.control(name)?;
+        let mut control = control.lock().await;
+        if self.inner.stop.is_cancelled() {
+            return Err(Error::invalid(
+                "service",
+                name,
+                format!("project {} is down", self.inner.project.name),
+            ));
+        }
+        if control.as_ref().is_some_and(|s| !s.task.is_finished()) {
+            return Ok(());
+        }
+        self.inner.set(name, |s| {
+            s.state = ServiceState::Waiting;
+            s.restarts = 0;
+        });
+        *control = Some(self.inner.clone().spawn_supervision(name, false));
+        Ok(())
+    }
+
+    /// Stops one service and starts it again (see [`Supervisor::stop_service`] and
+    /// [`Supervisor::start_service`]).
+    pub async fn restart_service(&self, name: &str) -> Result<()> {
+        self.stop_service(name).await?;
+        self.start_service(name).await
+    }
+
     /// The lines services write, as they come: the first call gets them from the
     /// start, later calls from now on. A receiver that falls more than 1024 lines
     /// behind skips ahead; the log files keep everything.
@@ -394,11 +455,7 @@ impl Supervisor {
         let mut order = self.inner.project.start_order();
         order.reverse();
         for name in order {
-            let process = self.inner.processes.lock().unwrap().remove(name);
-            if let Some(process) = process {
-                let service = &self.inner.project.services[name];
-                stop_process(&process, service.stop_signal, service.stop_grace).await;
-            }
+            self.inner.stop_run(name).await;
             self.inner.set(name, |s| {
                 if !matches!(s.state, ServiceState::Completed | ServiceState::Failed(_)) {
                     s.state = ServiceState::Stopped;
@@ -418,7 +475,48 @@ async fn stop_process(process: &tokio::sync::Mutex<Process>, signal: Signal, gra
     }
 }
 
+/// One service's running supervision.
+struct Supervision {
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
 impl Inner {
+    fn control(&self, name: &str) -> Result<&tokio::sync::Mutex<Option<Supervision>>> {
+        self.control.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.control.keys().map(String::as_str).collect();
+            Error::invalid(
+                "service",
+                name,
+                format!(
+                    "project {} has no such service (services: {})",
+                    self.project.name,
+                    names.join(", ")
+                ),
+            )
+        })
+    }
+
+    fn spawn_supervision(self: Arc<Self>, name: &str, wait_for_dependencies: bool) -> Supervision {
+        let token = self.stop.child_token();
+        let name = name.to_owned();
+        let stop = token.clone();
+        let task = self
+            .tasks
+            .clone()
+            .spawn(async move { self.supervise(&name, &stop, wait_for_dependencies).await });
+        Supervision { token, task }
+    }
+
+    /// Stops the current run of `name`, if there is one.
+    async fn stop_run(&self, name: &str) {
+        let process = self.processes.lock().unwrap().remove(name);
+        if let Some(process) = process {
+            let service = &self.project.services[name];
+            stop_process(&process, service.stop_signal, service.stop_grace).await;
+        }
+    }
+
     fn set(&self, name: &str, update: impl FnOnce(&mut ServiceStatus)) {
         self.status.send_modify(|all| {
             if let Some(s) = all.get_mut(name) {
@@ -447,14 +545,16 @@ impl Inner {
         Ok(())
     }
 
-    async fn supervise(self: Arc<Self>, name: &str) {
+    async fn supervise(&self, name: &str, stop: &CancellationToken, wait_for_dependencies: bool) {
         let service = self.project.services[name].clone();
-        tokio::select! {
-            () = self.stop.cancelled() => return,
-            waited = self.dependencies(&service) => {
-                if let Err(why) = waited {
-                    self.set(name, |s| s.state = ServiceState::Failed(why));
-                    return;
+        if wait_for_dependencies {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                waited = self.dependencies(&service) => {
+                    if let Err(why) = waited {
+                        self.set(name, |s| s.state = ServiceState::Failed(why));
+                        return;
+                    }
                 }
             }
         }
@@ -474,7 +574,7 @@ impl Inner {
                 .lock()
                 .unwrap()
                 .insert(name.to_owned(), process.clone());
-            if self.stop.is_cancelled() {
+            if stop.is_cancelled() {
                 // `down` ran while this run was starting: it may not have seen it.
                 if self.processes.lock().unwrap().remove(name).is_some() {
                     stop_process(&process, service.stop_signal, service.stop_grace).await;
@@ -487,12 +587,12 @@ impl Inner {
             });
             let health = self.probe_loop(&service);
             let exit = tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = stop.cancelled() => return,
                 () = health => unreachable!("the probe loop runs until the service exits"),
                 exit = wait_exit(&process) => exit,
             };
             self.processes.lock().unwrap().remove(name);
-            if self.stop.is_cancelled() {
+            if stop.is_cancelled() {
                 return;
             }
             // What it wrote reaches its log before its state changes (briefly: a
@@ -545,7 +645,7 @@ impl Inner {
                 s.restarts += 1;
             });
             tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(service.restart.max_backoff);
