@@ -32,7 +32,9 @@ TEST_PACKAGES=(
     kmod            # modprobe --show-depends, for the guest's module order
     python3-venv    # a venv for docker-py and testcontainers (the Docker API tests)
     bsdutils        # script(1): a pseudo-terminal for `docker run -it`
-    postgresql-15   # managed PostgreSQL services (tests/services.rs, locald psql)
+    postgresql-15   # managed PostgreSQL services (tests/postgres.rs, locald psql)
+    chromium        # the dashboard's browser test (locald-cli/tests/dashboard.rs)
+    chromium-driver # chromedriver: WebDriver for that test
 )
 
 # The docker CLI the Docker API tests drive (locald-cli/tests/docker_cli.rs): only the

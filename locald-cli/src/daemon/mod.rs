@@ -34,6 +34,7 @@
 //! auto-remove containers it starts, and [`Server::recover`] cleans up after a crash.
 
 mod api;
+pub mod dashboard;
 mod docker;
 mod error;
 mod server;
