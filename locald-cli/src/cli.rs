@@ -76,6 +76,16 @@ enum Commands {
     Inspect(cmd::inspect::Args),
     /// Run a project's services from its locald.toml, attached (Ctrl-C stops them).
     Up(cmd::up::Args),
+    /// Stop a project's services and forget it (the daemon's).
+    Down(cmd::project::DownArgs),
+    /// Show a project's services (or every project's) in the daemon.
+    Status(cmd::project::StatusArgs),
+    /// Restart services of a project in the daemon.
+    Restart(cmd::project::ServiceArgs),
+    /// Start stopped services of a project in the daemon.
+    Start(cmd::project::ServiceArgs),
+    /// Print (and open) a one-time link to the daemon's dashboard.
+    Dashboard(cmd::project::DashboardArgs),
     /// Open psql on a project's managed PostgreSQL (arguments for psql after --).
     #[cfg(unix)]
     Psql(cmd::psql::Args),
@@ -145,6 +155,11 @@ pub fn main() -> ExitCode {
             Commands::Logout(args) => cmd::login::logout(args, host).await,
             Commands::Run(args) => cmd::run::run(*args, host).await,
             Commands::Up(args) => cmd::up::run(args, host).await,
+            Commands::Down(args) => cmd::project::down(args, host).await,
+            Commands::Status(args) => cmd::project::status(args, host).await,
+            Commands::Restart(args) => cmd::project::restart(args, host).await,
+            Commands::Start(args) => cmd::project::start(args, host).await,
+            Commands::Dashboard(args) => cmd::project::dashboard(args, host).await,
             #[cfg(unix)]
             Commands::Psql(args) => cmd::psql::run(args),
             Commands::Ps(args) => cmd::ps::run(args, host).await,

@@ -28,7 +28,7 @@ use super::{
 };
 
 /// Where a service is in its life.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "state", content = "detail", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum ServiceState {
@@ -69,7 +69,7 @@ impl fmt::Display for ServiceState {
 }
 
 /// What `status` shows of one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ServiceStatus {
     /// The service.
@@ -460,6 +460,7 @@ impl Supervisor {
                 if !matches!(s.state, ServiceState::Completed | ServiceState::Failed(_)) {
                     s.state = ServiceState::Stopped;
                 }
+                s.pid = None;
             });
         }
         self.inner.tasks.wait().await;

@@ -66,6 +66,12 @@ pub(crate) struct Args {
     #[arg(long)]
     stdio: bool,
 
+    /// Serve the dashboard on this loopback address (`none`: no dashboard)
+    /// [default: $LOCALD_DASHBOARD, else 127.0.0.1:7179]; when the port is taken the
+    /// daemon runs without it and says so.
+    #[arg(long, value_name = "127.0.0.1:PORT", conflicts_with = "stdio")]
+    dashboard: Option<String>,
+
     /// How long requests in flight and spawned commands get to end when stopping.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
@@ -154,6 +160,22 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         args.docker_socket.is_none(),
         "Unix sockets are not available here: --docker-socket cannot be served"
     );
+    let dashboard = args
+        .dashboard
+        .or_else(|| std::env::var("LOCALD_DASHBOARD").ok())
+        .unwrap_or_else(|| "127.0.0.1:7179".into());
+    if dashboard != "none" && !args.stdio {
+        let addr: std::net::SocketAddr = dashboard.parse().with_context(|| {
+            format!("--dashboard {dashboard}: not an address such as 127.0.0.1:7179")
+        })?;
+        match crate::daemon::bind_tcp(addr) {
+            Ok(listener) => {
+                listeners.push(server.serve_dashboard(listener)?);
+                tracing::info!(%addr, "dashboard: run `locald dashboard` for a link");
+            }
+            Err(err) => tracing::warn!(%err, "running without the dashboard"),
+        }
+    }
     // The socket last: once it answers, everything is ready.
     let socket = args
         .socket

@@ -14,16 +14,32 @@ pub(crate) struct Args {
     /// Only the last N lines.
     #[arg(short = 'n', long)]
     tail: Option<usize>,
-    /// The container (id, id prefix or name).
-    container: String,
+    /// The container (id, id prefix or name), or, in a project (a `locald.toml` here
+    /// or above, `-f` or `-p`), one of its services; none: all its services.
+    name: Option<String>,
+    #[command(flatten)]
+    which: crate::cmd::project::Which,
 }
 
 pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let container = match args.name {
+        Some(name) if !args.which.is_service(&name) => name,
+        service => {
+            return crate::cmd::project::logs(
+                &args.which,
+                service.as_deref(),
+                args.tail,
+                args.follow,
+                host,
+            )
+            .await
+        }
+    };
     let runtime = crate::cli::runtime(host).await?;
     let mut options = LogOptions::default();
     options.follow = args.follow;
     options.tail = args.tail;
-    let mut chunks = runtime.container_logs(&args.container, options).await?;
+    let mut chunks = runtime.container_logs(&container, options).await?;
     let mut out = tokio::io::stdout();
     let mut err = tokio::io::stderr();
     loop {

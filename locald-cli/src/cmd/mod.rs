@@ -8,6 +8,7 @@ pub(crate) mod inspect;
 pub(crate) mod kill;
 pub(crate) mod login;
 pub(crate) mod logs;
+pub(crate) mod project;
 pub(crate) mod ps;
 #[cfg(unix)]
 pub(crate) mod psql;

@@ -23,6 +23,10 @@ pub(crate) struct Args {
     /// Run only these services and what they depend on (default: all).
     #[arg(value_name = "SERVICE")]
     services: Vec<String>,
+    /// Run them in the daemon (started if none runs) and return once they settled;
+    /// `locald status`, `logs`, `restart` and `down` see them from there.
+    #[arg(short, long)]
+    detach: bool,
 }
 
 /// Colours for service prefixes, as docker compose cycles them.
@@ -30,6 +34,13 @@ const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
 #[allow(clippy::print_stderr)] // status lines go to stderr, the services' output to stdout
 pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    if args.detach {
+        let which = crate::cmd::project::Which {
+            file: Some(args.file),
+            project: None,
+        };
+        return crate::cmd::project::up_detached(&which, args.services, host).await;
+    }
     let mut project = Project::load(&args.file)?;
     if !args.services.is_empty() {
         project = project.select(&args.services)?;

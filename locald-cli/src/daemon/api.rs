@@ -70,7 +70,7 @@ pub(crate) fn error_response(status: StatusCode, error: WireError) -> Response {
     (status, Json(ErrorBody::new(error))).into_response()
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON request body: `application/json`, at most [`MAX_REQUEST_BYTES`], parsed
 /// with errors that say what was wrong.
@@ -109,7 +109,7 @@ async fn parse_body<T: DeserializeOwned>(req: Request) -> ApiResult<T> {
         .map_err(|e| ApiError::request(format!("malformed request body: {e}")))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::request(format!("malformed query: {}", e.body_text())))
 }
@@ -138,7 +138,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/images/load", post(load_image))
         .route("/images/import", post(import_image))
         .route("/images/login", post(login))
-        .route("/images/logout", post(logout));
+        .route("/images/logout", post(logout))
+        .merge(crate::daemon::project_routes::routes());
     Router::new()
         .nest(locald::remote::protocol::PREFIX, v1)
         .merge(crate::daemon::docker::routes())

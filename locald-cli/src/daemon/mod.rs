@@ -37,6 +37,8 @@ mod api;
 pub mod dashboard;
 mod docker;
 mod error;
+mod project_routes;
+pub mod projects;
 mod server;
 mod session;
 mod state;

@@ -23,7 +23,9 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::daemon::{api, state::Recovery, Error, Result, StateDir};
+use crate::daemon::{
+    api, dashboard::Dashboard, projects::Projects, state::Recovery, Error, Result, StateDir,
+};
 
 /// How long a connection may take to send a request's headers, and how long an idle
 /// keep-alive connection stays open.
@@ -40,6 +42,10 @@ pub(crate) struct Shared {
     pub(crate) sessions: Arc<Tasks>,
     /// The Docker API's containers and execs (created, not yet started; docker ids).
     pub(crate) docker: crate::daemon::docker::Containers,
+    /// The `locald.toml` projects it supervises.
+    pub(crate) projects: Arc<Projects>,
+    /// The dashboard, once [`Server::serve_dashboard`] set it up.
+    pub(crate) dashboard: std::sync::OnceLock<Arc<Dashboard>>,
 }
 
 /// Tasks being served (connections, process streams), so that a stopping daemon can
@@ -161,6 +167,8 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
     /// A loopback TCP socket: every request must carry the token.
     Tcp(tokio::net::TcpListener, Token),
+    /// The dashboard's loopback TCP socket (made by [`Server::serve_dashboard`]).
+    Dashboard(tokio::net::TcpListener),
 }
 
 /// Binds the daemon's Unix socket at `path`: its directory is created with mode
@@ -262,6 +270,12 @@ impl Server {
         let docker = crate::daemon::docker::Containers::open(
             state.as_ref().map(|s| s.root().join("docker")),
         );
+        let projects = Projects::new(
+            runtime.clone(),
+            locald::Paths::from_process_env()
+                .data_home()
+                .join("projects"),
+        );
         Server {
             shared: Arc::new(Shared {
                 runtime,
@@ -270,8 +284,32 @@ impl Server {
                 terminate: watch::channel(false).0,
                 sessions: Arc::default(),
                 docker,
+                projects,
+                dashboard: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// The `locald.toml` projects this daemon supervises.
+    pub fn projects(&self) -> &Arc<Projects> {
+        &self.shared.projects
+    }
+
+    /// Serves the dashboard (see [`dashboard`](crate::daemon::dashboard)) on
+    /// `listener`, a loopback TCP socket, when [`Server::serve`] runs; its one-time
+    /// links come from `POST /locald/v1/dashboard/login`.
+    pub fn serve_dashboard(&self, listener: tokio::net::TcpListener) -> Result<Listener> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the dashboard's address", e))?;
+        let dashboard = Dashboard::new(
+            addr,
+            self.shared.runtime.clone(),
+            self.shared.projects.clone(),
+            self.shared.info.clone(),
+        );
+        let _ = self.shared.dashboard.set(dashboard);
+        Ok(Listener::Dashboard(listener))
     }
 
     /// What the daemon says about itself.
@@ -287,6 +325,10 @@ impl Server {
             return Recovery::default();
         };
         let recovery = state.recover(&self.shared.runtime).await;
+        let projects = self.shared.projects.recover().await;
+        if !projects.is_empty() {
+            tracing::info!(?projects, "projects brought up again");
+        }
         for id in &recovery.watch_containers {
             let shared = self.shared.clone();
             let id = id.clone();
@@ -381,6 +423,7 @@ impl Server {
 
     async fn stop(&self, grace: Duration, connections: &Tasks) {
         let _ = self.shared.terminate.send(true);
+        self.shared.projects.shutdown().await;
         let sessions = &self.shared.sessions;
         let drained = tokio::time::timeout(grace, async {
             tokio::join!(connections.wait_idle(), sessions.wait_idle());
@@ -414,6 +457,10 @@ async fn accept_loop(
             Arc::<str>::from(token.as_str()),
             api::require_token,
         )),
+        Listener::Dashboard(_) => match server.shared.dashboard.get() {
+            Some(dashboard) => crate::daemon::dashboard::router(dashboard.clone()),
+            None => api::forbidden("the dashboard is not set up".into()),
+        },
     };
     loop {
         let accepted = tokio::select! {
@@ -489,7 +536,7 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
             };
             Ok((Box::new(stream), refusal))
         }
-        Listener::Tcp(l, _) => {
+        Listener::Tcp(l, _) | Listener::Dashboard(l) => {
             let (stream, peer) = l.accept().await?;
             let _ = stream.set_nodelay(true);
             let refusal = (!peer.ip().is_loopback())

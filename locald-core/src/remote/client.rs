@@ -163,6 +163,111 @@ impl RemoteRuntime {
     }
 }
 
+impl RemoteRuntime {
+    /// `GET path` (under the API's version prefix) on one of the daemon's extension
+    /// routes — those a daemon serves beside the [`Runtime`] API, such as `locald
+    /// daemon`'s projects — answering JSON. Errors arrive typed, as the runtime's own
+    /// calls' do, over the same transport and connections.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.inner.call(Method::GET, path, Body::Empty).await
+    }
+
+    /// `POST path` with `body` as JSON on an extension route (see
+    /// [`RemoteRuntime::get_json`]), answering JSON.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T> {
+        self.inner.call(Method::POST, path, Body::json(body)).await
+    }
+
+    /// `GET path` on an extension route that answers with JSON lines as they come
+    /// (a log that is followed, progress): read them with [`JsonLines::next`]. The
+    /// connection is not reused.
+    pub async fn get_lines<T: DeserializeOwned>(&self, path: &str) -> Result<JsonLines<T>> {
+        let (response, _) = self
+            .inner
+            .send(Method::GET, path, Body::Empty, false)
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.inner.error_of(response).await);
+        }
+        Ok(JsonLines::new(response, "reading from the locald daemon"))
+    }
+}
+
+/// JSON values, one a line, read from a daemon's answer as they arrive (see
+/// [`RemoteRuntime::get_lines`]).
+pub struct JsonLines<T> {
+    body: Incoming,
+    pending: Vec<u8>,
+    context: &'static str,
+    ended: bool,
+    _values: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for JsonLines<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLines")
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> JsonLines<T> {
+    fn new(response: Response<Incoming>, context: &'static str) -> Self {
+        JsonLines {
+            body: response.into_body(),
+            pending: Vec::new(),
+            context,
+            ended: false,
+            _values: std::marker::PhantomData,
+        }
+    }
+
+    fn broken(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::io(
+            self.context,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        )
+    }
+
+    /// The next value, or `None` once the daemon has ended the answer. A line that
+    /// is not a `T` is an error.
+    pub async fn next(&mut self) -> Option<Result<T>> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(serde_json::from_slice(&line).map_err(|e| self.broken(&e)));
+            }
+            if self.ended {
+                return None;
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Some(Err(self.broken(&e)));
+                }
+                None => {
+                    self.ended = true;
+                    if !self.pending.is_empty() {
+                        self.pending.push(b'\n');
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn header_str<'a>(response: &'a Response<Incoming>, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -517,39 +622,17 @@ impl Runtime for RemoteRuntime {
         if !response.status().is_success() {
             return Err(self.inner.error_of(response).await);
         }
-        let mut body = response.into_body();
-        let mut pending: Vec<u8> = Vec::new();
-        let broken = |e: &dyn std::fmt::Display| {
-            Error::io(
-                "reading the pull progress from the locald daemon",
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-            )
-        };
-        loop {
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                match serde_json::from_slice::<PullLine>(&line).map_err(|e| broken(&e))? {
-                    PullLine::Progress(event) => {
-                        let _ = progress.send(event);
-                    }
-                    PullLine::Done(summary) => return Ok(summary),
-                    PullLine::Failed(err) => return Err(err.to_error()),
+        let mut lines = JsonLines::<PullLine>::new(response, "reading the pull progress");
+        while let Some(line) = lines.next().await {
+            match line? {
+                PullLine::Progress(event) => {
+                    let _ = progress.send(event);
                 }
-            }
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        pending.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => return Err(broken(&e)),
-                None => {
-                    return Err(broken(
-                        &"the daemon closed the stream before the pull ended",
-                    ))
-                }
+                PullLine::Done(summary) => return Ok(summary),
+                PullLine::Failed(err) => return Err(err.to_error()),
             }
         }
+        Err(lines.broken(&"the daemon closed the stream before the pull ended"))
     }
 
     async fn list_images(&self) -> Result<Vec<ImageSummary>> {

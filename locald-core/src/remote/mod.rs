@@ -52,7 +52,7 @@ pub mod protocol;
 mod seams;
 mod stream;
 
-pub use client::{RemoteRuntime, RemoteRuntimeBuilder};
+pub use client::{JsonLines, RemoteRuntime, RemoteRuntimeBuilder};
 pub use host::{command_connection, Host};
 pub use protocol::DaemonInfo;
 pub use seams::{Connection, Dial, PathMap, PrefixMap, SamePaths};

@@ -405,7 +405,12 @@ async fn state(State(d): State<Arc<Dashboard>>) -> Response {
 
 /// The supervisor of `project` when it has `service`; else the refusal to send.
 fn find(d: &Dashboard, project: &str, service: &str) -> Result<Supervisor, String> {
-    let Some(entry) = d.projects.projects().into_iter().find(|p| p.name == project) else {
+    let Some(entry) = d
+        .projects
+        .projects()
+        .into_iter()
+        .find(|p| p.name == project)
+    else {
         return Err(format!("no project {project} is up"));
     };
     if !entry.supervisor.status().iter().any(|s| s.name == service) {
