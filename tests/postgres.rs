@@ -207,3 +207,36 @@ fn a_missing_version_says_how_to_install_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_shop_example_records_visits_in_its_database() {
+    let Some(install) = installation("postgres: examples/shop") else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop/locald.toml");
+    let s = locald::services::Project::load(&file)
+        .unwrap()
+        .up(
+            std::sync::Arc::new(locald::native::ProcessRuntime::new()),
+            locald::services::UpOptions::new(state.path().join("logs")),
+        )
+        .await
+        .unwrap();
+    settled(&s, "worker", |st| *st == ServiceState::Running).await;
+    let log = s.log_file("worker");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("visit recorded")
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", s.status());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let connection = PostgresConnection::load(&state.path().join("postgres/db")).unwrap();
+    let visits: u32 = psql(&install, &connection, "SELECT count(*) FROM visits")
+        .parse()
+        .unwrap();
+    assert!(visits >= 1);
+    s.down().await;
+}
