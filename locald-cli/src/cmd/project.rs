@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use locald::{
-    remote::{Host, RemoteRuntime},
+    remote::{protocol::segment, Host, RemoteRuntime},
     services::{Project, ServiceState},
     Paths,
 };
@@ -391,17 +391,4 @@ pub(crate) async fn dashboard(args: DashboardArgs, host: Option<&str>) -> anyhow
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Percent-encodes a name for a path or query segment.
-fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -506,7 +506,7 @@ async fn record_changes(path: PathBuf, mut record: Record, supervisor: Superviso
 }
 
 /// The last `n` lines of `path` (all of them without `n`).
-fn last_lines(path: &Path, n: Option<usize>) -> Vec<String> {
+pub(crate) fn last_lines(path: &Path, n: Option<usize>) -> Vec<String> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };

@@ -22,6 +22,7 @@ use tokio::{io::AsyncWriteExt, sync::Mutex};
 
 use super::{
     protocol::{
+        segment,
         DaemonInfo, ErrorBody, ImageRequest, ImportRequest, KillRequest, LoadRequest,
         LogoutRequest, PullLine, PullRequest, StopRequest, WireError, HEADER_CONTAINER_ID,
         HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES, PREFIX,
@@ -414,19 +415,6 @@ impl Inner {
     }
 }
 
-/// Percent-encodes a container id or name for a path segment (they are
-/// `[a-zA-Z0-9_.-]`, but a caller may pass anything).
-fn segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 impl RemoteRuntime {
     /// A host command's working directory, named as the daemon sees it.

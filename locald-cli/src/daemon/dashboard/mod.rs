@@ -457,7 +457,8 @@ async fn logs(
     };
     // Subscribe before reading the file, so no line falls between the two.
     let live = supervisor.subscribe_logs();
-    let history = tail(&supervisor.log_file(&service), HISTORY_LINES);
+    let history =
+        crate::daemon::projects::last_lines(&supervisor.log_file(&service), Some(HISTORY_LINES));
     Sse::new(log_events(service, history, live))
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -509,19 +510,6 @@ where
     futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     })
-}
-
-/// The last `n` lines of `path` (nothing when it cannot be read).
-fn tail(path: &std::path::Path, n: usize) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
 }
 
 #[cfg(test)]
