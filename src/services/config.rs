@@ -135,6 +135,10 @@ pub struct HealthCheck {
     pub retries: u32,
     /// Failures during this time after a start do not count (default 0).
     pub start_period: Duration,
+    /// Time between probes during the start period until the first success
+    /// (default: `interval`), so a service that starts slowly can still be seen
+    /// healthy soon after it is.
+    pub start_interval: Duration,
 }
 
 /// What a health check probes.
@@ -293,6 +297,7 @@ struct RawHealth {
     timeout: Option<Spanned<String>>,
     retries: Option<u32>,
     start_period: Option<Spanned<String>>,
+    start_interval: Option<Spanned<String>>,
 }
 
 /// `"always"` or a table. (Not `#[serde(untagged)]`, which would lose the spans.)
@@ -696,12 +701,14 @@ fn check_service(
                     ))
                 }
             };
+            let interval = src.duration(&health.interval, Duration::from_secs(2))?;
             Some(HealthCheck {
                 probe,
-                interval: src.duration(&health.interval, Duration::from_secs(2))?,
+                interval,
                 timeout: src.duration(&health.timeout, Duration::from_secs(1))?,
                 retries: health.retries.unwrap_or(3),
                 start_period: src.duration(&health.start_period, Duration::ZERO)?,
+                start_interval: src.duration(&health.start_interval, interval)?,
             })
         }
     };
@@ -929,6 +936,7 @@ restart = "no"
         assert_eq!(health.interval, Duration::from_millis(500));
         assert_eq!(health.retries, 5);
         assert_eq!(health.timeout, Duration::from_secs(1));
+        assert_eq!(health.start_interval, health.interval);
         assert_eq!(web.restart.policy, RestartPolicy::Always);
         assert_eq!(web.restart.max_restarts, 2);
         assert_eq!(web.restart.backoff, Duration::from_millis(100));

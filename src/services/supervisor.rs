@@ -201,6 +201,7 @@ impl Project {
                             timeout: Duration::from_secs(2),
                             retries: 3,
                             start_period: Duration::from_secs(60),
+                            start_interval: Duration::from_millis(50),
                         });
                     }
                     ports.insert(name.clone(), Some(cluster.connection.port));
@@ -744,6 +745,7 @@ impl Inner {
         };
         let started = Instant::now();
         let mut failures = 0u32;
+        let mut succeeded = false;
         loop {
             let ok = tokio::time::timeout(health.timeout, self.probe(service, &health.probe))
                 .await
@@ -751,6 +753,7 @@ impl Inner {
             let name = &service.name;
             if ok {
                 failures = 0;
+                succeeded = true;
                 self.set(name, |s| s.state = ServiceState::Healthy);
             } else if started.elapsed() >= health.start_period {
                 failures += 1;
@@ -758,7 +761,13 @@ impl Inner {
                     self.set(name, |s| s.state = ServiceState::Unhealthy);
                 }
             }
-            tokio::time::sleep(health.interval).await;
+            let starting = !succeeded && started.elapsed() < health.start_period;
+            tokio::time::sleep(if starting {
+                health.start_interval
+            } else {
+                health.interval
+            })
+            .await;
         }
     }
 

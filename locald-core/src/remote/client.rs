@@ -22,8 +22,7 @@ use tokio::{io::AsyncWriteExt, sync::Mutex};
 
 use super::{
     protocol::{
-        segment,
-        DaemonInfo, ErrorBody, ImageRequest, ImportRequest, KillRequest, LoadRequest,
+        segment, DaemonInfo, ErrorBody, ImageRequest, ImportRequest, KillRequest, LoadRequest,
         LogoutRequest, PullLine, PullRequest, StopRequest, WireError, HEADER_CONTAINER_ID,
         HEADER_CONTAINER_NAME, HEADER_PID, HEADER_STREAMS, MAX_REQUEST_BYTES, PREFIX,
         UPGRADE_PROTOCOL,
@@ -414,7 +413,6 @@ impl Inner {
         })
     }
 }
-
 
 impl RemoteRuntime {
     /// A host command's working directory, named as the daemon sees it.
