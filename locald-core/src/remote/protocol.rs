@@ -837,6 +837,21 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(io: W, mut queue: mpsc::Receive
     let _ = SinkExt::<Frame>::close(&mut sink).await;
 }
 
+/// Percent-encodes a name (a container id or name, a project, a service) for a
+/// path or query segment of a route: `[a-zA-Z0-9_.-]` stay, anything else is
+/// escaped.
+pub fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -948,19 +963,4 @@ mod tests {
             .is_err());
         assert!(first(&[]).await.is_none());
     }
-}
-
-/// Percent-encodes a name (a container id or name, a project, a service) for a
-/// path or query segment of a route: `[a-zA-Z0-9_.-]` stay, anything else is
-/// escaped.
-pub fn segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
