@@ -202,9 +202,9 @@ impl ContainerRuntime {
         self
     }
 
-    /// Uses `program` as the shim (default: this executable when it called
-    /// [`run_if_requested`], else `$LOCALD_SHIM`, else `locald-shim` or `locald` next
-    /// to this executable or on `PATH`).
+    /// Uses `program` as the shim (default: `$LOCALD_SHIM` when set, else this
+    /// executable, which is always a shim too: see [`run_if_requested`]). Any program
+    /// linking this crate serves, such as the `locald-shim` or `locald` executables.
     pub fn shim_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.shim = Some(program.into());
         self
@@ -269,17 +269,8 @@ impl ContainerRuntime {
         if let Some(p) = std::env::var_os("LOCALD_SHIM") {
             return Ok(PathBuf::from(p));
         }
-        if shim::registered() {
-            return Ok(PathBuf::from("/proc/self/exe"));
-        }
-        if let Some(p) = shim::find_installed() {
-            return Ok(p);
-        }
-        Err(Error::ProgramNotFound {
-            program: "locald-shim (call locald_runtime::run_if_requested() first in main, \
-                      or put locald-shim on PATH)"
-                .into(),
-        })
+        // This executable is always a shim too (a constructor dispatches before main).
+        Ok(PathBuf::from("/proc/self/exe"))
     }
 
     fn dir(&self, key: &str) -> Result<(String, PathBuf)> {
@@ -545,7 +536,9 @@ impl ContainerRuntime {
             .env(rootfs::SNAPSHOT_ENV, prepared.snapshot.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            // What the shim says before it detaches (a loader error, a panic) is kept
+            // for the error when it ends without reporting.
+            .stderr(std::process::Stdio::piped());
         let mapped = sys::map_fds(&mut cmd, fds, true)?;
         let child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
@@ -560,6 +553,7 @@ impl ContainerRuntime {
             id: prepared.id,
             name: prepared.name,
             dir: prepared.dir,
+            program: shim_program,
             child,
             sync: sync_r,
             exit: exit_r,
@@ -576,6 +570,7 @@ impl ContainerRuntime {
             id,
             name,
             dir,
+            program,
             mut child,
             sync,
             exit,
@@ -586,13 +581,16 @@ impl ContainerRuntime {
         let mut sync = sys::receiver(sync)?;
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
-        let started =
-            shim::protocol::started(&reply, "the container shim exited without reporting");
+        let started = shim::protocol::started(&reply, "");
+        let diag = child.stderr.take();
         let Ok(pid) = started else {
-            let why = started.unwrap_err();
+            let mut why = started.unwrap_err();
             // The shim has unmounted and removed what it created; wait until it has
             // ended before removing the state directory.
-            let _ = child.wait().await;
+            let status = child.wait().await;
+            if why.is_empty() {
+                why = silent_shim_error(&program, status, diag).await;
+            }
             wait_shim_gone(&dir).await;
             if !shim::keep_failed() {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -600,7 +598,7 @@ impl ContainerRuntime {
             }
             return Err(Error::io(
                 format!("starting container {name}"),
-                io::Error::other(why.to_owned()),
+                io::Error::other(why),
             ));
         };
         let control = ContainerControl {
@@ -661,6 +659,38 @@ impl ContainerRuntime {
         }
         Ok(())
     }
+}
+
+/// Why a shim that never reported ended: its exit status and what it printed before
+/// it detached (a loader error, a panic).
+async fn silent_shim_error(
+    program: &Path,
+    status: io::Result<std::process::ExitStatus>,
+    diag: Option<tokio::process::ChildStderr>,
+) -> String {
+    let mut said = Vec::new();
+    if let Some(mut d) = diag {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            (&mut d).take(16 * 1024).read_to_end(&mut said),
+        )
+        .await;
+    }
+    let said = String::from_utf8_lossy(&said);
+    let said = said.trim();
+    let status = match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("an unknown status ({e})"),
+    };
+    let mut why = format!(
+        "the container helper {} ended ({status}) without reporting",
+        program.display()
+    );
+    if !said.is_empty() {
+        why.push_str(": ");
+        why.push_str(&said.replace('\n', " "));
+    }
+    why
 }
 
 /// Waits until no shim holds the container's lock.
@@ -750,6 +780,7 @@ struct Launched {
     id: String,
     name: String,
     dir: PathBuf,
+    program: PathBuf,
     child: tokio::process::Child,
     sync: OwnedFd,
     exit: OwnedFd,
@@ -819,10 +850,19 @@ impl ProcessControl for ContainerControl {
         }
         let status = match parse_status(&String::from_utf8_lossy(&self.buf)) {
             Some(s) => s,
-            None => state::read_state(&self.dir)
-                .ok()
-                .and_then(|s| s.exit)
-                .unwrap_or(ExitStatus::Exited(-1)),
+            None => match state::read_state(&self.dir).ok().and_then(|s| s.exit) {
+                Some(s) => s,
+                None => {
+                    return Err(Error::io(
+                        "waiting for the container",
+                        io::Error::other(format!(
+                            "the container helper ended without reporting the exit \
+                             status (its log: {})",
+                            self.dir.join("shim.log").display()
+                        )),
+                    ))
+                }
+            },
         };
         self.status = Some(status);
         Ok(status)

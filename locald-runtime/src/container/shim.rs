@@ -28,7 +28,6 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     rc::Rc,
-    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -118,69 +117,97 @@ impl ShimError {
 /// The argument (`argv[1]`) that turns an executable into the shim.
 pub const SHIM_ARG: &str = "__locald-shim";
 
-static REGISTERED: AtomicBool = AtomicBool::new(false);
+// Every program that links this crate is its own container shim, whatever its `main`
+// looks like: this function runs before `main` (from `.init_array`, as the C runtime
+// runs constructors) and, when `argv[1]` is [`SHIM_ARG`], runs the shim and exits
+// before any of the program's own code (an async runtime, threads, logging) exists.
+// So the runtime can always start the shim as `/proc/self/exe __locald-shim ...`.
+#[used]
+#[link_section = ".init_array"]
+static DISPATCH_BEFORE_MAIN: extern "C" fn() = dispatch_before_main;
 
-/// Runs the container shim and exits if this process was started as one; otherwise
-/// returns at once and remembers that this executable can serve as the shim.
-///
-/// Call it first thing in `main`, before starting threads or an async runtime, in any
-/// program that runs containers through locald:
+extern "C" fn dispatch_before_main() {
+    if !started_as_shim() {
+        return;
+    }
+    let args: Vec<String> = cmdline()
+        .into_iter()
+        .skip(2)
+        .map(|a| String::from_utf8_lossy(&a).into_owned())
+        .collect();
+    // A panic must not unwind out of this C-ABI function; the shim reports its own
+    // failures, and a panic ends it with status 101 like a panicking `main`.
+    let code = std::panic::catch_unwind(|| main_with(&args)).unwrap_or(101);
+    std::process::exit(code);
+}
+
+/// The process's arguments, read from `/proc/self/cmdline` (before `main`, the
+/// standard library's argument list may not be set up yet).
+fn cmdline() -> Vec<Vec<u8>> {
+    std::fs::read("/proc/self/cmdline")
+        .map(|all| {
+            all.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when `argv[1]` is [`SHIM_ARG`]. Cheap for every other program: one short read
+/// of `/proc/self/cmdline`, only when the command line could hold the marker.
+fn started_as_shim() -> bool {
+    let Ok(mut f) = File::open("/proc/self/cmdline") else {
+        return false;
+    };
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        match io::Read::read(&mut f, &mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    let mut args = buf[..len].split(|&b| b == 0);
+    let _ = args.next();
+    args.next() == Some(SHIM_ARG.as_bytes())
+}
+
+/// Kept for programs written against earlier versions, which call it first in `main`:
+/// it does nothing any more. Every program that links locald is its own container
+/// shim without any call: a constructor that runs before `main` starts the shim when
+/// the runtime re-runs the executable with [`SHIM_ARG`], so `#[tokio::main]`, a
+/// hand-built async runtime or threads started early are all fine.
 ///
 /// ```no_run
-/// // First thing in `main`:
+/// // Harmless, and not needed:
 /// locald_runtime::run_if_requested();
-/// // ... the program, which may now run containers ...
 /// ```
-///
-/// A program that does not call it needs a `locald-shim` (or `locald`) executable next
-/// to it or on `PATH`, or `LOCALD_SHIM` naming one.
 pub fn run_if_requested() {
+    // Programs whose constructors were not run (an unusual loader) still dispatch
+    // here, as before.
     let mut args = std::env::args_os();
     let _ = args.next();
     if args.next().as_deref() == Some(std::ffi::OsStr::new(SHIM_ARG)) {
         let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
         std::process::exit(main_with(&rest));
     }
-    REGISTERED.store(true, Ordering::SeqCst);
-}
-
-/// True when this executable called [`run_if_requested`].
-pub(crate) fn registered() -> bool {
-    REGISTERED.load(Ordering::SeqCst)
-}
-
-/// An installed shim: a `locald-shim` or `locald` executable next to this executable,
-/// one directory up (cargo puts test binaries in `target/debug/deps`), or on `PATH`,
-/// searched in that order, directory by directory.
-pub(crate) fn find_installed() -> Option<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(d) = exe.parent() {
-            dirs.push(d.to_owned());
-            if let Some(up) = d.parent() {
-                dirs.push(up.to_owned());
-            }
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    find_in(&dirs)
-}
-
-/// The first executable `locald-shim` or `locald` in `dirs`, directory by directory.
-fn find_in(dirs: &[PathBuf]) -> Option<PathBuf> {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    dirs.iter().find_map(|dir| {
-        ["locald-shim", "locald"]
-            .into_iter()
-            .find_map(|name| which::which_in(name, Some(dir), &cwd).ok())
-    })
 }
 
 /// The shim's entry point for `locald-shim` and `locald __locald-shim`: `args` are the
 /// arguments after the marker. Returns the process exit code.
 pub fn main_with(args: &[String]) -> i32 {
+    if let Some(dir) = args.get(1) {
+        let _ = STATE_DIR.set(PathBuf::from(dir));
+    }
+    // A panic is said on stderr (which the caller reads until the shim detaches) and
+    // kept in the container's `shim.log`.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("locald container helper: {info}");
+        if let Some(dir) = STATE_DIR.get() {
+            shim_log_in(dir, &format!("panic: {info}"));
+        }
+    }));
     match args {
         [cmd, dir] if cmd == "run" => run(Path::new(dir)),
         [cmd, dir, request] if cmd == "exec" => exec(Path::new(dir), request),
@@ -188,11 +215,20 @@ pub fn main_with(args: &[String]) -> i32 {
     }
 }
 
+/// The state directory of the container this shim serves.
+static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 fn shim_log(msg: &str) {
+    if let Some(dir) = STATE_DIR.get() {
+        shim_log_in(dir, msg);
+    }
+}
+
+fn shim_log_in(dir: &Path, msg: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open("shim.log")
+        .open(dir.join("shim.log"))
     {
         let _ = writeln!(f, "{} {msg}", state::now());
     }
@@ -791,34 +827,5 @@ fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
             reap_leftovers();
             Err(ShimError::Create(e))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-
-    fn file(dir: &Path, name: &str, mode: u32) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        p
-    }
-
-    #[test]
-    fn the_shim_is_an_executable_found_directory_by_directory() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        let dirs = [a.path().to_owned(), b.path().to_owned()];
-        assert_eq!(find_in(&dirs), None);
-        // Not executable: skipped.
-        file(a.path(), "locald-shim", 0o644);
-        let in_b = file(b.path(), "locald-shim", 0o755);
-        assert_eq!(find_in(&dirs), Some(in_b));
-        // An earlier directory wins, whichever of the two names it has.
-        let locald = file(a.path(), "locald", 0o755);
-        assert_eq!(find_in(&dirs), Some(locald));
     }
 }
