@@ -22,6 +22,7 @@ pub(crate) mod config;
 pub(crate) mod logs;
 pub(crate) mod net;
 pub(crate) mod rootfs;
+pub(crate) mod rootless;
 pub(crate) mod shim;
 pub(crate) mod state;
 mod sys;
@@ -282,7 +283,6 @@ impl ContainerRuntime {
     /// Starts a container: resolve its source, check what can be checked, prepare its
     /// state directory and bundle, launch the shim, wait until it reports.
     async fn start(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
-        require_root()?;
         let resolved = self.resolve(&spec)?;
         // Ports: bound here so that one in use is reported before anything starts.
         let (listeners, ports) = bind_ports(&spec)?;
@@ -342,12 +342,14 @@ impl ContainerRuntime {
             Some(mode) => mode,
             None => rootfs::snapshot_mode_from_env()?,
         };
+        let rootless = rootless_plan(spec)?;
         Ok(Resolved {
             source,
             stop_signal,
             id,
             plan,
             snapshot,
+            rootless,
         })
     }
 
@@ -433,8 +435,10 @@ impl ContainerRuntime {
             name: name.to_owned(),
             lowers: source.lowers.clone(),
             image: source.image.is_some(),
+            marker_whiteouts: source.marker_whiteouts,
             read_only: spec.read_only || spec.isolation == Isolation::Safe,
             create_mount_points: user_namespace,
+            rootless: resolved.rootless.clone(),
             tty: spec.tty,
             stdin: spec.stdin,
             attach: true,
@@ -483,7 +487,9 @@ impl ContainerRuntime {
         resolved: &Resolved,
         dir: &Path,
     ) -> Result<oci_spec::runtime::Spec> {
+        // Rootless, container root is already an unprivileged host id.
         let user_namespace = spec.isolation == Isolation::Safe
+            && resolved.rootless.is_none()
             && sys::user_namespaces_usable(&[dir], &resolved.source.lowers);
         config::oci_config(
             spec,
@@ -495,6 +501,9 @@ impl ContainerRuntime {
                 volumes_dir: &self.layout.volumes(),
                 nofile_hard: sys::nofile_hard_limit(),
                 user_namespace,
+                rootless: resolved.rootless.is_some(),
+                // Rootless with limits only gets this far with a delegated cgroup.
+                cgroup_limits: resolved.rootless.is_none() || spec.resources != Default::default(),
                 stop_signal: resolved.stop_signal,
             },
         )
@@ -702,18 +711,47 @@ async fn wait_shim_gone(dir: &Path) {
     }
 }
 
-/// Containers need root here; say so before anything else.
-fn require_root() -> Result<()> {
+/// The user namespace the shim makes for a caller that is not root (`None` for root),
+/// after checking that the spec asks nothing a rootless container cannot do here.
+fn rootless_plan(spec: &ContainerSpec) -> Result<Option<rootless::UserNs>> {
     if nix::unistd::geteuid().is_root() {
-        return Ok(());
+        return Ok(None);
     }
-    Err(Error::io(
-        "running containers",
-        io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "containers need root on this host (rootless containers are not supported yet)",
-        ),
-    ))
+    if spec.resources != Default::default() {
+        if let Some(why) = rootless::limits_refused(Path::new("/proc"), Path::new("/sys/fs/cgroup"))
+        {
+            return Err(Error::invalid(
+                "resource limits",
+                "--memory, --cpus, --pids-limit",
+                format!("not available to a rootless container: {why}"),
+            ));
+        }
+    }
+    let mut ns = rootless::UserNs::for_caller(Path::new("/etc"));
+    if !ns.single_id() && (which::which("newuidmap").is_err() || which::which("newgidmap").is_err())
+    {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "newuidmap/newgidmap not found (the uidmap package): rootless containers \
+                 map only your own ids"
+            );
+        });
+        ns.uid.truncate(1);
+        ns.gid.truncate(1);
+    }
+    if ns.single_id() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "no subordinate id range for this user in /etc/subuid and /etc/subgid: \
+                 rootless containers see only root, so images whose files belong to other \
+                 users cannot be set up faithfully (add a range: usermod --add-subuids \
+                 100000-165535 --add-subgids 100000-165535 USER)"
+            );
+        });
+    }
+    Ok(Some(ns))
 }
 
 /// Binds the spec's published ports (default host address `127.0.0.1`), so that a
@@ -763,6 +801,8 @@ struct Resolved {
     id: String,
     plan: config::ProcessPlan,
     snapshot: crate::image::SnapshotMode,
+    /// The caller is not root: the user namespace the shim makes.
+    rootless: Option<rootless::UserNs>,
 }
 
 /// A written state directory, removed (and its name released) on drop until the shim
@@ -1173,12 +1213,18 @@ impl Runtime for ContainerRuntime {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        rootfs::check_program(
-            &[dir.join("rootfs")],
-            command.get_program(),
-            &spec_env,
-            &cwd,
-        )?;
+        // A rootless container's root is mounted in its shim's mount namespace only:
+        // look at it through its init's root, when this user may.
+        let rootless = !nix::unistd::geteuid().is_root();
+        let root = match (rootless, st.pid) {
+            (false, _) => Some(dir.join("rootfs")),
+            (true, Some(pid)) => Some(PathBuf::from(format!("/proc/{pid}/root")))
+                .filter(|r| std::fs::read_dir(r).is_ok()),
+            (true, None) => None,
+        };
+        if let Some(root) = root {
+            rootfs::check_program(&[root], command.get_program(), &spec_env, &cwd)?;
+        }
         let mut args = vec![command.get_program().to_owned()];
         args.extend(command.get_args().iter().cloned());
         let request = shim::ExecRequest {
@@ -1186,6 +1232,7 @@ impl Runtime for ContainerRuntime {
             args,
             env,
             cwd: command.get_current_dir().map(Path::to_owned),
+            join_user_namespace_of: st.pid.filter(|_| rootless),
         };
         let request = serde_json::to_string(&request)
             .map_err(|e| Error::io("encoding the exec request", io::Error::other(e)))?;

@@ -102,6 +102,9 @@ pub(crate) enum ShimError {
     /// The created container could not be started.
     #[error("starting the container")]
     Start(#[source] LibcontainerError),
+    /// The user namespace of a rootless container could not be set up or joined.
+    #[error("setting up the user namespace of a rootless container")]
+    UserNamespace(#[source] io::Error),
     /// The exec request is not what the caller sends.
     #[error("bad exec request")]
     ExecRequest(#[source] serde_json::Error),
@@ -209,7 +212,8 @@ pub fn main_with(args: &[String]) -> i32 {
         }
     }));
     match args {
-        [cmd, dir] if cmd == "run" => run(Path::new(dir)),
+        [cmd, dir] if cmd == "run" => run(Path::new(dir), false),
+        [cmd, dir] if cmd == RUN_IN_USERNS => run(Path::new(dir), true),
         [cmd, dir, request] if cmd == "exec" => exec(Path::new(dir), request),
         _ => 2,
     }
@@ -313,10 +317,27 @@ struct Started {
     pasta: Option<super::net::Pasta>,
 }
 
-fn run(dir: &Path) -> i32 {
+/// `run` again, by the shim itself once it is in its user namespace.
+const RUN_IN_USERNS: &str = "run-in-userns";
+
+fn run(dir: &Path, in_userns: bool) -> i32 {
     // Take every inherited descriptor before opening anything: a descriptor number the
     // caller did not pass would otherwise be reused by the next file opened here.
     let cfg: std::io::Result<ShimConfig> = state::read_json(&dir.join("shim.json"));
+    // Rootless: enter the user namespace, then run this executable again inside it
+    // (with the inherited descriptors), so that the shim and every process it forks
+    // belong to that namespace (the kernel ties a process's memory to the user
+    // namespace it ran `exec` in; the shim needs that to reach the container's
+    // namespaces).
+    let entered = match (&cfg, in_userns) {
+        (
+            Ok(ShimConfig {
+                rootless: Some(ns), ..
+            }),
+            false,
+        ) => Some(super::rootless::enter(ns).and_then(|()| reexec_in_userns(dir))),
+        _ => None,
+    };
     let sync = take_fd(fds::SYNC);
     let exit_fd = take_fd(fds::EXIT);
     let client_out = take_fd(fds::OUT);
@@ -338,6 +359,9 @@ fn run(dir: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(ShimError::ReadConfig(e)),
     };
+    if let Some(Err(e)) = entered {
+        return fail(ShimError::UserNamespace(e));
+    }
     if let Err(e) = detach().and_then(|()| std::env::set_current_dir(dir)) {
         return fail(ShimError::Detach(e));
     }
@@ -488,6 +512,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         &dir.join("rootfs"),
         cfg.read_only,
         cfg.image,
+        cfg.marker_whiteouts,
         mounts,
     )
     .map_err(ShimError::MountRootfs)?;
@@ -557,8 +582,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         Some(listener) => match receive_pty(&listener) {
             Ok(fd) => Some(fd),
             Err(e) => {
-                let _ = container.delete(true);
-                reap_leftovers();
+                abandon(&mut container, init);
                 return Err(ShimError::Terminal(e));
             }
         },
@@ -568,8 +592,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         match super::net::loopback_up(init) {
             Ok(ns) => Some(ns),
             Err(e) => {
-                let _ = container.delete(true);
-                reap_leftovers();
+                abandon(&mut container, init);
                 return Err(ShimError::Loopback(e));
             }
         }
@@ -581,8 +604,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
             match super::net::Pasta::start(program, init, dir, cfg.map_host_loopback) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    let _ = container.delete(true);
-                    reap_leftovers();
+                    abandon(&mut container, init);
                     return Err(ShimError::Pasta(e));
                 }
             }
@@ -591,8 +613,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     };
     if let Err(e) = container.start() {
         drop(pasta);
-        let _ = container.delete(true);
-        reap_leftovers();
+        abandon(&mut container, init);
         return Err(ShimError::Start(e));
     }
     Ok(Started {
@@ -604,6 +625,16 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         netns,
         pasta,
     })
+}
+
+/// Ends a container whose start failed: its init first (a rootless container's cgroup
+/// cannot be used to kill it), then the runtime library's record of it.
+fn abandon(container: &mut libcontainer::container::Container, init: i32) {
+    if init > 0 {
+        let _ = nix::sys::signal::kill(Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = container.delete(true);
+    reap_leftovers();
 }
 
 fn receive_pty(listener: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd> {
@@ -811,6 +842,9 @@ fn exec(dir: &Path, request: &str) -> i32 {
 /// Starts the process `request` asks for in the container; returns its pid.
 fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
     let req: ExecRequest = serde_json::from_str(request).map_err(ShimError::ExecRequest)?;
+    if let Some(pid) = req.join_user_namespace_of {
+        join_user_namespace(pid).map_err(ShimError::UserNamespace)?;
+    }
     let builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(dir.join("lc"))
         .map_err(ShimError::Create)?;
@@ -828,4 +862,50 @@ fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
             Err(ShimError::Create(e))
         }
     }
+}
+
+/// Joins the user and mount namespaces of the shim that runs the container whose init
+/// is `init` (its parent), as the exec helper is single-threaded before `main`, and
+/// becomes root there.
+fn join_user_namespace(init: u32) -> io::Result<()> {
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat"))?;
+    let shim: u32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no parent in /proc/{init}/stat")))?;
+    let user = File::open(format!("/proc/{shim}/ns/user"))?;
+    let mnt = File::open(format!("/proc/{shim}/ns/mnt"))?;
+    let join = |ns: &File, kind, what: &str| {
+        nix::sched::setns(ns, kind).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("joining the {what}: {e}"),
+            )
+        })
+    };
+    join(
+        &user,
+        nix::sched::CloneFlags::CLONE_NEWUSER,
+        "user namespace",
+    )?;
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into())?;
+    nix::unistd::setresuid(0.into(), 0.into(), 0.into())?;
+    join(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, "mount namespace")?;
+    Ok(())
+}
+
+/// Runs this executable again as `RUN_IN_USERNS dir`; returns only on failure.
+fn reexec_in_userns(dir: &Path) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new("/proc/self/exe")
+        .arg(SHIM_ARG)
+        .arg(RUN_IN_USERNS)
+        .arg(dir)
+        .exec();
+    Err(io::Error::new(
+        e.kind(),
+        format!("running the shim again in its user namespace: {e}"),
+    ))
 }
