@@ -46,6 +46,7 @@ use locald_core::{
 };
 use tokio::io::AsyncReadExt;
 
+pub use rootless::{rootless_readiness, RootlessCheck};
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Layout, Phase};

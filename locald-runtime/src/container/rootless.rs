@@ -262,6 +262,104 @@ fn run_mappers(pid: i32, ns: &UserNs) -> Result<(), String> {
     Ok(())
 }
 
+/// One thing rootless containers need, and whether this host and user have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RootlessCheck {
+    /// What is checked: `user namespaces`, `subordinate ids`, `newuidmap`,
+    /// `overlay in a user namespace`, `cgroup delegation`.
+    pub name: String,
+    /// True when it is there.
+    pub ok: bool,
+    /// What was found, or what to do about it.
+    pub detail: String,
+}
+
+/// Whether the current user can run rootless containers here, piece by piece (for a
+/// root caller, what a normal user would get). Only user namespaces and `/proc`
+/// itself are essential; the rest only narrow what containers can do.
+pub fn rootless_readiness() -> Vec<RootlessCheck> {
+    let host = crate::host::HostFeatures::probe();
+    let check = |name: &str, ok: bool, detail: String| RootlessCheck {
+        name: name.into(),
+        ok,
+        detail,
+    };
+    let mut checks = vec![check(
+        "user namespaces",
+        host.unprivileged_user_namespaces,
+        if host.unprivileged_user_namespaces {
+            "users may create them".into()
+        } else {
+            "users may not create user namespaces: set user.max_user_namespaces > 0 and \
+             kernel.unprivileged_userns_clone=1 (sysctl), and on Ubuntu \
+             kernel.apparmor_restrict_unprivileged_userns=0"
+                .into()
+        },
+    )];
+    let ns = UserNs::for_caller(Path::new("/etc"));
+    checks.push(check(
+        "subordinate ids",
+        !ns.single_id(),
+        match (ns.uid.get(1), ns.gid.get(1)) {
+            (Some(u), Some(g)) => format!(
+                "uids {}-{} and gids {}-{} appear as 1 and up",
+                u.host,
+                u.host as u64 + u.count as u64 - 1,
+                g.host,
+                g.host as u64 + g.count as u64 - 1
+            ),
+            _ => "no range for this user in /etc/subuid and /etc/subgid: containers see \
+                  only root (run: usermod --add-subuids 100000-165535 --add-subgids \
+                  100000-165535 USER)"
+                .into(),
+        },
+    ));
+    let mappers = ["newuidmap", "newgidmap"].map(|p| which::which(p).ok());
+    checks.push(check(
+        "newuidmap",
+        mappers.iter().all(Option::is_some),
+        match &mappers {
+            [Some(u), Some(g)] => format!("{} and {}", u.display(), g.display()),
+            _ => "newuidmap/newgidmap are missing: install the uidmap package".into(),
+        },
+    ));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let overlay = host.overlayfs && kernel_at_least(&release, 5, 11);
+    checks.push(check(
+        "overlay in a user namespace",
+        overlay,
+        if overlay {
+            format!("kernel {} mounts overlayfs there", release.trim())
+        } else {
+            format!(
+                "kernel {} cannot (needs 5.11 and overlayfs): root filesystems are copied",
+                release.trim()
+            )
+        },
+    ));
+    let refused = limits_refused(Path::new("/proc"), Path::new("/sys/fs/cgroup"));
+    checks.push(check(
+        "cgroup delegation",
+        refused.is_none(),
+        match refused {
+            None => "limits (--memory, --cpus, --pids-limit) work rootless".into(),
+            Some(why) => format!("containers run without limits, and refuse them: {why}"),
+        },
+    ));
+    checks
+}
+
+/// True when a kernel release such as `6.1.0-18-amd64` is at least `major.minor`.
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +398,14 @@ mod tests {
             ]
         );
         assert_eq!(maps(1000, None).len(), 1);
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.1.0-18-amd64", 5, 11));
+        assert!(kernel_at_least("5.11.0", 5, 11));
+        assert!(!kernel_at_least("5.10.209-1", 5, 11));
+        assert!(!kernel_at_least("", 5, 11));
     }
 
     #[test]
