@@ -344,6 +344,20 @@ impl ContainerRuntime {
             None => rootfs::snapshot_mode_from_env()?,
         };
         let rootless = rootless_plan(spec)?;
+        // Rootless, a root filesystem owned by someone else (root) cannot be the lower
+        // layer of an overlay that gets mount points: copying it up would need its
+        // owner's id, which the user namespace does not map. Copy it instead.
+        let snapshot = match &spec.source {
+            locald_core::ContainerSource::Rootfs(dir)
+                if rootless.is_some()
+                    && std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir).map_err(
+                        |e| Error::io(format!("reading root filesystem {}", dir.display()), e),
+                    )?) != nix::unistd::getuid().as_raw() =>
+            {
+                crate::image::SnapshotMode::Copy
+            }
+            _ => snapshot,
+        };
         Ok(Resolved {
             source,
             stop_signal,

@@ -1,0 +1,506 @@
+//! Rootless containers, as a normal user: the `locald` CLI and daemon, and the
+//! conformance suite's container case in process and through a daemon.
+//!
+//! CI runs the tests as root (`scripts/test`), which also creates the normal user
+//! `locald-test` with subordinate id ranges (`LOCALD_TEST_USER` names another). Each
+//! test runs its programs as that user: the CLI cases run a copy of the `locald`
+//! binary with the user's uid and gid (the copy lives in a directory every user can
+//! read, because the build directory may not be), and the in-process cases run a copy
+//! of this test binary as the user with `LOCALD_ROOTLESS_INNER` set, which makes the
+//! same test do the work instead. Each gets a fresh data home owned by the user.
+#![allow(clippy::print_stderr)]
+
+use std::{
+    os::unix::{fs::MetadataExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use locald_test_support::{is_root, unavailable};
+
+const INNER: &str = "LOCALD_ROOTLESS_INNER";
+
+/// The normal user the tests act as, and a fresh home for it.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    /// First host uid of its subordinate range.
+    subuid: u32,
+    /// A data home (and `HOME`) owned by the user; removed at the end.
+    home: tempfile::TempDir,
+    /// Copies of the programs, readable by the user.
+    bin: tempfile::TempDir,
+    /// Held for the test: the tests share the user, and check that none of its
+    /// processes are left.
+    _serial: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl TestUser {
+    /// The user, or `None` after a loud SKIP (a failure under CI) when the test cannot
+    /// act as one here.
+    fn get(test: &str) -> Option<TestUser> {
+        if std::env::var_os(INNER).is_some() {
+            return None;
+        }
+        if !is_root() {
+            unavailable(test, "needs root, to act as a normal user");
+            return None;
+        }
+        let name = std::env::var("LOCALD_TEST_USER").unwrap_or_else(|_| "locald-test".into());
+        let Some(user) = nix::unistd::User::from_name(&name).ok().flatten() else {
+            unavailable(
+                test,
+                &format!("needs the user {name} (scripts/test creates it with subordinate ids)"),
+            );
+            return None;
+        };
+        let subuid = std::fs::read_to_string("/etc/subuid")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(':');
+                (f.next() == Some(name.as_str()))
+                    .then(|| f.next()?.parse().ok())
+                    .flatten()
+            });
+        let Some(subuid) = subuid else {
+            unavailable(test, &format!("needs a subordinate uid range for {name}"));
+            return None;
+        };
+        let private = |prefix: &str| {
+            let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            dir
+        };
+        let home = private("locald-rootless-home-");
+        std::os::unix::fs::chown(
+            home.path(),
+            Some(user.uid.as_raw()),
+            Some(user.gid.as_raw()),
+        )
+        .unwrap();
+        let bin = private("locald-rootless-bin-");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("locald-rootless-tests.lock"))
+            .unwrap();
+        let serial = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        Some(TestUser {
+            _serial: serial,
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            subuid,
+            home,
+            bin,
+        })
+    }
+
+    /// A copy of `program` that the user can run.
+    fn install(&self, program: &Path) -> PathBuf {
+        let to = self.bin.path().join(program.file_name().unwrap());
+        if !to.exists() {
+            std::fs::copy(program, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        to
+    }
+
+    /// `program` as the user, with a clean environment and its own data home.
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(self.install(program));
+        cmd.env_clear()
+            .env("HOME", self.home.path())
+            .env("USER", &self.name)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("LOCALD_HOME", self.home.path().join("data"))
+            .env("XDG_RUNTIME_DIR", self.home.path().join("run"))
+            .current_dir(self.home.path())
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `locald ARGS` as the user.
+    fn locald(&self, args: &[&str]) -> Output {
+        self.command(Path::new(env!("CARGO_BIN_EXE_locald")))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// A directory in the user's home, owned by the user, with `mode`.
+    fn dir(&self, name: &str, mode: u32) -> PathBuf {
+        let dir = self.home.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(self.uid), Some(self.gid)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
+    /// Waits until no process of the user is left (shims end right after their
+    /// containers); panics naming the ones that stay.
+    fn assert_no_processes(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .filter(|e| e.metadata().is_ok_and(|m| m.uid() == self.uid))
+                .filter(|e| {
+                    locald_test_support::process_alive(
+                        e.file_name().to_string_lossy().parse().unwrap(),
+                    )
+                })
+                .map(|e| {
+                    let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                    format!(
+                        "{} {}",
+                        e.file_name().to_string_lossy(),
+                        String::from_utf8_lossy(&cmd).replace('\0', " ")
+                    )
+                })
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "processes of {} left: {left:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Checks that the data home holds no container and the runtime dir nothing of
+    /// locald's.
+    fn assert_nothing_left(&self) {
+        let containers = self.home.path().join("data/containers");
+        let left: Vec<_> = std::fs::read_dir(&containers)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name())
+                    .filter(|n| n != "names")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "left in {}: {left:?}",
+            containers.display()
+        );
+        let names: Vec<_> = std::fs::read_dir(containers.join("names"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(names.is_empty(), "names left: {names:?}");
+        self.assert_no_processes();
+    }
+}
+
+use std::os::unix::fs::PermissionsExt;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout {}\nstderr {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+const IMAGE: &str = "localhost/locald/busybox";
+
+#[test]
+fn the_readme_first_command_works_as_a_normal_user() {
+    let Some(user) = TestUser::get("the_readme_first_command_works_as_a_normal_user") else {
+        return;
+    };
+    let out = user.locald(&["run", "--rm", IMAGE, "echo", "hello from a container"]);
+    assert_eq!(assert_ok(&out), "hello from a container\n");
+    user.assert_nothing_left();
+}
+
+#[test]
+fn ids_map_to_the_users_ranges_and_volumes_belong_to_the_user() {
+    let Some(user) = TestUser::get("ids_map_to_the_users_ranges_and_volumes_belong_to_the_user")
+    else {
+        return;
+    };
+    // Container root is the user; ids from 1 up are the subordinate range.
+    let out = user.locald(&["run", "--rm", IMAGE, "cat", "/proc/self/uid_map"]);
+    let maps: Vec<Vec<u64>> = assert_ok(&out)
+        .lines()
+        .map(|l| l.split_whitespace().map(|n| n.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(maps[0], vec![0, user.uid as u64, 1], "{maps:?}");
+    assert_eq!(maps[1][..2], [1, user.subuid as u64], "{maps:?}");
+    // The image's files belong to root inside.
+    let out = user.locald(&["run", "--rm", IMAGE, "stat", "-c", "%u:%g", "/bin/sh"]);
+    assert_eq!(assert_ok(&out), "0:0\n");
+    // A volume from the user's home: writable, new files the user's on the host...
+    let vol = user.dir("vol", 0o755);
+    let mount = format!("{}:/data", vol.display());
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        "-v",
+        &mount,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi > /data/by-root",
+    ]);
+    assert_ok(&out);
+    let meta = std::fs::metadata(vol.join("by-root")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid));
+    assert_eq!(
+        std::fs::read_to_string(vol.join("by-root")).unwrap(),
+        "hi\n"
+    );
+    // ...and `--user nobody` (65534 inside) is the range's id on the host.
+    let open = user.dir("open", 0o777);
+    let mount = format!("{}:/data", open.display());
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        "--user",
+        "nobody",
+        "-v",
+        &mount,
+        IMAGE,
+        "sh",
+        "-c",
+        "id -u; touch /data/by-nobody",
+    ]);
+    assert_eq!(assert_ok(&out), "65534\n");
+    let meta = std::fs::metadata(open.join("by-nobody")).unwrap();
+    assert_eq!(meta.uid(), user.subuid + 65534 - 1);
+    user.assert_nothing_left();
+}
+
+#[test]
+fn limits_without_a_delegated_cgroup_are_refused_with_the_reason() {
+    let Some(user) = TestUser::get("limits_without_a_delegated_cgroup_are_refused_with_the_reason")
+    else {
+        return;
+    };
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        eprintln!("note: a cgroup v2 host; the refusal depends on delegation");
+    }
+    for flag in [
+        ["--memory", "64m"],
+        ["--cpus", "0.5"],
+        ["--pids-limit", "10"],
+    ] {
+        let out = user.locald(&["run", "--rm", flag[0], flag[1], IMAGE, "true"]);
+        if out.status.success() {
+            // Only a delegated cgroup v2 subtree allows it.
+            assert!(Path::new("/sys/fs/cgroup/cgroup.controllers").exists());
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(125));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("not available to a rootless container")
+                && (err.contains("cgroup v1") || err.contains("not delegated")),
+            "{err}"
+        );
+    }
+    user.assert_nothing_left();
+}
+
+#[test]
+fn safe_mode_works_rootless() {
+    let Some(user) = TestUser::get("safe_mode_works_rootless") else {
+        return;
+    };
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        "--safe",
+        IMAGE,
+        "sh",
+        "-c",
+        "grep CapEff /proc/self/status; touch /x 2>/dev/null && echo wrote || echo read-only; \
+         touch /tmp/x && echo tmp ok",
+    ]);
+    let stdout = assert_ok(&out);
+    assert!(stdout.contains("CapEff:\t0000000000000000"), "{stdout}");
+    assert!(stdout.contains("read-only\ntmp ok"), "{stdout}");
+    user.assert_nothing_left();
+}
+
+#[test]
+fn detached_exec_logs_and_forced_removal_leave_nothing() {
+    let Some(user) = TestUser::get("detached_exec_logs_and_forced_removal_leave_nothing") else {
+        return;
+    };
+    let out = user.locald(&[
+        "run",
+        "-d",
+        "--name",
+        "rl",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+    ]);
+    assert_ok(&out);
+    let out = user.locald(&["exec", "rl", "sh", "-c", "echo in $(hostname) as $(id -u)"]);
+    assert!(assert_ok(&out).starts_with("in "), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).ends_with(" as 0\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = user.locald(&["logs", "rl"]);
+    assert_eq!(assert_ok(&out), "started\n");
+    let out = user.locald(&["ps"]);
+    assert!(assert_ok(&out).contains("rl"), "{}", text(&out.stdout));
+    assert_ok(&user.locald(&["rm", "-f", "rl"]));
+    user.assert_nothing_left();
+}
+
+#[test]
+fn the_daemon_as_a_normal_user_runs_containers() {
+    let Some(user) = TestUser::get("the_daemon_as_a_normal_user_runs_containers") else {
+        return;
+    };
+    let socket = user.home.path().join("run/locald.sock");
+    user.dir("run", 0o700);
+    let mut daemon = user
+        .command(Path::new(env!("CARGO_BIN_EXE_locald")))
+        .args(["daemon", "--socket", socket.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not listen");
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let host = format!("unix://{}", socket.display());
+    let out = user.locald(&[
+        "-H",
+        &host,
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo via daemon; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "via daemon\n");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+    user.assert_nothing_left();
+}
+
+/// Runs this test binary's `test` as the user, with `INNER` set so that the test does
+/// its work there; checks it passed.
+fn run_inner(user: &TestUser, test: &str, env: &[(&str, &Path)]) {
+    let me = std::env::current_exe().unwrap();
+    let mut cmd = user.command(&me);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(INNER, "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} as {}: {:?}\n{stdout}\n{}",
+        user.name,
+        out.status,
+        text(&out.stderr)
+    );
+}
+
+fn conformance_rootfs() -> PathBuf {
+    locald_runtime::testing::shared_busybox_rootfs().expect("the busybox rootfs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_containers_in_process_as_a_normal_user() {
+    const NAME: &str = "conformance_containers_in_process_as_a_normal_user";
+    if std::env::var_os(INNER).is_some() {
+        assert!(!is_root());
+        let rt = std::sync::Arc::new(locald_runtime::ContainerRuntime::new());
+        locald_conformance::cases::containers(rt).await;
+        return;
+    }
+    let Some(user) = TestUser::get(NAME) else {
+        return;
+    };
+    let rootfs = conformance_rootfs();
+    tokio::task::spawn_blocking(move || {
+        run_inner(&user, NAME, &[("LOCALD_CONFORMANCE_ROOTFS", &rootfs)]);
+        user.assert_nothing_left();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_containers_through_a_daemon_as_a_normal_user() {
+    const NAME: &str = "conformance_containers_through_a_daemon_as_a_normal_user";
+    if std::env::var_os(INNER).is_some() {
+        use locald::remote::{Host, RemoteRuntime};
+        use locald_cli::daemon::{bind_unix, Listener, Server};
+        assert!(!is_root());
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/locald.sock");
+        let server = Server::new(std::sync::Arc::new(locald_runtime::ContainerRuntime::new()));
+        let listener = Listener::Unix(bind_unix(&socket).unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            server
+                .serve(
+                    vec![listener],
+                    async {
+                        let _ = stopped.await;
+                    },
+                    Duration::from_secs(1),
+                )
+                .await
+        });
+        let remote = RemoteRuntime::connect(Host::Unix(socket)).await.unwrap();
+        locald_conformance::cases::containers(std::sync::Arc::new(remote)).await;
+        let _ = stop.send(());
+        serving.await.unwrap().unwrap();
+        return;
+    }
+    let Some(user) = TestUser::get(NAME) else {
+        return;
+    };
+    let rootfs = conformance_rootfs();
+    tokio::task::spawn_blocking(move || {
+        run_inner(&user, NAME, &[("LOCALD_CONFORMANCE_ROOTFS", &rootfs)]);
+        user.assert_nothing_left();
+    })
+    .await
+    .unwrap();
+}
