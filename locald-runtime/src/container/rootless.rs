@@ -128,7 +128,7 @@ pub(crate) fn limits_refused(proc_root: &Path, cgroup_root: &Path) -> Option<Str
     let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
     let controllers = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-    if !writable || !(has("memory") && has("pids") && has("cpu")) {
+    if !(writable && has("memory") && has("pids") && has("cpu")) {
         return Some(format!(
             "the cgroup {} is not delegated to this user with the memory, cpu and pids \
              controllers (systemd: `Delegate=yes` for user@.service)",

@@ -205,6 +205,7 @@ pub fn main_with(args: &[String]) -> i32 {
     }
     // A panic is said on stderr (which the caller reads until the shim detaches) and
     // kept in the container's `shim.log`.
+    #[allow(clippy::print_stderr)] // the caller reads it when the shim fails to report
     std::panic::set_hook(Box::new(|info| {
         eprintln!("locald container helper: {info}");
         if let Some(dir) = STATE_DIR.get() {
