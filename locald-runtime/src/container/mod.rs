@@ -51,10 +51,11 @@ pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Layout, Phase};
 
-/// Runs host commands and OCI containers on this Linux host (needs root).
+/// Runs host commands and OCI containers on this Linux host, as root or, for a caller
+/// that is not root, rootless in a user namespace mapped from its subordinate ids.
 ///
-/// Containers are created and supervised by a shim process (see
-/// [`run_if_requested`]); their state lives under `$LOCALD_HOME/containers`, so any
+/// Containers are created and supervised by a shim process: this executable run again
+/// (see [`run_if_requested`], which no program needs to call any more); their state lives under `$LOCALD_HOME/containers`, so any
 /// locald process on the machine can list, inspect, stop, kill, remove or read the
 /// logs of any container.
 ///
@@ -63,8 +64,6 @@ use state::{Layout, Phase};
 /// use locald_runtime::ContainerRuntime;
 ///
 /// # async fn demo() -> locald_core::Result<()> {
-/// // First thing in main: this executable is also the container shim.
-/// locald_runtime::run_if_requested();
 /// let runtime = ContainerRuntime::new();
 /// let spec = ContainerSpec::builder_from_rootfs("/srv/rootfs")
 ///     .cmd(["sh", "-c", "echo hello"])
