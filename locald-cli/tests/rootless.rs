@@ -250,6 +250,13 @@ fn ids_map_to_the_users_ranges_and_volumes_belong_to_the_user() {
         .collect();
     assert_eq!(maps[0], vec![0, user.uid as u64, 1], "{maps:?}");
     assert_eq!(maps[1][..2], [1, user.subuid as u64], "{maps:?}");
+    // The root is an overlay mounted in the user namespace (kernels since 5.11).
+    let out = user.locald(&["run", "--rm", IMAGE, "sh", "-c", "grep ' / ' /proc/mounts"]);
+    assert!(
+        assert_ok(&out).starts_with("overlay / overlay "),
+        "{}",
+        text(&out.stdout)
+    );
     // The image's files belong to root inside.
     let out = user.locald(&["run", "--rm", IMAGE, "stat", "-c", "%u:%g", "/bin/sh"]);
     assert_eq!(assert_ok(&out), "0:0\n");
