@@ -41,6 +41,13 @@ impl TestUser {
     /// The user, or `None` after a loud SKIP (a failure under CI) when the test cannot
     /// act as one here.
     fn get(test: &str) -> Option<TestUser> {
+        let name = std::env::var("LOCALD_TEST_USER").unwrap_or_else(|_| "locald-test".into());
+        Self::named(test, &name, true)
+    }
+
+    /// The user `name`; `range`: it must have subordinate ids (else: must not).
+    fn named(test: &str, name: &str, range: bool) -> Option<TestUser> {
+        let name = name.to_owned();
         if std::env::var_os(INNER).is_some() {
             return None;
         }
@@ -48,7 +55,6 @@ impl TestUser {
             unavailable(test, "needs root, to act as a normal user");
             return None;
         }
-        let name = std::env::var("LOCALD_TEST_USER").unwrap_or_else(|_| "locald-test".into());
         let Some(user) = nix::unistd::User::from_name(&name).ok().flatten() else {
             unavailable(
                 test,
@@ -65,10 +71,17 @@ impl TestUser {
                     .then(|| f.next()?.parse().ok())
                     .flatten()
             });
-        let Some(subuid) = subuid else {
-            unavailable(test, &format!("needs a subordinate uid range for {name}"));
+        if subuid.is_some() != range {
+            unavailable(
+                test,
+                &format!(
+                    "needs {name} {} a subordinate uid range",
+                    if range { "with" } else { "without" }
+                ),
+            );
             return None;
-        };
+        }
+        let subuid = subuid.unwrap_or(0);
         let private = |prefix: &str| {
             let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -204,6 +217,23 @@ impl TestUser {
         assert!(names.is_empty(), "names left: {names:?}");
         self.assert_no_processes();
     }
+
+    /// [`TestUser::assert_nothing_left`] without the process check, for a shared user
+    /// such as `nobody` (pasta started by root runs as it).
+    fn assert_no_containers(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let containers = self.home.path().join("data/containers");
+        while std::fs::read_dir(&containers)
+            .is_ok_and(|d| d.flatten().any(|e| e.file_name() != "names"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "containers left in {}",
+                containers.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 use std::os::unix::fs::PermissionsExt;
@@ -299,6 +329,47 @@ fn ids_map_to_the_users_ranges_and_volumes_belong_to_the_user() {
     let meta = std::fs::metadata(open.join("by-nobody")).unwrap();
     assert_eq!(meta.uid(), user.subuid + 65534 - 1);
     user.assert_nothing_left();
+}
+
+#[test]
+fn without_subordinate_ids_only_root_is_mapped() {
+    // `nobody` has no subordinate ids on Debian.
+    let Some(user) = TestUser::named(
+        "without_subordinate_ids_only_root_is_mapped",
+        "nobody",
+        false,
+    ) else {
+        return;
+    };
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u",
+    ]);
+    let stdout = assert_ok(&out);
+    let maps: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        maps[0].split_whitespace().collect::<Vec<_>>(),
+        ["0", &user.uid.to_string(), "1"]
+    );
+    assert_eq!(maps[1..], ["0"], "{stdout}");
+    assert!(
+        text(&out.stderr).contains("no subordinate id range for this user"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Another user inside cannot be: a clear error, before anything starts.
+    let out = user.locald(&["run", "--rm", "--user", "nobody", IMAGE, "id"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("id 65534 is not mapped in this rootless container"),
+        "{}",
+        text(&out.stderr)
+    );
+    user.assert_no_containers();
 }
 
 #[test]

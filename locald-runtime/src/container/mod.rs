@@ -343,6 +343,37 @@ impl ContainerRuntime {
             None => rootfs::snapshot_mode_from_env()?,
         };
         let rootless = rootless_plan(spec)?;
+        if let Some(ns) = &rootless {
+            let u = &plan.user;
+            let mapped = |id: u32, maps: &[rootless::IdMap]| {
+                maps.iter()
+                    .any(|m| id >= m.container && id - m.container < m.count)
+            };
+            if let Some(id) = std::iter::once(u.uid)
+                .filter(|&id| !mapped(id, &ns.uid))
+                .chain(
+                    std::iter::once(u.gid)
+                        .chain(u.additional_gids.iter().copied())
+                        .filter(|&id| !mapped(id, &ns.gid)),
+                )
+                .next()
+            {
+                return Err(Error::invalid(
+                    "user",
+                    spec.user.clone().unwrap_or_else(|| id.to_string()),
+                    format!(
+                        "id {id} is not mapped in this rootless container (ids 0 to {} are; \
+                         `locald info` says how to add subordinate ids)",
+                        ns.uid
+                            .iter()
+                            .map(|m| m.container + m.count)
+                            .max()
+                            .unwrap_or(1)
+                            - 1
+                    ),
+                ));
+            }
+        }
         // Rootless, a root filesystem owned by someone else (root) cannot be the lower
         // layer of an overlay that gets mount points: copying it up would need its
         // owner's id, which the user namespace does not map. Copy it instead.
