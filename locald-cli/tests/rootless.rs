@@ -236,6 +236,27 @@ impl TestUser {
     }
 }
 
+impl Drop for TestUser {
+    /// A test that failed half-way may leave containers running: end every process of
+    /// the dedicated test user (never of a shared one such as `nobody`).
+    fn drop(&mut self) {
+        if self.name == "nobody" {
+            return;
+        }
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if e.metadata().is_ok_and(|m| m.uid() == self.uid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 use std::os::unix::fs::PermissionsExt;
 
 fn text(bytes: &[u8]) -> String {
@@ -452,6 +473,49 @@ fn detached_exec_logs_and_forced_removal_leave_nothing() {
     let out = user.locald(&["ps"]);
     assert!(assert_ok(&out).contains("rl"), "{}", text(&out.stdout));
     assert_ok(&user.locald(&["rm", "-f", "rl"]));
+    user.assert_nothing_left();
+}
+
+#[test]
+fn published_ports_reach_a_rootless_container() {
+    let Some(user) = TestUser::get("published_ports_reach_a_rootless_container") else {
+        return;
+    };
+    let port = locald_test_support::free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let out = user.locald(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo served > /tmp/index.html; exec httpd -f -p 8080 -h /tmp",
+    ]);
+    assert_ok(&out);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        use std::io::{Read, Write};
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match got {
+            Ok(text) if text.contains("served") => break text,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("no answer on the published port: {other:?}"),
+        }
+    };
+    assert!(
+        body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
+        "{body}"
+    );
+    assert_ok(&user.locald(&["rm", "-f", "web"]));
     user.assert_nothing_left();
 }
 

@@ -51,6 +51,69 @@ fn current_thread_main_calling_run_if_requested_late_runs_a_container() {
     );
 }
 
+/// The `#[tokio::main]` embedder run by a normal user (`LOCALD_TEST_USER`, default
+/// `locald-test`, which `scripts/test` creates with subordinate ids): its containers
+/// are rootless, with nothing different in the program.
+#[test]
+fn tokio_main_as_a_normal_user_runs_a_rootless_container() {
+    use std::os::unix::{fs::MetadataExt, process::CommandExt};
+    const TEST: &str = "tokio_main_as_a_normal_user_runs_a_rootless_container";
+    if !require(TEST, true, &[]) {
+        return;
+    }
+    let name = std::env::var("LOCALD_TEST_USER").unwrap_or_else(|_| "locald-test".into());
+    let Some(user) = nix_user(&name) else {
+        locald_test_support::unavailable(TEST, &format!("needs the user {name}"));
+        return;
+    };
+    // A copy the user can run, and a data home the user owns.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("embedder");
+    std::fs::copy(env!("CARGO_BIN_EXE_embedder-tokio-main"), &bin).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(user.0), Some(user.1)).unwrap();
+    let out = Command::new(&bin)
+        .arg("echo hello from $(hostname); cat /proc/self/uid_map; exit 3")
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", "/usr/bin:/bin")
+        .env("LOCALD_HOME", home.join("data"))
+        .uid(user.0)
+        .gid(user.1)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("hello from "), "{stdout}");
+    let root_map: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(root_map, ["0", &user.0.to_string(), "1"], "{stdout}");
+    // The store is the user's.
+    assert_eq!(
+        std::fs::metadata(home.join("data/images")).unwrap().uid(),
+        user.0
+    );
+}
+
+/// The uid and gid of user `name`, from `/etc/passwd`.
+fn nix_user(name: &str) -> Option<(u32, u32)> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name) && f.len() > 3)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+                .flatten()
+        })
+}
+
 #[test]
 fn hand_built_runtime_runs_a_container() {
     check_runs_a_container(
