@@ -106,6 +106,29 @@ use state::{Layout, Phase};
 /// no published UDP, and servers see published clients as `127.0.0.1`. `host` shares
 /// the host's network namespace.
 ///
+/// # Rootless
+///
+/// A caller that is not root gets rootless containers, with nothing to configure:
+/// its uid and gid are root in the container, its subordinate ranges in `/etc/subuid`
+/// and `/etc/subgid` (mapped by `newuidmap`/`newgidmap`) are ids 1 and up, and
+/// without a range root is the only id (a warning says so; another `--user` is a
+/// clear error). The shim creates that user namespace for itself (with a mount and a
+/// cgroup namespace) and runs again inside it, then does what it does as root: an
+/// overlay root mounted there, the container's own namespaces, loopback, pasta,
+/// published ports, Safe Mode (without its extra user namespace: container root is
+/// already an unprivileged host id). Volumes from the user's home are writable, and
+/// what container root writes there belongs to the user. State and images live in
+/// the user's data home. What rootless cannot do:
+///
+/// * resource limits (`memory`, `cpus`, `pids`) without a cgroup v2 subtree
+///   delegated to the user: on cgroup v1, or v2 without delegation, they are refused
+///   with the reason, and containers run in the user's own cgroup, so no OOM kill is
+///   detected either;
+/// * image layers keep the owners of the image only for root-owned files: layers are
+///   unpacked by the user, so files of other owners belong to container root;
+/// * a root filesystem directory owned by someone else (`--rootfs`) is copied, not
+///   overlaid (its owners are not mapped in the namespace).
+///
 /// # Safe Mode
 ///
 /// [`Isolation::Safe`] adds, on top of the defaults:
