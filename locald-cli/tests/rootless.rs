@@ -8,6 +8,7 @@
 //! read, because the build directory may not be), and the in-process cases run a copy
 //! of this test binary as the user with `LOCALD_ROOTLESS_INNER` set, which makes the
 //! same test do the work instead. Each gets a fresh data home owned by the user.
+#![cfg(target_os = "linux")]
 #![allow(clippy::print_stderr)]
 
 use std::{

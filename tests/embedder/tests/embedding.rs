@@ -2,6 +2,7 @@
 //! container from the built-in image and passes on its output and exit code, whatever
 //! its `main` looks like, with no call before the async runtime starts; a helper that
 //! cannot start is an error naming the step and carrying what the helper said.
+#![cfg(target_os = "linux")]
 #![allow(clippy::print_stderr)]
 
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
