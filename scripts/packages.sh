@@ -37,6 +37,7 @@ TEST_PACKAGES=(
     chromium        # the dashboard's browser test (locald-cli/tests/dashboard.rs)
     chromium-driver # chromedriver: WebDriver for that test
     uidmap          # newuidmap/newgidmap for the rootless tests (locald-cli/tests/rootless.rs)
+    debootstrap     # the Debian image of the rootless tests, from the configured mirror
 )
 
 # The docker CLI the Docker API tests drive (locald-cli/tests/docker_cli.rs): only the

@@ -647,3 +647,138 @@ async fn conformance_containers_through_a_daemon_as_a_normal_user() {
     .await
     .unwrap();
 }
+
+/// A Debian (bookworm, minbase) root filesystem from the configured Debian mirror,
+/// built once with debootstrap and kept under the temp dir; `None` after a loud SKIP
+/// when it cannot be built here.
+fn debian_rootfs(test: &str) -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join("locald-debian-rootfs");
+    if dir.join("usr/bin/dpkg").exists() {
+        return Some(dir);
+    }
+    if !locald_test_support::has_tool("debootstrap") {
+        unavailable(test, "needs debootstrap");
+        return None;
+    }
+    let mirror = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("URIs:").map(|u| u.trim().to_owned()))
+        })
+        .and_then(|u| u.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
+    let tmp = std::env::temp_dir().join(format!("locald-debian-rootfs.tmp{}", std::process::id()));
+    let out = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&tmp)
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        unavailable(
+            test,
+            &format!(
+                "debootstrap from {mirror} failed: {}",
+                text(&out.stdout).lines().last().unwrap_or_default()
+            ),
+        );
+        return None;
+    }
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Some(dir)
+}
+
+/// An OCI layout in `dir` naming `reference`: one uncompressed layer, the tar of
+/// `rootfs` made by `tar` with its real owners (devices and pseudo filesystems left
+/// out), readable by every user.
+fn layout_of(rootfs: &Path, dir: &Path, reference: &str) {
+    let layout = locald_test_support::Layout::new(dir);
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "--exclude=./dev/*", "--exclude=./proc/*"])
+        .args(["--exclude=./sys/*", "-C"])
+        .arg(rootfs)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let layer = layout.put_blob(&out.stdout);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["bash"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = layout.put_blob(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": out.stdout.len()}],
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = layout.put_blob(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": reference},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status();
+}
+
+#[test]
+fn a_debian_image_runs_rootless() {
+    const TEST: &str = "a_debian_image_runs_rootless";
+    let Some(user) = TestUser::get(TEST) else {
+        return;
+    };
+    let Some(rootfs) = debian_rootfs(TEST) else {
+        return;
+    };
+    let layout = user.bin.path().join("debian-layout");
+    layout_of(&rootfs, &layout, "localhost/debian:rootless");
+    let out = user.locald(&["load", layout.to_str().unwrap()]);
+    assert_ok(&out);
+    let image = "localhost/debian:rootless";
+    let out = user.locald(&["run", "--rm", image, "dpkg", "-S", "/bin/ls"]);
+    assert_eq!(assert_ok(&out), "coreutils: /bin/ls\n");
+    let out = user.locald(&["run", "--rm", image, "stat", "-c", "%U:%G %a", "/bin/ls"]);
+    // Files of other owners (`/etc/shadow`, group shadow) are not yet faithful: layers
+    // are unpacked by the user, so they belong to container root too.
+    assert_eq!(assert_ok(&out), "root:root 755\n");
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        "--user",
+        "nobody",
+        image,
+        "sh",
+        "-c",
+        "id -un; touch /tmp/x && echo ok",
+    ]);
+    assert_eq!(assert_ok(&out), "nobody\nok\n");
+    // Outside, the image's root-owned files belong to the user (container root).
+    let ls = walk_find(&user.home.path().join("data/images/layers"), "bin/ls")
+        .expect("/bin/ls in an unpacked layer");
+    assert_eq!(std::fs::metadata(ls).unwrap().uid(), user.uid);
+    user.assert_nothing_left();
+}
+
+/// The first `rel` under a directory of `dir`.
+fn walk_find(dir: &Path, rel: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .find(|p| p.symlink_metadata().is_ok())
+}
