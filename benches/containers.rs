@@ -5,8 +5,8 @@
 //! container and the numbers are compared with whole-process peers (`crun run`,
 //! `runc run`) that `scripts/bench-containers` times with hyperfine in the same run.
 //!
-//! It is also how an embedder runs containers: `run_if_requested()` first in `main`,
-//! so that this executable serves as its own container shim.
+//! It is also how an embedder runs containers: nothing in `main`, this executable
+//! serves as its own container shim.
 //!
 //! Environment: `LOCALD_BENCH_ITERS` (default 200; 3 when run as a test),
 //! `LOCALD_BENCH_ROOTFS` (default: the shared busybox fixture). Prints
@@ -25,7 +25,6 @@ fn main() {
 
     use locald::{native, ContainerSpec, Runtime};
 
-    native::run_if_requested();
     if !native::testing::is_root() {
         eprintln!("SKIP: the container benchmark needs root");
         return;

@@ -3,12 +3,12 @@
 //!
 //! The default image is locald's built-in `localhost/locald/busybox`, made from the
 //! host's own busybox, so no registry is needed; the first argument names another
-//! image and the rest the command. Containers need root:
+//! image and the rest the command. Containers run as root or, as a normal user, rootless:
 //!
 //! ```text
 //! cargo build --example run_container
-//! sudo target/debug/examples/run_container                      # built-in image
-//! sudo target/debug/examples/run_container alpine:3 cat /etc/os-release
+//! target/debug/examples/run_container                      # built-in image
+//! target/debug/examples/run_container alpine:3 cat /etc/os-release
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -18,9 +18,6 @@ use locald::{ContainerSpec, ImageRef, PullOptions, PullProgress};
 use tokio::io::AsyncReadExt;
 
 fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    // First thing: this executable doubles as the container shim, so it must get the
-    // chance to become one before a tokio runtime (or any thread) exists.
-    locald::native::run_if_requested();
     let mut args = std::env::args().skip(1);
     let image = args
         .next()

@@ -3,11 +3,11 @@
 //! may do. In Safe Mode the command has no capabilities (so it cannot, say, chown a
 //! file), cannot gain privileges, and sees a read-only root with a writable `/tmp`.
 //!
-//! It uses locald's built-in image, so no registry is needed. Containers need root:
+//! It uses locald's built-in image, so no registry is needed. Containers run as root or, as a normal user, rootless:
 //!
 //! ```text
 //! cargo build --example safe_mode
-//! sudo target/debug/examples/safe_mode
+//! target/debug/examples/safe_mode
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -22,8 +22,6 @@ const PROBE: &str = "\
     chown 1:1 /tmp/f 2>/dev/null && echo 'chown: allowed' || echo 'chown: denied'";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // First thing: this executable doubles as the container shim.
-    locald::native::run_if_requested();
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

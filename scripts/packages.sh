@@ -11,6 +11,7 @@ BUILD_PACKAGES=(
 RUN_PACKAGES=(
     busybox-static  # the built-in image's root filesystem (without it: host programs)
     passt           # pasta: outbound network of private containers (without it: loopback only)
+    uidmap          # newuidmap/newgidmap: rootless containers see the user's subordinate ids
 )
 
 # What the tests run besides locald itself.
@@ -35,6 +36,8 @@ TEST_PACKAGES=(
     postgresql-15   # managed PostgreSQL services (tests/postgres.rs, locald psql)
     chromium        # the dashboard's browser test (locald-cli/tests/dashboard.rs)
     chromium-driver # chromedriver: WebDriver for that test
+    uidmap          # newuidmap/newgidmap for the rootless tests (locald-cli/tests/rootless.rs)
+    debootstrap     # the Debian image of the rootless tests, from the configured mirror
 )
 
 # The docker CLI the Docker API tests drive (locald-cli/tests/docker_cli.rs): only the
@@ -83,5 +86,23 @@ install_packages() {
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# The normal user the rootless tests act as (locald-cli/tests/rootless.rs), with
+# subordinate id ranges in /etc/subuid and /etc/subgid. Idempotent; needs root.
+ensure_test_user() {
+    local user="${1:-locald-test}"
+    [ "$(id -u)" -eq 0 ] || return 0
+    if ! id "$user" >/dev/null 2>&1; then
+        useradd --create-home --shell /bin/sh "$user"
+    fi
+    if ! grep -q "^$user:" /etc/subuid 2>/dev/null || ! grep -q "^$user:" /etc/subgid 2>/dev/null; then
+        # A range no other user of this machine has: after the highest one in use.
+        local start
+        start=$(cat /etc/subuid /etc/subgid 2>/dev/null |
+            awk -F: 'BEGIN { m = 100000 } { e = $2 + $3; if (e > m) m = e } END { print m }')
+        grep -q "^$user:" /etc/subuid 2>/dev/null || echo "$user:$start:65536" >>/etc/subuid
+        grep -q "^$user:" /etc/subgid 2>/dev/null || echo "$user:$start:65536" >>/etc/subgid
+    fi
 }
 

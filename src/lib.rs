@@ -45,9 +45,9 @@ pub mod services;
 
 /// The runtime for the platform this program runs on.
 ///
-/// On Linux and WSL2 this is the container runtime (host commands and OCI containers;
-/// call [`native::run_if_requested`] first thing in `main` so that this executable can
-/// serve as the container shim); on macOS the Lima runtime (the VM starts on its
+/// On Linux and WSL2 this is the container runtime (host commands and OCI containers,
+/// rootless for a user who is not root; nothing to call in `main`: every program that
+/// links locald is its own container helper); on macOS the Lima runtime (the VM starts on its
 /// first call); on WSL1 the host-process runtime; on Windows, the WSL2 runtime.
 pub fn runtime() -> Result<Arc<dyn Runtime>> {
     runtime_for(Platform::detect())
@@ -101,7 +101,7 @@ pub fn backends(platform: Platform) -> Vec<BackendStatus> {
             && matches!(platform, Platform::Linux | Platform::Wsl2),
         detail: match platform {
             Platform::Linux | Platform::Wsl2 => {
-                "OCI containers on libcontainer, in a per-container shim (needs root)".into()
+                "OCI containers on libcontainer, in a per-container shim (rootless for users who are not root)".into()
             }
             Platform::Wsl1 => {
                 "WSL1 has no namespaces or cgroups; convert the distribution to WSL2".into()

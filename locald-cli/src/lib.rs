@@ -5,7 +5,7 @@
 //! `locald daemon` reached with `-H`); [`daemon`] serves any runtime over the daemon
 //! API, which is how `locald daemon` works and how another program can serve one.
 //!
-//! The `locald` binary is `fn main() { locald::native::run_if_requested(); locald_cli::main() }`.
+//! The `locald` binary is `fn main() { locald_cli::main() }`.
 
 mod cli;
 mod cmd;

@@ -6,8 +6,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // `locald __locald-shim ...` is the container shim: it must run before anything
-    // else starts a thread.
-    locald::native::run_if_requested();
+    // `locald __locald-shim ...` (the container shim) never gets here: a constructor
+    // that the runtime links in runs it before `main`.
     locald_cli::main()
 }

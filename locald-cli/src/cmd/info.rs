@@ -29,6 +29,9 @@ struct Info {
     runtime: RuntimeReport,
     backends: Vec<BackendStatus>,
     host: Option<HostFeatures>,
+    /// What rootless containers need, for this user (Linux only).
+    #[cfg(target_os = "linux")]
+    rootless: Vec<locald::native::RootlessCheck>,
     data_home: std::path::PathBuf,
     runtime_dir: std::path::PathBuf,
     /// The macOS VM (Lima); reported everywhere, it only runs on macOS.
@@ -73,10 +76,17 @@ async fn gather(host: Option<&str>) -> anyhow::Result<Info> {
         },
         backends: locald::backends(platform),
         host: platform.is_linux_kernel().then(HostFeatures::probe),
+        #[cfg(target_os = "linux")]
+        rootless: locald::native::rootless_readiness(),
         data_home: paths.data_home().to_owned(),
         runtime_dir: paths.runtime_dir(),
         vm: locald::lima::LimaRuntime::new().status().await.ok(),
     })
+}
+
+#[cfg(target_os = "linux")]
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -165,6 +175,29 @@ fn render(info: &Info, out: &mut impl Write) -> std::io::Result<()> {
             }
         )?;
         writeln!(out, "  seccomp          {}", yes_no(host.seccomp))?;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let ready = info.rootless.iter().all(|c| c.ok);
+        writeln!(
+            out,
+            "Rootless:      {}",
+            match (ready, is_root()) {
+                (true, true) => "ready (for users who are not root)",
+                (true, false) => "ready (containers run rootless as this user)",
+                (false, true) => "partly ready (for users who are not root):",
+                (false, false) => "partly ready (containers run rootless as this user):",
+            }
+        )?;
+        for c in &info.rootless {
+            writeln!(
+                out,
+                "  {:<28} {}  {}",
+                c.name,
+                if c.ok { "yes" } else { "no " },
+                c.detail
+            )?;
+        }
     }
     writeln!(out, "Data:          {}", info.data_home.display())?;
     writeln!(out, "Sockets:       {}", info.runtime_dir.display())?;

@@ -361,6 +361,12 @@ pub(crate) struct BundleInputs<'a> {
     pub(crate) volumes_dir: &'a Path,
     pub(crate) nofile_hard: u64,
     pub(crate) user_namespace: bool,
+    /// The shim runs the container inside its own user namespace (a caller that is not
+    /// root): no user namespace of the container's own, `/sys` bound from the host,
+    /// and cgroup limits only when `cgroup_limits` says they can be set.
+    pub(crate) rootless: bool,
+    /// Limits can be applied (root, or a delegated cgroup v2 subtree when rootless).
+    pub(crate) cgroup_limits: bool,
     /// The image's stop signal, recorded as an annotation for `stop`.
     pub(crate) stop_signal: Option<Signal>,
 }
@@ -506,7 +512,7 @@ fn mounts(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Vec<Mount>> {
             &["nosuid", "noexec", "nodev"],
         )?,
     ];
-    if b.user_namespace {
+    if b.user_namespace || b.rootless {
         // A sysfs cannot be mounted from a user namespace that does not own the
         // network namespace: bind the host's, read-only.
         mounts.push(mount(
@@ -606,9 +612,11 @@ fn linux(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Linux> {
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(invalid_config)?;
-    let mut linux = LinuxBuilder::default()
-        .cgroups_path(cgroup_path(b.id))
-        .resources(resources(spec)?)
+    let mut linux = LinuxBuilder::default().cgroups_path(cgroup_path(b.id));
+    if b.cgroup_limits {
+        linux = linux.resources(resources(spec)?);
+    }
+    let mut linux = linux
         .namespaces(namespaces)
         .masked_paths(
             MASKED_PATHS
@@ -863,6 +871,8 @@ mod tests {
             volumes_dir: Path::new("/vols"),
             nofile_hard: 20_000,
             user_namespace: true,
+            rootless: false,
+            cgroup_limits: true,
             stop_signal: Some(Signal::USR1),
         };
         let v = serde_json::to_value(oci_config(&spec, &inputs).unwrap()).unwrap();

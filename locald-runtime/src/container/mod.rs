@@ -22,6 +22,7 @@ pub(crate) mod config;
 pub(crate) mod logs;
 pub(crate) mod net;
 pub(crate) mod rootfs;
+pub(crate) mod rootless;
 pub(crate) mod shim;
 pub(crate) mod state;
 mod sys;
@@ -45,14 +46,16 @@ use locald_core::{
 };
 use tokio::io::AsyncReadExt;
 
+pub use rootless::{rootless_readiness, RootlessCheck};
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Layout, Phase};
 
-/// Runs host commands and OCI containers on this Linux host (needs root).
+/// Runs host commands and OCI containers on this Linux host, as root or, for a caller
+/// that is not root, rootless in a user namespace mapped from its subordinate ids.
 ///
-/// Containers are created and supervised by a shim process (see
-/// [`run_if_requested`]); their state lives under `$LOCALD_HOME/containers`, so any
+/// Containers are created and supervised by a shim process: this executable run again
+/// (see [`run_if_requested`], which no program needs to call any more); their state lives under `$LOCALD_HOME/containers`, so any
 /// locald process on the machine can list, inspect, stop, kill, remove or read the
 /// logs of any container.
 ///
@@ -61,8 +64,6 @@ use state::{Layout, Phase};
 /// use locald_runtime::ContainerRuntime;
 ///
 /// # async fn demo() -> locald_core::Result<()> {
-/// // First thing in main: this executable is also the container shim.
-/// locald_runtime::run_if_requested();
 /// let runtime = ContainerRuntime::new();
 /// let spec = ContainerSpec::builder_from_rootfs("/srv/rootfs")
 ///     .cmd(["sh", "-c", "echo hello"])
@@ -104,6 +105,29 @@ use state::{Layout, Phase};
 /// No bridge, veth or NAT rules are created, so nothing survives a crash; the price is
 /// no published UDP, and servers see published clients as `127.0.0.1`. `host` shares
 /// the host's network namespace.
+///
+/// # Rootless
+///
+/// A caller that is not root gets rootless containers, with nothing to configure:
+/// its uid and gid are root in the container, its subordinate ranges in `/etc/subuid`
+/// and `/etc/subgid` (mapped by `newuidmap`/`newgidmap`) are ids 1 and up, and
+/// without a range root is the only id (a warning says so; another `--user` is a
+/// clear error). The shim creates that user namespace for itself (with a mount and a
+/// cgroup namespace) and runs again inside it, then does what it does as root: an
+/// overlay root mounted there, the container's own namespaces, loopback, pasta,
+/// published ports, Safe Mode (without its extra user namespace: container root is
+/// already an unprivileged host id). Volumes from the user's home are writable, and
+/// what container root writes there belongs to the user. State and images live in
+/// the user's data home. What rootless cannot do:
+///
+/// * resource limits (`memory`, `cpus`, `pids`) without a cgroup v2 subtree
+///   delegated to the user: on cgroup v1, or v2 without delegation, they are refused
+///   with the reason, and containers run in the user's own cgroup, so no OOM kill is
+///   detected either;
+/// * image layers keep the owners of the image only for root-owned files: layers are
+///   unpacked by the user, so files of other owners belong to container root;
+/// * a root filesystem directory owned by someone else (`--rootfs`) is copied, not
+///   overlaid (its owners are not mapped in the namespace).
 ///
 /// # Safe Mode
 ///
@@ -202,9 +226,9 @@ impl ContainerRuntime {
         self
     }
 
-    /// Uses `program` as the shim (default: this executable when it called
-    /// [`run_if_requested`], else `$LOCALD_SHIM`, else `locald-shim` or `locald` next
-    /// to this executable or on `PATH`).
+    /// Uses `program` as the shim (default: `$LOCALD_SHIM` when set, else this
+    /// executable, which is always a shim too: see [`run_if_requested`]). Any program
+    /// linking this crate serves, such as the `locald-shim` or `locald` executables.
     pub fn shim_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.shim = Some(program.into());
         self
@@ -269,17 +293,8 @@ impl ContainerRuntime {
         if let Some(p) = std::env::var_os("LOCALD_SHIM") {
             return Ok(PathBuf::from(p));
         }
-        if shim::registered() {
-            return Ok(PathBuf::from("/proc/self/exe"));
-        }
-        if let Some(p) = shim::find_installed() {
-            return Ok(p);
-        }
-        Err(Error::ProgramNotFound {
-            program: "locald-shim (call locald_runtime::run_if_requested() first in main, \
-                      or put locald-shim on PATH)"
-                .into(),
-        })
+        // This executable is always a shim too (a constructor dispatches before main).
+        Ok(PathBuf::from("/proc/self/exe"))
     }
 
     fn dir(&self, key: &str) -> Result<(String, PathBuf)> {
@@ -291,7 +306,6 @@ impl ContainerRuntime {
     /// Starts a container: resolve its source, check what can be checked, prepare its
     /// state directory and bundle, launch the shim, wait until it reports.
     async fn start(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
-        require_root()?;
         let resolved = self.resolve(&spec)?;
         // Ports: bound here so that one in use is reported before anything starts.
         let (listeners, ports) = bind_ports(&spec)?;
@@ -351,12 +365,59 @@ impl ContainerRuntime {
             Some(mode) => mode,
             None => rootfs::snapshot_mode_from_env()?,
         };
+        let rootless = rootless_plan(spec)?;
+        if let Some(ns) = &rootless {
+            let u = &plan.user;
+            let mapped = |id: u32, maps: &[rootless::IdMap]| {
+                maps.iter()
+                    .any(|m| id >= m.container && id - m.container < m.count)
+            };
+            if let Some(id) = std::iter::once(u.uid)
+                .filter(|&id| !mapped(id, &ns.uid))
+                .chain(
+                    std::iter::once(u.gid)
+                        .chain(u.additional_gids.iter().copied())
+                        .filter(|&id| !mapped(id, &ns.gid)),
+                )
+                .next()
+            {
+                return Err(Error::invalid(
+                    "user",
+                    spec.user.clone().unwrap_or_else(|| id.to_string()),
+                    format!(
+                        "id {id} is not mapped in this rootless container (ids 0 to {} are; \
+                         `locald info` says how to add subordinate ids)",
+                        ns.uid
+                            .iter()
+                            .map(|m| m.container + m.count)
+                            .max()
+                            .unwrap_or(1)
+                            - 1
+                    ),
+                ));
+            }
+        }
+        // Rootless, a root filesystem owned by someone else (root) cannot be the lower
+        // layer of an overlay that gets mount points: copying it up would need its
+        // owner's id, which the user namespace does not map. Copy it instead.
+        let snapshot = match &spec.source {
+            locald_core::ContainerSource::Rootfs(dir)
+                if rootless.is_some()
+                    && std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir).map_err(
+                        |e| Error::io(format!("reading root filesystem {}", dir.display()), e),
+                    )?) != nix::unistd::getuid().as_raw() =>
+            {
+                crate::image::SnapshotMode::Copy
+            }
+            _ => snapshot,
+        };
         Ok(Resolved {
             source,
             stop_signal,
             id,
             plan,
             snapshot,
+            rootless,
         })
     }
 
@@ -442,8 +503,10 @@ impl ContainerRuntime {
             name: name.to_owned(),
             lowers: source.lowers.clone(),
             image: source.image.is_some(),
+            marker_whiteouts: source.marker_whiteouts,
             read_only: spec.read_only || spec.isolation == Isolation::Safe,
             create_mount_points: user_namespace,
+            rootless: resolved.rootless.clone(),
             tty: spec.tty,
             stdin: spec.stdin,
             attach: true,
@@ -492,7 +555,9 @@ impl ContainerRuntime {
         resolved: &Resolved,
         dir: &Path,
     ) -> Result<oci_spec::runtime::Spec> {
+        // Rootless, container root is already an unprivileged host id.
         let user_namespace = spec.isolation == Isolation::Safe
+            && resolved.rootless.is_none()
             && sys::user_namespaces_usable(&[dir], &resolved.source.lowers);
         config::oci_config(
             spec,
@@ -504,6 +569,9 @@ impl ContainerRuntime {
                 volumes_dir: &self.layout.volumes(),
                 nofile_hard: sys::nofile_hard_limit(),
                 user_namespace,
+                rootless: resolved.rootless.is_some(),
+                // Rootless with limits only gets this far with a delegated cgroup.
+                cgroup_limits: resolved.rootless.is_none() || spec.resources != Default::default(),
                 stop_signal: resolved.stop_signal,
             },
         )
@@ -545,7 +613,9 @@ impl ContainerRuntime {
             .env(rootfs::SNAPSHOT_ENV, prepared.snapshot.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            // What the shim says before it detaches (a loader error, a panic) is kept
+            // for the error when it ends without reporting.
+            .stderr(std::process::Stdio::piped());
         let mapped = sys::map_fds(&mut cmd, fds, true)?;
         let child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
@@ -560,6 +630,7 @@ impl ContainerRuntime {
             id: prepared.id,
             name: prepared.name,
             dir: prepared.dir,
+            program: shim_program,
             child,
             sync: sync_r,
             exit: exit_r,
@@ -576,6 +647,7 @@ impl ContainerRuntime {
             id,
             name,
             dir,
+            program,
             mut child,
             sync,
             exit,
@@ -586,13 +658,16 @@ impl ContainerRuntime {
         let mut sync = sys::receiver(sync)?;
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
-        let started =
-            shim::protocol::started(&reply, "the container shim exited without reporting");
+        let started = shim::protocol::started(&reply, "");
+        let diag = child.stderr.take();
         let Ok(pid) = started else {
-            let why = started.unwrap_err();
+            let mut why = started.unwrap_err();
             // The shim has unmounted and removed what it created; wait until it has
             // ended before removing the state directory.
-            let _ = child.wait().await;
+            let status = child.wait().await;
+            if why.is_empty() {
+                why = silent_shim_error(&program, status, diag).await;
+            }
             wait_shim_gone(&dir).await;
             if !shim::keep_failed() {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -600,7 +675,7 @@ impl ContainerRuntime {
             }
             return Err(Error::io(
                 format!("starting container {name}"),
-                io::Error::other(why.to_owned()),
+                io::Error::other(why),
             ));
         };
         let control = ContainerControl {
@@ -663,6 +738,38 @@ impl ContainerRuntime {
     }
 }
 
+/// Why a shim that never reported ended: its exit status and what it printed before
+/// it detached (a loader error, a panic).
+async fn silent_shim_error(
+    program: &Path,
+    status: io::Result<std::process::ExitStatus>,
+    diag: Option<tokio::process::ChildStderr>,
+) -> String {
+    let mut said = Vec::new();
+    if let Some(mut d) = diag {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            (&mut d).take(16 * 1024).read_to_end(&mut said),
+        )
+        .await;
+    }
+    let said = String::from_utf8_lossy(&said);
+    let said = said.trim();
+    let status = match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("an unknown status ({e})"),
+    };
+    let mut why = format!(
+        "the container helper {} ended ({status}) without reporting",
+        program.display()
+    );
+    if !said.is_empty() {
+        why.push_str(": ");
+        why.push_str(&said.replace('\n', " "));
+    }
+    why
+}
+
 /// Waits until no shim holds the container's lock.
 async fn wait_shim_gone(dir: &Path) {
     let mut delay = Duration::from_millis(1);
@@ -672,18 +779,47 @@ async fn wait_shim_gone(dir: &Path) {
     }
 }
 
-/// Containers need root here; say so before anything else.
-fn require_root() -> Result<()> {
+/// The user namespace the shim makes for a caller that is not root (`None` for root),
+/// after checking that the spec asks nothing a rootless container cannot do here.
+fn rootless_plan(spec: &ContainerSpec) -> Result<Option<rootless::UserNs>> {
     if nix::unistd::geteuid().is_root() {
-        return Ok(());
+        return Ok(None);
     }
-    Err(Error::io(
-        "running containers",
-        io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "containers need root on this host (rootless containers are not supported yet)",
-        ),
-    ))
+    if spec.resources != Default::default() {
+        if let Some(why) = rootless::limits_refused(Path::new("/proc"), Path::new("/sys/fs/cgroup"))
+        {
+            return Err(Error::invalid(
+                "resource limits",
+                "--memory, --cpus, --pids-limit",
+                format!("not available to a rootless container: {why}"),
+            ));
+        }
+    }
+    let mut ns = rootless::UserNs::for_caller(Path::new("/etc"));
+    if !ns.single_id() && (which::which("newuidmap").is_err() || which::which("newgidmap").is_err())
+    {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "newuidmap/newgidmap not found (the uidmap package): rootless containers \
+                 map only your own ids"
+            );
+        });
+        ns.uid.truncate(1);
+        ns.gid.truncate(1);
+    }
+    if ns.single_id() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "no subordinate id range for this user in /etc/subuid and /etc/subgid: \
+                 rootless containers see only root, so images whose files belong to other \
+                 users cannot be set up faithfully (add a range: usermod --add-subuids \
+                 100000-165535 --add-subgids 100000-165535 USER)"
+            );
+        });
+    }
+    Ok(Some(ns))
 }
 
 /// Binds the spec's published ports (default host address `127.0.0.1`), so that a
@@ -733,6 +869,8 @@ struct Resolved {
     id: String,
     plan: config::ProcessPlan,
     snapshot: crate::image::SnapshotMode,
+    /// The caller is not root: the user namespace the shim makes.
+    rootless: Option<rootless::UserNs>,
 }
 
 /// A written state directory, removed (and its name released) on drop until the shim
@@ -750,6 +888,7 @@ struct Launched {
     id: String,
     name: String,
     dir: PathBuf,
+    program: PathBuf,
     child: tokio::process::Child,
     sync: OwnedFd,
     exit: OwnedFd,
@@ -819,10 +958,19 @@ impl ProcessControl for ContainerControl {
         }
         let status = match parse_status(&String::from_utf8_lossy(&self.buf)) {
             Some(s) => s,
-            None => state::read_state(&self.dir)
-                .ok()
-                .and_then(|s| s.exit)
-                .unwrap_or(ExitStatus::Exited(-1)),
+            None => match state::read_state(&self.dir).ok().and_then(|s| s.exit) {
+                Some(s) => s,
+                None => {
+                    return Err(Error::io(
+                        "waiting for the container",
+                        io::Error::other(format!(
+                            "the container helper ended without reporting the exit \
+                             status (its log: {})",
+                            self.dir.join("shim.log").display()
+                        )),
+                    ))
+                }
+            },
         };
         self.status = Some(status);
         Ok(status)
@@ -1133,12 +1281,18 @@ impl Runtime for ContainerRuntime {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        rootfs::check_program(
-            &[dir.join("rootfs")],
-            command.get_program(),
-            &spec_env,
-            &cwd,
-        )?;
+        // A rootless container's root is mounted in its shim's mount namespace only:
+        // look at it through its init's root, when this user may.
+        let rootless = !nix::unistd::geteuid().is_root();
+        let root = match (rootless, st.pid) {
+            (false, _) => Some(dir.join("rootfs")),
+            (true, Some(pid)) => Some(PathBuf::from(format!("/proc/{pid}/root")))
+                .filter(|r| std::fs::read_dir(r).is_ok()),
+            (true, None) => None,
+        };
+        if let Some(root) = root {
+            rootfs::check_program(&[root], command.get_program(), &spec_env, &cwd)?;
+        }
         let mut args = vec![command.get_program().to_owned()];
         args.extend(command.get_args().iter().cloned());
         let request = shim::ExecRequest {
@@ -1146,6 +1300,7 @@ impl Runtime for ContainerRuntime {
             args,
             env,
             cwd: command.get_current_dir().map(Path::to_owned),
+            join_user_namespace_of: st.pid.filter(|_| rootless),
         };
         let request = serde_json::to_string(&request)
             .map_err(|e| Error::io("encoding the exec request", io::Error::other(e)))?;

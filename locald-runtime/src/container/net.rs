@@ -58,12 +58,18 @@ fn socket(kind: SockType, flags: SockFlag) -> io::Result<OwnedFd> {
 }
 
 /// Runs `f` inside the network namespace `ns`, then returns to the current one.
-fn in_netns<T>(ns: &File, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    let home = File::open("/proc/thread-self/ns/net")?;
-    setns(ns)?;
-    let result = f();
-    setns(&home)?;
-    result
+/// Runs `f` in the network namespace `ns`, on a thread of its own that ends there: a
+/// rootless shim may enter the container's namespace but never return to the host's.
+fn in_netns<T: Send>(ns: &File, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                setns(ns)?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("a network namespace thread panicked")))
+    })
 }
 
 /// Brings up loopback in the network namespace of process `pid`; returns that

@@ -29,6 +29,10 @@ pub(crate) struct RootfsSource {
     pub(crate) config: ImageConfig,
     /// The image it came from, if any.
     pub(crate) image: Option<ImageRef>,
+    /// Some layer keeps whiteouts as marker files (unpacked without root): only the
+    /// copying snapshot can stack these layers.
+    #[serde(default)]
+    pub(crate) marker_whiteouts: bool,
 }
 
 /// Turns a container source into lower directories and an image config; `images`
@@ -60,6 +64,7 @@ pub(crate) fn resolve_source<'a>(
                 lowers: vec![dir.clone()],
                 config: ImageConfig::default(),
                 image: None,
+                marker_whiteouts: false,
             })
         }
         ContainerSource::Image(image) => image_layers(images()?, image),
@@ -77,11 +82,13 @@ pub(crate) fn resolve_source<'a>(
 /// (0/0 character devices and `trusted.overlay.opaque`), as a pull by root makes them.
 pub(crate) fn image_layers(store: &ImageStore, image: &ImageRef) -> Result<RootfsSource> {
     let resolved = store.resolve(image)?;
-    if let Some(layer) = resolved
+    let marker = resolved
         .layers
         .iter()
-        .find(|l| l.whiteouts != crate::image::WhiteoutFormat::Overlay)
-    {
+        .find(|l| l.whiteouts != crate::image::WhiteoutFormat::Overlay);
+    // A user who is not root unpacks in marker form and copies; root needs overlayfs.
+    let marker_whiteouts = marker.is_some();
+    if let Some(layer) = marker.filter(|_| nix::unistd::geteuid().is_root()) {
         return Err(Error::InvalidImage {
             what: format!("layer {}", layer.path.display()),
             reason: format!(
@@ -94,6 +101,7 @@ pub(crate) fn image_layers(store: &ImageStore, image: &ImageRef) -> Result<Rootf
         lowers: resolved.layers.into_iter().rev().map(|l| l.path).collect(),
         config: resolved.config,
         image: Some(image.clone()),
+        marker_whiteouts,
     })
 }
 
@@ -244,6 +252,7 @@ pub(crate) fn mount_rootfs(
     target: &Path,
     read_only: bool,
     image: bool,
+    marker_whiteouts: bool,
     mounts: &[Mount],
 ) -> Result<MountedRoot> {
     use nix::mount::{mount, MsFlags};
@@ -271,7 +280,11 @@ pub(crate) fn mount_rootfs(
         .rev()
         .map(|path| LayerDir {
             path: path.clone(),
-            whiteouts: WhiteoutFormat::Overlay,
+            whiteouts: if marker_whiteouts {
+                WhiteoutFormat::Marker
+            } else {
+                WhiteoutFormat::Overlay
+            },
         })
         .collect();
     Snapshot::create_in_place(&layers, state_dir, mode).map(|_| MountedRoot::Snapshot)

@@ -28,7 +28,6 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     rc::Rc,
-    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -103,6 +102,9 @@ pub(crate) enum ShimError {
     /// The created container could not be started.
     #[error("starting the container")]
     Start(#[source] LibcontainerError),
+    /// The user namespace of a rootless container could not be set up or joined.
+    #[error("setting up the user namespace of a rootless container")]
+    UserNamespace(#[source] io::Error),
     /// The exec request is not what the caller sends.
     #[error("bad exec request")]
     ExecRequest(#[source] serde_json::Error),
@@ -118,81 +120,120 @@ impl ShimError {
 /// The argument (`argv[1]`) that turns an executable into the shim.
 pub const SHIM_ARG: &str = "__locald-shim";
 
-static REGISTERED: AtomicBool = AtomicBool::new(false);
+// Every program that links this crate is its own container shim, whatever its `main`
+// looks like: this function runs before `main` (from `.init_array`, as the C runtime
+// runs constructors) and, when `argv[1]` is [`SHIM_ARG`], runs the shim and exits
+// before any of the program's own code (an async runtime, threads, logging) exists.
+// So the runtime can always start the shim as `/proc/self/exe __locald-shim ...`.
+#[used]
+#[link_section = ".init_array"]
+static DISPATCH_BEFORE_MAIN: extern "C" fn() = dispatch_before_main;
 
-/// Runs the container shim and exits if this process was started as one; otherwise
-/// returns at once and remembers that this executable can serve as the shim.
-///
-/// Call it first thing in `main`, before starting threads or an async runtime, in any
-/// program that runs containers through locald:
+extern "C" fn dispatch_before_main() {
+    if !started_as_shim() {
+        return;
+    }
+    let args: Vec<String> = cmdline()
+        .into_iter()
+        .skip(2)
+        .map(|a| String::from_utf8_lossy(&a).into_owned())
+        .collect();
+    // A panic must not unwind out of this C-ABI function; the shim reports its own
+    // failures, and a panic ends it with status 101 like a panicking `main`.
+    let code = std::panic::catch_unwind(|| main_with(&args)).unwrap_or(101);
+    std::process::exit(code);
+}
+
+/// The process's arguments, read from `/proc/self/cmdline` (before `main`, the
+/// standard library's argument list may not be set up yet).
+fn cmdline() -> Vec<Vec<u8>> {
+    std::fs::read("/proc/self/cmdline")
+        .map(|all| {
+            all.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when `argv[1]` is [`SHIM_ARG`]. Cheap for every other program: one short read
+/// of `/proc/self/cmdline`, only when the command line could hold the marker.
+fn started_as_shim() -> bool {
+    let Ok(mut f) = File::open("/proc/self/cmdline") else {
+        return false;
+    };
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        match io::Read::read(&mut f, &mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    let mut args = buf[..len].split(|&b| b == 0);
+    let _ = args.next();
+    args.next() == Some(SHIM_ARG.as_bytes())
+}
+
+/// Kept for programs written against earlier versions, which call it first in `main`:
+/// it does nothing any more. Every program that links locald is its own container
+/// shim without any call: a constructor that runs before `main` starts the shim when
+/// the runtime re-runs the executable with [`SHIM_ARG`], so `#[tokio::main]`, a
+/// hand-built async runtime or threads started early are all fine.
 ///
 /// ```no_run
-/// // First thing in `main`:
+/// // Harmless, and not needed:
 /// locald_runtime::run_if_requested();
-/// // ... the program, which may now run containers ...
 /// ```
-///
-/// A program that does not call it needs a `locald-shim` (or `locald`) executable next
-/// to it or on `PATH`, or `LOCALD_SHIM` naming one.
 pub fn run_if_requested() {
+    // Programs whose constructors were not run (an unusual loader) still dispatch
+    // here, as before.
     let mut args = std::env::args_os();
     let _ = args.next();
     if args.next().as_deref() == Some(std::ffi::OsStr::new(SHIM_ARG)) {
         let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
         std::process::exit(main_with(&rest));
     }
-    REGISTERED.store(true, Ordering::SeqCst);
-}
-
-/// True when this executable called [`run_if_requested`].
-pub(crate) fn registered() -> bool {
-    REGISTERED.load(Ordering::SeqCst)
-}
-
-/// An installed shim: a `locald-shim` or `locald` executable next to this executable,
-/// one directory up (cargo puts test binaries in `target/debug/deps`), or on `PATH`,
-/// searched in that order, directory by directory.
-pub(crate) fn find_installed() -> Option<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(d) = exe.parent() {
-            dirs.push(d.to_owned());
-            if let Some(up) = d.parent() {
-                dirs.push(up.to_owned());
-            }
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    find_in(&dirs)
-}
-
-/// The first executable `locald-shim` or `locald` in `dirs`, directory by directory.
-fn find_in(dirs: &[PathBuf]) -> Option<PathBuf> {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    dirs.iter().find_map(|dir| {
-        ["locald-shim", "locald"]
-            .into_iter()
-            .find_map(|name| which::which_in(name, Some(dir), &cwd).ok())
-    })
 }
 
 /// The shim's entry point for `locald-shim` and `locald __locald-shim`: `args` are the
 /// arguments after the marker. Returns the process exit code.
 pub fn main_with(args: &[String]) -> i32 {
+    if let Some(dir) = args.get(1) {
+        let _ = STATE_DIR.set(PathBuf::from(dir));
+    }
+    // A panic is said on stderr (which the caller reads until the shim detaches) and
+    // kept in the container's `shim.log`.
+    #[allow(clippy::print_stderr)] // the caller reads it when the shim fails to report
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("locald container helper: {info}");
+        if let Some(dir) = STATE_DIR.get() {
+            shim_log_in(dir, &format!("panic: {info}"));
+        }
+    }));
     match args {
-        [cmd, dir] if cmd == "run" => run(Path::new(dir)),
+        [cmd, dir] if cmd == "run" => run(Path::new(dir), false),
+        [cmd, dir] if cmd == RUN_IN_USERNS => run(Path::new(dir), true),
         [cmd, dir, request] if cmd == "exec" => exec(Path::new(dir), request),
         _ => 2,
     }
 }
 
+/// The state directory of the container this shim serves.
+static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 fn shim_log(msg: &str) {
+    if let Some(dir) = STATE_DIR.get() {
+        shim_log_in(dir, msg);
+    }
+}
+
+fn shim_log_in(dir: &Path, msg: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open("shim.log")
+        .open(dir.join("shim.log"))
     {
         let _ = writeln!(f, "{} {msg}", state::now());
     }
@@ -277,10 +318,27 @@ struct Started {
     pasta: Option<super::net::Pasta>,
 }
 
-fn run(dir: &Path) -> i32 {
+/// `run` again, by the shim itself once it is in its user namespace.
+const RUN_IN_USERNS: &str = "run-in-userns";
+
+fn run(dir: &Path, in_userns: bool) -> i32 {
     // Take every inherited descriptor before opening anything: a descriptor number the
     // caller did not pass would otherwise be reused by the next file opened here.
     let cfg: std::io::Result<ShimConfig> = state::read_json(&dir.join("shim.json"));
+    // Rootless: enter the user namespace, then run this executable again inside it
+    // (with the inherited descriptors), so that the shim and every process it forks
+    // belong to that namespace (the kernel ties a process's memory to the user
+    // namespace it ran `exec` in; the shim needs that to reach the container's
+    // namespaces).
+    let entered = match (&cfg, in_userns) {
+        (
+            Ok(ShimConfig {
+                rootless: Some(ns), ..
+            }),
+            false,
+        ) => Some(super::rootless::enter(ns).and_then(|()| reexec_in_userns(dir))),
+        _ => None,
+    };
     let sync = take_fd(fds::SYNC);
     let exit_fd = take_fd(fds::EXIT);
     let client_out = take_fd(fds::OUT);
@@ -302,6 +360,9 @@ fn run(dir: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(ShimError::ReadConfig(e)),
     };
+    if let Some(Err(e)) = entered {
+        return fail(ShimError::UserNamespace(e));
+    }
     if let Err(e) = detach().and_then(|()| std::env::set_current_dir(dir)) {
         return fail(ShimError::Detach(e));
     }
@@ -452,6 +513,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         &dir.join("rootfs"),
         cfg.read_only,
         cfg.image,
+        cfg.marker_whiteouts,
         mounts,
     )
     .map_err(ShimError::MountRootfs)?;
@@ -521,8 +583,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         Some(listener) => match receive_pty(&listener) {
             Ok(fd) => Some(fd),
             Err(e) => {
-                let _ = container.delete(true);
-                reap_leftovers();
+                abandon(&mut container, init);
                 return Err(ShimError::Terminal(e));
             }
         },
@@ -532,8 +593,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         match super::net::loopback_up(init) {
             Ok(ns) => Some(ns),
             Err(e) => {
-                let _ = container.delete(true);
-                reap_leftovers();
+                abandon(&mut container, init);
                 return Err(ShimError::Loopback(e));
             }
         }
@@ -545,8 +605,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
             match super::net::Pasta::start(program, init, dir, cfg.map_host_loopback) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    let _ = container.delete(true);
-                    reap_leftovers();
+                    abandon(&mut container, init);
                     return Err(ShimError::Pasta(e));
                 }
             }
@@ -555,8 +614,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     };
     if let Err(e) = container.start() {
         drop(pasta);
-        let _ = container.delete(true);
-        reap_leftovers();
+        abandon(&mut container, init);
         return Err(ShimError::Start(e));
     }
     Ok(Started {
@@ -568,6 +626,16 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         netns,
         pasta,
     })
+}
+
+/// Ends a container whose start failed: its init first (a rootless container's cgroup
+/// cannot be used to kill it), then the runtime library's record of it.
+fn abandon(container: &mut libcontainer::container::Container, init: i32) {
+    if init > 0 {
+        let _ = nix::sys::signal::kill(Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = container.delete(true);
+    reap_leftovers();
 }
 
 fn receive_pty(listener: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd> {
@@ -775,6 +843,9 @@ fn exec(dir: &Path, request: &str) -> i32 {
 /// Starts the process `request` asks for in the container; returns its pid.
 fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
     let req: ExecRequest = serde_json::from_str(request).map_err(ShimError::ExecRequest)?;
+    if let Some(pid) = req.join_user_namespace_of {
+        join_user_namespace(pid).map_err(ShimError::UserNamespace)?;
+    }
     let builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(dir.join("lc"))
         .map_err(ShimError::Create)?;
@@ -794,31 +865,48 @@ fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
+/// Joins the user and mount namespaces of the shim that runs the container whose init
+/// is `init` (its parent), as the exec helper is single-threaded before `main`, and
+/// becomes root there.
+fn join_user_namespace(init: u32) -> io::Result<()> {
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat"))?;
+    let shim: u32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no parent in /proc/{init}/stat")))?;
+    let user = File::open(format!("/proc/{shim}/ns/user"))?;
+    let mnt = File::open(format!("/proc/{shim}/ns/mnt"))?;
+    let join = |ns: &File, kind, what: &str| {
+        nix::sched::setns(ns, kind).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("joining the {what}: {e}"),
+            )
+        })
+    };
+    join(
+        &user,
+        nix::sched::CloneFlags::CLONE_NEWUSER,
+        "user namespace",
+    )?;
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into())?;
+    nix::unistd::setresuid(0.into(), 0.into(), 0.into())?;
+    join(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, "mount namespace")?;
+    Ok(())
+}
 
-    use super::*;
-
-    fn file(dir: &Path, name: &str, mode: u32) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        p
-    }
-
-    #[test]
-    fn the_shim_is_an_executable_found_directory_by_directory() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        let dirs = [a.path().to_owned(), b.path().to_owned()];
-        assert_eq!(find_in(&dirs), None);
-        // Not executable: skipped.
-        file(a.path(), "locald-shim", 0o644);
-        let in_b = file(b.path(), "locald-shim", 0o755);
-        assert_eq!(find_in(&dirs), Some(in_b));
-        // An earlier directory wins, whichever of the two names it has.
-        let locald = file(a.path(), "locald", 0o755);
-        assert_eq!(find_in(&dirs), Some(locald));
-    }
+/// Runs this executable again as `RUN_IN_USERNS dir`; returns only on failure.
+fn reexec_in_userns(dir: &Path) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new("/proc/self/exe")
+        .arg(SHIM_ARG)
+        .arg(RUN_IN_USERNS)
+        .arg(dir)
+        .exec();
+    Err(io::Error::new(
+        e.kind(),
+        format!("running the shim again in its user namespace: {e}"),
+    ))
 }

@@ -23,7 +23,7 @@ use super::{
     manifest::{Compression, ConfigDocument, Descriptor, Document, WantedPlatform},
     registry::{error_chain, is_transient_status, Registry, RegistryConfig},
     store::{ImageRecord, LayerMeta, LayerRecord, Store},
-    unpack::{self, UnpackOptions},
+    unpack::{self, UnpackOptions, WhiteoutFormat},
 };
 
 /// Layers fetched at once.
@@ -680,7 +680,12 @@ impl UnpackJob {
             .map_err(|e| Error::io("writing a layer blob", e))?;
         Ok(LayerMeta {
             diff_id,
-            whiteouts: self.opts.whiteouts,
+            // Without whiteouts, a layer unpacked without root is in overlay form too.
+            whiteouts: if stats.whiteouts == 0 {
+                WhiteoutFormat::Overlay
+            } else {
+                self.opts.whiteouts
+            },
             entries: stats.entries,
             bytes: stats.bytes,
         })

@@ -69,6 +69,9 @@ impl UnpackOptions {
 pub(crate) struct UnpackStats {
     pub(crate) entries: u64,
     pub(crate) bytes: u64,
+    /// Whiteout and opaque-directory entries: a layer without any is the same in
+    /// either [`WhiteoutFormat`].
+    pub(crate) whiteouts: u64,
 }
 
 struct DirMeta {
@@ -267,6 +270,7 @@ fn unpack_entries(
         let parent = ensure_parents(root, parent_rel, what, &mut known)?;
 
         if name == OPAQUE_MARKER {
+            stats.whiteouts += 1;
             match opts.whiteouts {
                 WhiteoutFormat::Overlay => xattr::set(&parent, OPAQUE_XATTR, b"y")
                     .map_err(io_err(format!("marking {} opaque", parent.display())))?,
@@ -276,6 +280,7 @@ fn unpack_entries(
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            stats.whiteouts += 1;
             if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
                 return Err(invalid(what, format!("bad whiteout entry {:?}", raw_path)));
             }

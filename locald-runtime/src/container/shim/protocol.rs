@@ -50,6 +50,9 @@ pub(crate) struct ShimConfig {
     /// under a snapshot, never bind-mounted (even read-only).
     #[serde(default)]
     pub(crate) image: bool,
+    /// Some lower keeps whiteouts as marker files: stack them by copying.
+    #[serde(default)]
+    pub(crate) marker_whiteouts: bool,
     pub(crate) read_only: bool,
     /// Create the mount points the root lacks before the runtime library starts,
     /// because it runs as an unprivileged mapped root that could not (Safe Mode's user
@@ -57,6 +60,10 @@ pub(crate) struct ShimConfig {
     /// gets one, even over a caller's directory).
     #[serde(default)]
     pub(crate) create_mount_points: bool,
+    /// The caller is not root: the shim first creates this user namespace for itself
+    /// and runs the container inside it ([`super::super::rootless`]).
+    #[serde(default)]
+    pub(crate) rootless: Option<super::super::rootless::UserNs>,
     pub(crate) tty: bool,
     pub(crate) stdin: bool,
     pub(crate) attach: bool,
@@ -82,6 +89,10 @@ pub(crate) struct ExecRequest {
     pub(crate) args: Vec<String>,
     pub(crate) env: HashMap<String, String>,
     pub(crate) cwd: Option<PathBuf>,
+    /// A rootless container: join the user namespace of this process (the container's
+    /// init) first, where the container's shim runs it.
+    #[serde(default)]
+    pub(crate) join_user_namespace_of: Option<u32>,
 }
 
 /// One status message from the shim to its caller.

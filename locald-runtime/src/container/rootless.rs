@@ -1,0 +1,433 @@
+//! Containers for a caller that is not root, as podman runs them rootless.
+//!
+//! The caller decides the id mappings ([`UserNs::for_caller`]): the caller's own uid
+//! and gid become root in the container, and the caller's subordinate ranges from
+//! `/etc/subuid` and `/etc/subgid` become ids 1 and up; with no range, root is the only
+//! id (a warning says what that cannot do). The shim, single-threaded before it does
+//! anything else, creates a user namespace (and a mount and cgroup namespace) for
+//! itself with those mappings ([`enter`]): `newuidmap`/`newgidmap` (Debian's `uidmap`)
+//! write them from a helper process outside it. From there on the shim is root in its
+//! namespace and does what it does as root: it mounts the overlay root (kernels since
+//! 5.11 allow it there), and the runtime library creates the container's own
+//! namespaces inside. The container's mounts live in the shim's mount namespace, so
+//! they go away with it, whatever happens.
+//!
+//! cgroups: on a cgroup v2 host the runtime library tries the container's cgroup and
+//! carries on without one where it may not write (no limits). On a cgroup v1 host an
+//! unprivileged user can neither create nor join cgroups: the shim mounts its own
+//! cgroup namespace's cgroup2 over `/sys/fs/cgroup` in its mount namespace, so the
+//! library sees a cgroup v2 host it cannot write to, and runs without limits; limits
+//! are refused before anything starts ([`limits_refused`]).
+
+#![allow(unsafe_code)]
+
+use std::{
+    io::{self, Read, Write},
+    path::Path,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// One line of a `uid_map`/`gid_map`: `count` ids from `host` appear as `container`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IdMap {
+    pub(crate) container: u32,
+    pub(crate) host: u32,
+    pub(crate) count: u32,
+}
+
+/// The user namespace the shim creates for a caller that is not root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UserNs {
+    pub(crate) uid: Vec<IdMap>,
+    pub(crate) gid: Vec<IdMap>,
+}
+
+impl UserNs {
+    /// The mappings for this process's user: its uid and gid as root, its subordinate
+    /// ranges (`etc`/subuid, `etc`/subgid) from id 1 on.
+    pub(crate) fn for_caller(etc: &Path) -> UserNs {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        let range = |file: &str| {
+            std::fs::read_to_string(etc.join(file))
+                .ok()
+                .and_then(|text| subordinate_range(&text, name.as_deref(), uid))
+        };
+        UserNs {
+            uid: maps(uid, range("subuid")),
+            gid: maps(gid, range("subgid")),
+        }
+    }
+
+    /// True when only the caller's own ids are mapped (no subordinate ranges).
+    pub(crate) fn single_id(&self) -> bool {
+        self.uid.len() == 1 || self.gid.len() == 1
+    }
+}
+
+fn maps(own: u32, range: Option<(u32, u32)>) -> Vec<IdMap> {
+    let mut maps = vec![IdMap {
+        container: 0,
+        host: own,
+        count: 1,
+    }];
+    if let Some((start, count)) = range {
+        maps.push(IdMap {
+            container: 1,
+            host: start,
+            count,
+        });
+    }
+    maps
+}
+
+/// The first range of `/etc/subuid` (or `subgid`) text that belongs to the user named
+/// `name` or numbered `id`: `(first host id, count)`.
+pub(crate) fn subordinate_range(text: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> {
+    text.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let owner = fields.next()?;
+        let start = fields.next()?.trim().parse().ok()?;
+        let count: u32 = fields.next()?.trim().parse().ok()?;
+        let ours = Some(owner) == name || owner.parse::<u32>().ok() == Some(id);
+        (ours && count > 0).then_some((start, count))
+    })
+}
+
+/// True when the cgroup hierarchy at `cgroup_root` is cgroup v2 (unified).
+pub(crate) fn unified_cgroups(cgroup_root: &Path) -> bool {
+    cgroup_root.join("cgroup.controllers").exists()
+}
+
+/// Why `--memory`, `--cpus` and `--pids-limit` cannot be honoured for this caller, if
+/// they cannot: a cgroup v1 host, or a cgroup v2 host where the caller's cgroup is
+/// not delegated to it (not writable, or without the controllers).
+pub(crate) fn limits_refused(proc_root: &Path, cgroup_root: &Path) -> Option<String> {
+    if !unified_cgroups(cgroup_root) {
+        return Some(
+            "this host uses cgroup v1, where a user who is not root cannot set resource \
+             limits (run as root, or boot with cgroup v2 and a delegated subtree)"
+                .into(),
+        );
+    }
+    let own = std::fs::read_to_string(proc_root.join("self/cgroup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_owned()))
+        });
+    let Some(own) = own else {
+        return Some("this process's cgroup v2 path is unknown".into());
+    };
+    let dir = cgroup_root.join(own.trim_start_matches('/'));
+    let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    let controllers = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+    if !(writable && has("memory") && has("pids") && has("cpu")) {
+        return Some(format!(
+            "the cgroup {} is not delegated to this user with the memory, cpu and pids \
+             controllers (systemd: `Delegate=yes` for user@.service)",
+            dir.display()
+        ));
+    }
+    None
+}
+
+/// Puts this (single-threaded) process into a new user, mount and cgroup namespace
+/// mapped as `ns` says, as root there, with its mounts private and, on a cgroup v1
+/// host, its own cgroup2 over `/sys/fs/cgroup`.
+pub(crate) fn enter(ns: &UserNs) -> io::Result<()> {
+    use nix::sched::CloneFlags;
+    let flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP;
+    if ns.uid.len() == 1 && ns.gid.len() == 1 {
+        nix::sched::unshare(flags).map_err(|e| ctx("creating a user namespace", e.into()))?;
+        let line = |m: &[IdMap]| format!("{} {} {}\n", m[0].container, m[0].host, m[0].count);
+        std::fs::write("/proc/self/setgroups", "deny")
+            .and_then(|()| std::fs::write("/proc/self/uid_map", line(&ns.uid)))
+            .and_then(|()| std::fs::write("/proc/self/gid_map", line(&ns.gid)))
+            .map_err(|e| ctx("writing the user namespace's id maps", e))?;
+    } else {
+        map_with_helpers(ns, flags)?;
+    }
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+        .and_then(|()| nix::unistd::setresuid(0.into(), 0.into(), 0.into()))
+        .map_err(|e| ctx("becoming root in the user namespace", e.into()))?;
+    use nix::mount::{mount, MsFlags};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| ctx("making the shim's mounts private", e.into()))?;
+    let cgroup = Path::new("/sys/fs/cgroup");
+    if !unified_cgroups(cgroup) {
+        mount(
+            Some("cgroup2"),
+            cgroup,
+            Some("cgroup2"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| ctx("mounting a cgroup2 over the host's cgroup v1", e.into()))?;
+    }
+    Ok(())
+}
+
+fn ctx(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Unshares with `flags` while a child, still outside, runs `newuidmap` and
+/// `newgidmap` on this process; returns what they said when they failed.
+fn map_with_helpers(ns: &UserNs, flags: nix::sched::CloneFlags) -> io::Result<()> {
+    let (go_r, go_w) = nix::unistd::pipe()?;
+    let (said_r, said_w) = nix::unistd::pipe()?;
+    let parent = nix::unistd::getpid().as_raw();
+    // SAFETY: the shim is single-threaded here (it runs before `main`, before any
+    // thread exists), so the child may run ordinary code until it exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| ctx("forking the id mapper", e.into()))? {
+        nix::unistd::ForkResult::Child => {
+            drop(go_w);
+            drop(said_r);
+            let mut go = [0u8; 1];
+            let code = match std::fs::File::from(go_r).read(&mut go) {
+                Ok(1) => match run_mappers(parent, ns) {
+                    Ok(()) => 0,
+                    Err(msg) => {
+                        let _ = std::fs::File::from(said_w).write_all(msg.as_bytes());
+                        1
+                    }
+                },
+                // The parent could not unshare: nothing to map.
+                _ => 1,
+            };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(said_w);
+            let unshared = nix::sched::unshare(flags);
+            if unshared.is_ok() {
+                let _ = nix::unistd::write(&go_w, b"1");
+            }
+            drop(go_w);
+            let mut said = String::new();
+            let _ = std::fs::File::from(said_r).read_to_string(&mut said);
+            let status = nix::sys::wait::waitpid(child, None);
+            unshared.map_err(|e| ctx("creating a user namespace", e.into()))?;
+            match status {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                _ => Err(io::Error::other(if said.is_empty() {
+                    "mapping the user namespace's ids failed".to_owned()
+                } else {
+                    said
+                })),
+            }
+        }
+    }
+}
+
+/// Runs `newuidmap PID ...` and `newgidmap PID ...`; the error names the program and
+/// carries what it printed.
+fn run_mappers(pid: i32, ns: &UserNs) -> Result<(), String> {
+    for (program, maps) in [("newuidmap", &ns.uid), ("newgidmap", &ns.gid)] {
+        let mut cmd = std::process::Command::new(program);
+        cmd.arg(pid.to_string());
+        for m in maps.iter() {
+            cmd.args([
+                m.container.to_string(),
+                m.host.to_string(),
+                m.count.to_string(),
+            ]);
+        }
+        let out = cmd.output().map_err(|e| {
+            format!("running {program} (the uidmap package) to map the user namespace: {e}")
+        })?;
+        if !out.status.success() {
+            return Err(format!(
+                "{program} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One thing rootless containers need, and whether this host and user have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RootlessCheck {
+    /// What is checked: `user namespaces`, `subordinate ids`, `newuidmap`,
+    /// `overlay in a user namespace`, `cgroup delegation`.
+    pub name: String,
+    /// True when it is there.
+    pub ok: bool,
+    /// What was found, or what to do about it.
+    pub detail: String,
+}
+
+/// Whether the current user can run rootless containers here, piece by piece (for a
+/// root caller, what a normal user would get). Only user namespaces and `/proc`
+/// itself are essential; the rest only narrow what containers can do.
+pub fn rootless_readiness() -> Vec<RootlessCheck> {
+    let host = crate::host::HostFeatures::probe();
+    let check = |name: &str, ok: bool, detail: String| RootlessCheck {
+        name: name.into(),
+        ok,
+        detail,
+    };
+    let mut checks = vec![check(
+        "user namespaces",
+        host.unprivileged_user_namespaces,
+        if host.unprivileged_user_namespaces {
+            "users may create them".into()
+        } else {
+            "users may not create user namespaces: set user.max_user_namespaces > 0 and \
+             kernel.unprivileged_userns_clone=1 (sysctl), and on Ubuntu \
+             kernel.apparmor_restrict_unprivileged_userns=0"
+                .into()
+        },
+    )];
+    let ns = UserNs::for_caller(Path::new("/etc"));
+    checks.push(check(
+        "subordinate ids",
+        !ns.single_id(),
+        match (ns.uid.get(1), ns.gid.get(1)) {
+            (Some(u), Some(g)) => format!(
+                "uids {}-{} and gids {}-{} appear as 1 and up",
+                u.host,
+                u.host as u64 + u.count as u64 - 1,
+                g.host,
+                g.host as u64 + g.count as u64 - 1
+            ),
+            _ => "no range for this user in /etc/subuid and /etc/subgid: containers see \
+                  only root (run: usermod --add-subuids 100000-165535 --add-subgids \
+                  100000-165535 USER)"
+                .into(),
+        },
+    ));
+    let mappers = ["newuidmap", "newgidmap"].map(|p| which::which(p).ok());
+    checks.push(check(
+        "newuidmap",
+        mappers.iter().all(Option::is_some),
+        match &mappers {
+            [Some(u), Some(g)] => format!("{} and {}", u.display(), g.display()),
+            _ => "newuidmap/newgidmap are missing: install the uidmap package".into(),
+        },
+    ));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let overlay = host.overlayfs && kernel_at_least(&release, 5, 11);
+    checks.push(check(
+        "overlay in a user namespace",
+        overlay,
+        if overlay {
+            format!("kernel {} mounts overlayfs there", release.trim())
+        } else {
+            format!(
+                "kernel {} cannot (needs 5.11 and overlayfs): root filesystems are copied",
+                release.trim()
+            )
+        },
+    ));
+    let refused = limits_refused(Path::new("/proc"), Path::new("/sys/fs/cgroup"));
+    checks.push(check(
+        "cgroup delegation",
+        refused.is_none(),
+        match refused {
+            None => "limits (--memory, --cpus, --pids-limit) work rootless".into(),
+            Some(why) => format!("containers run without limits, and refuse them: {why}"),
+        },
+    ));
+    checks
+}
+
+/// True when a kernel release such as `6.1.0-18-amd64` is at least `major.minor`.
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_are_found_by_name_or_uid() {
+        let text = "alice:100000:65536\n1001:165536:1000\nbob:0:0\n\nbroken\n";
+        assert_eq!(
+            subordinate_range(text, Some("alice"), 1000),
+            Some((100000, 65536))
+        );
+        assert_eq!(
+            subordinate_range(text, Some("carol"), 1001),
+            Some((165536, 1000))
+        );
+        // An empty range is no range.
+        assert_eq!(subordinate_range(text, Some("bob"), 1002), None);
+        assert_eq!(subordinate_range(text, None, 7), None);
+    }
+
+    #[test]
+    fn own_ids_become_root_and_the_range_follows() {
+        assert_eq!(
+            maps(1000, Some((100000, 65536))),
+            vec![
+                IdMap {
+                    container: 0,
+                    host: 1000,
+                    count: 1
+                },
+                IdMap {
+                    container: 1,
+                    host: 100000,
+                    count: 65536
+                }
+            ]
+        );
+        assert_eq!(maps(1000, None).len(), 1);
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.1.0-18-amd64", 5, 11));
+        assert!(kernel_at_least("5.11.0", 5, 11));
+        assert!(!kernel_at_least("5.10.209-1", 5, 11));
+        assert!(!kernel_at_least("", 5, 11));
+    }
+
+    #[test]
+    fn limits_need_a_delegated_cgroup_v2() {
+        let root = tempfile::tempdir().unwrap();
+        let proc_root = root.path().join("proc");
+        let cg = root.path().join("cgroup");
+        std::fs::create_dir_all(proc_root.join("self")).unwrap();
+        std::fs::create_dir_all(&cg).unwrap();
+        // No cgroup.controllers at the root: v1.
+        assert!(limits_refused(&proc_root, &cg)
+            .unwrap()
+            .contains("cgroup v1"));
+        std::fs::write(cg.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::write(proc_root.join("self/cgroup"), "0::/user/me\n").unwrap();
+        let mine = cg.join("user/me");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join("cgroup.controllers"), "memory pids\n").unwrap();
+        assert!(limits_refused(&proc_root, &cg)
+            .unwrap()
+            .contains("not delegated"));
+        std::fs::write(mine.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        assert_eq!(limits_refused(&proc_root, &cg), None);
+    }
+}
