@@ -120,10 +120,10 @@ use state::{Layout, Phase};
 /// what container root writes there belongs to the user. State and images live in
 /// the user's data home. What rootless cannot do:
 ///
-/// * resource limits (`memory`, `cpus`, `pids`) without a cgroup v2 subtree
-///   delegated to the user: on cgroup v1, or v2 without delegation, they are refused
-///   with the reason, and containers run in the user's own cgroup, so no OOM kill is
-///   detected either;
+/// * resource limits (`memory`, `cpus`, `pids`): they are refused with the reason
+///   (cgroup v1; cgroup v2 without a subtree delegated to the user; and, for now, a
+///   delegated subtree too, which locald does not place containers in yet), and
+///   containers run in the user's own cgroup, so no OOM kill is detected either;
 /// * image layers keep the owners of the image only for root-owned files: layers are
 ///   unpacked by the user, so files of other owners belong to container root;
 /// * a root filesystem directory owned by someone else (`--rootfs`) is copied, not
@@ -570,8 +570,8 @@ impl ContainerRuntime {
                 nofile_hard: sys::nofile_hard_limit(),
                 user_namespace,
                 rootless: resolved.rootless.is_some(),
-                // Rootless with limits only gets this far with a delegated cgroup.
-                cgroup_limits: resolved.rootless.is_none() || spec.resources != Default::default(),
+                // Rootless containers get no limits (they are refused before this).
+                cgroup_limits: resolved.rootless.is_none(),
                 stop_signal: resolved.stop_signal,
             },
         )

@@ -16,14 +16,15 @@
 //! carries on without one where it may not write (no limits). On a cgroup v1 host an
 //! unprivileged user can neither create nor join cgroups: the shim mounts its own
 //! cgroup namespace's cgroup2 over `/sys/fs/cgroup` in its mount namespace, so the
-//! library sees a cgroup v2 host it cannot write to, and runs without limits; limits
-//! are refused before anything starts ([`limits_refused`]).
+//! library sees a cgroup v2 host it cannot write to, and runs without limits. Limits
+//! are refused before anything starts ([`limits_refused`]), also with a delegated
+//! cgroup v2 subtree, which locald does not place containers in yet.
 
 #![allow(unsafe_code)]
 
 use std::{
     io::{self, Read, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
@@ -104,12 +105,26 @@ pub(crate) fn unified_cgroups(cgroup_root: &Path) -> bool {
     cgroup_root.join("cgroup.controllers").exists()
 }
 
-/// Why `--memory`, `--cpus` and `--pids-limit` cannot be honoured for this caller, if
-/// they cannot: a cgroup v1 host, or a cgroup v2 host where the caller's cgroup is
-/// not delegated to it (not writable, or without the controllers).
+/// Why `--memory`, `--cpus` and `--pids-limit` cannot be honoured for this caller:
+/// a cgroup v1 host, a cgroup v2 host where the caller's cgroup is not delegated to it
+/// (not writable, or without the controllers), or, with a delegated subtree, that
+/// locald does not place containers in it yet. Always `Some` for now.
 pub(crate) fn limits_refused(proc_root: &Path, cgroup_root: &Path) -> Option<String> {
+    Some(match delegated_cgroup(proc_root, cgroup_root) {
+        Err(why) => why,
+        Ok(dir) => format!(
+            "the cgroup {} is delegated to this user, but locald does not place rootless \
+             containers in it yet",
+            dir.display()
+        ),
+    })
+}
+
+/// The caller's cgroup v2 directory when it is delegated to the caller (writable, with
+/// the memory, cpu and pids controllers), else why not.
+pub(crate) fn delegated_cgroup(proc_root: &Path, cgroup_root: &Path) -> Result<PathBuf, String> {
     if !unified_cgroups(cgroup_root) {
-        return Some(
+        return Err(
             "this host uses cgroup v1, where a user who is not root cannot set resource \
              limits (run as root, or boot with cgroup v2 and a delegated subtree)"
                 .into(),
@@ -122,20 +137,20 @@ pub(crate) fn limits_refused(proc_root: &Path, cgroup_root: &Path) -> Option<Str
                 .find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_owned()))
         });
     let Some(own) = own else {
-        return Some("this process's cgroup v2 path is unknown".into());
+        return Err("this process's cgroup v2 path is unknown".into());
     };
     let dir = cgroup_root.join(own.trim_start_matches('/'));
     let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
     let controllers = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
     if !(writable && has("memory") && has("pids") && has("cpu")) {
-        return Some(format!(
+        return Err(format!(
             "the cgroup {} is not delegated to this user with the memory, cpu and pids \
              controllers (systemd: `Delegate=yes` for user@.service)",
             dir.display()
         ));
     }
-    None
+    Ok(dir)
 }
 
 /// Puts this (single-threaded) process into a new user, mount and cgroup namespace
@@ -338,13 +353,17 @@ pub fn rootless_readiness() -> Vec<RootlessCheck> {
             )
         },
     ));
-    let refused = limits_refused(Path::new("/proc"), Path::new("/sys/fs/cgroup"));
+    let delegated = delegated_cgroup(Path::new("/proc"), Path::new("/sys/fs/cgroup"));
     checks.push(check(
         "cgroup delegation",
-        refused.is_none(),
-        match refused {
-            None => "limits (--memory, --cpus, --pids-limit) work rootless".into(),
-            Some(why) => format!("containers run without limits, and refuse them: {why}"),
+        delegated.is_ok(),
+        match delegated {
+            Ok(dir) => format!(
+                "{} is delegated; locald does not set limits in it yet, so rootless \
+                 containers refuse --memory, --cpus and --pids-limit",
+                dir.display()
+            ),
+            Err(why) => format!("containers run without limits, and refuse them: {why}"),
         },
     ));
     checks
@@ -428,6 +447,9 @@ mod tests {
             .unwrap()
             .contains("not delegated"));
         std::fs::write(mine.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-        assert_eq!(limits_refused(&proc_root, &cg), None);
+        assert_eq!(delegated_cgroup(&proc_root, &cg), Ok(mine));
+        assert!(limits_refused(&proc_root, &cg)
+            .unwrap()
+            .contains("does not place rootless containers in it yet"));
     }
 }
