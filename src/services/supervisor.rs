@@ -23,9 +23,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{
-    config::Piece, Condition, HealthCheck, PortSetting, Probe, Project, RestartPolicy, Run, Service,
-};
+use super::{config::Piece, Condition, PortSetting, Probe, Project, RestartPolicy, Run, Service};
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -185,17 +183,17 @@ impl Project {
         let mut ports = BTreeMap::new();
         let mut urls = BTreeMap::new();
         for (name, service) in &mut project.services {
-            let fixed = match service.port {
-                PortSetting::Fixed(port) => Some(port),
-                _ => None,
-            };
             if let Run::Postgres { version } = &service.run {
                 #[cfg(unix)]
                 {
+                    let fixed = match service.port {
+                        PortSetting::Fixed(port) => Some(port),
+                        _ => None,
+                    };
                     let dir = options.data_dir.join("postgres").join(name);
                     let cluster = super::postgres::Cluster::open(dir, version, &self.name, fixed)?;
                     if service.health.is_none() {
-                        service.health = Some(HealthCheck {
+                        service.health = Some(super::HealthCheck {
                             probe: Probe::Exec(cluster.probe()),
                             interval: Duration::from_millis(500),
                             timeout: Duration::from_secs(2),
