@@ -45,6 +45,8 @@ use locald_core::{
 };
 use tokio::io::AsyncReadExt;
 
+use crate::timing;
+
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Layout, Phase};
@@ -292,11 +294,18 @@ impl ContainerRuntime {
     /// state directory and bundle, launch the shim, wait until it reports.
     async fn start(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
         require_root()?;
+        let t = timing::phase("sdk: image lookup + spec -> process plan");
         let resolved = self.resolve(&spec)?;
+        t.end();
         // Ports: bound here so that one in use is reported before anything starts.
         let (listeners, ports) = bind_ports(&spec)?;
+        let t = timing::phase("sdk: state files + OCI config");
         let prepared = self.prepare(&spec, &resolved, ports)?;
+        t.end();
+        let t = timing::phase("sdk: shim spawn");
         let launched = self.launch_shim(&spec, prepared, listeners)?;
+        t.end();
+        let _t = timing::phase("sdk: wait for the shim's start report");
         self.wait_ready(launched).await
     }
 
@@ -546,6 +555,9 @@ impl ContainerRuntime {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
+        if let Some((key, value)) = timing::spawned_at() {
+            cmd.env(key, value);
+        }
         let mapped = sys::map_fds(&mut cmd, fds, true)?;
         let child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
@@ -804,6 +816,7 @@ impl ProcessControl for ContainerControl {
         if let Some(s) = self.status {
             return Ok(s);
         }
+        let _t = timing::phase("sdk: wait for the exit report");
         if let Some(exit) = self.exit.as_mut() {
             let mut chunk = [0u8; 64];
             loop {
@@ -918,7 +931,9 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn run_container(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
+        let t = timing::phase("sdk: image presence check");
         self.ensure_image(&spec).await?;
+        t.end();
         self.start(spec).await
     }
 
@@ -1037,6 +1052,7 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn remove_container(&self, id: &str, force: bool) -> Result<()> {
+        let _t = timing::phase("sdk: remove_container");
         let (id, dir) = self.dir(id)?;
         let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
         if state::shim_alive(&dir) {
