@@ -103,9 +103,10 @@ use state::{Layout, Phase};
 /// sockets of its own on the host, and (except in Safe Mode) the gateway's address
 /// reaching the host's loopback. pasta is started by the shim and killed with the
 /// container; without it installed, `private` is loopback only (a warning says so).
-/// No bridge, veth or NAT rules are created, so nothing survives a crash; the price is
-/// no published UDP, and servers see published clients as `127.0.0.1`. `host` shares
-/// the host's network namespace.
+/// Published UDP ports (`-p 5353:53/udp`) are forwarded the same way, one socket in
+/// the namespace per client. No bridge, veth or NAT rules are created, so nothing
+/// survives a crash; the price is that servers see published clients as `127.0.0.1`.
+/// `host` shares the host's network namespace.
 ///
 /// # Safe Mode
 ///
@@ -461,6 +462,7 @@ impl ContainerRuntime {
             pasta: self.pasta_for(spec.network),
             map_host_loopback: spec.isolation != Isolation::Safe,
             ports: ports.iter().map(|p| p.container_port).collect(),
+            udp: ports.iter().map(|p| p.protocol == Protocol::Udp).collect(),
             names_dir: self.layout.names(),
             workdir: PathBuf::from(&plan.cwd),
         };
@@ -705,16 +707,20 @@ fn bind_ports(spec: &ContainerSpec) -> Result<(Vec<OwnedFd>, Vec<locald_core::Po
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
     for p in &spec.ports {
-        if p.protocol == Protocol::Udp {
-            return Err(Error::invalid(
-                "port mapping",
-                p.to_string(),
-                "publishing udp ports is not supported yet",
-            ));
-        }
         let ip = p.host_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let addr = std::net::SocketAddr::new(ip, p.host_port.unwrap_or(0));
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        let bind = || -> io::Result<(OwnedFd, std::net::SocketAddr)> {
+            if p.protocol == Protocol::Udp {
+                let socket = std::net::UdpSocket::bind(addr)?;
+                let bound = socket.local_addr()?;
+                Ok((OwnedFd::from(socket), bound))
+            } else {
+                let listener = std::net::TcpListener::bind(addr)?;
+                let bound = listener.local_addr()?;
+                Ok((OwnedFd::from(listener), bound))
+            }
+        };
+        let (listener, bound) = bind().map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 Error::invalid(
                     "port mapping",
@@ -725,14 +731,11 @@ fn bind_ports(spec: &ContainerSpec) -> Result<(Vec<OwnedFd>, Vec<locald_core::Po
                 Error::io(format!("listening on {addr} for port mapping {p}"), e)
             }
         })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading a listener's address", e))?;
         let mut mapped = *p;
         mapped.host_ip = Some(ip);
         mapped.host_port = Some(bound.port());
         ports.push(mapped);
-        listeners.push(OwnedFd::from(listener));
+        listeners.push(listener);
     }
     Ok((listeners, ports))
 }

@@ -728,12 +728,17 @@ fn supervise(
         let mut forwarders = Vec::new();
         if let Some(ns) = started.netns {
             let ns = Rc::new(ns);
-            for (fd, port) in listeners.into_iter().zip(cfg.ports.iter().copied()) {
-                forwarders.push(tokio::task::spawn_local(super::net::forward(
-                    fd,
-                    port,
-                    ns.clone(),
-                )));
+            for (i, (fd, port)) in listeners
+                .into_iter()
+                .zip(cfg.ports.iter().copied())
+                .enumerate()
+            {
+                let task = if cfg.udp.get(i).copied().unwrap_or(false) {
+                    tokio::task::spawn_local(super::net::forward_udp(fd, port, ns.clone()))
+                } else {
+                    tokio::task::spawn_local(super::net::forward(fd, port, ns.clone()))
+                };
+                forwarders.push(task);
             }
         }
         let status = loop {
