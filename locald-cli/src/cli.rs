@@ -124,6 +124,8 @@ fn init_logging(verbose: u8) {
 
 /// Parses the command line, runs the subcommand and turns its result into an exit code.
 pub fn main() -> ExitCode {
+    let timing = locald::native::timing::phase("cli: arguments + logging + async runtime");
+    locald::native::timing::since_spawn("cli: exec until main");
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let mut builder = match cli.command {
@@ -139,6 +141,7 @@ pub fn main() -> ExitCode {
         }
     };
     let host = cli.host.as_deref();
+    timing.end();
     let result = runtime.block_on(async {
         match cli.command {
             Commands::Info(args) => cmd::info::run(args, host).await,

@@ -39,6 +39,7 @@ mod process_unix;
 mod sys;
 #[cfg(target_os = "linux")]
 pub mod testing;
+pub mod timing;
 pub mod util;
 
 #[cfg(target_os = "linux")]

@@ -335,6 +335,77 @@ async fn published_port_answers_from_the_host() {
     assert_eq!(e.containers_left(), 0);
 }
 
+/// `-p 127.0.0.1::53/udp`: a UDP echo server inside the container (the host's
+/// python3, bound in read-only: busybox has no UDP server) answers two clients on the
+/// host's loopback, each getting its own replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_udp_port_echoes_to_each_host_client() {
+    let Some(e) = env() else { return };
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 is missing (CI installs it)"
+        );
+        eprintln!("SKIP published_udp_port_echoes_to_each_host_client: no /usr/bin/python3");
+        return;
+    }
+    let server = "import socket\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.bind(('127.0.0.1', 53))\n\
+        while True:\n    \
+            d, a = s.recvfrom(65536)\n    \
+            s.sendto(b'echo:' + d, a)\n";
+    let spec = e
+        .spec()
+        .mount(locald_core::Mount::bind("/usr", "/usr", true))
+        .cmd([
+            "sh",
+            "-c",
+            "ln -s usr/lib /lib && ln -s usr/lib64 /lib64 && exec /usr/bin/python3 -c \"$0\"",
+            server,
+        ])
+        .network(NetworkMode::Private)
+        .publish("127.0.0.1::53/udp")
+        .build()
+        .unwrap();
+    let h = e.rt.run_container(spec).await.unwrap();
+    let id = h.id().to_owned();
+    let mapping = e.rt.inspect_container(&id).await.unwrap().ports[0];
+    assert_eq!(mapping.protocol, locald_core::Protocol::Udp);
+    let port = mapping.host_port.unwrap();
+    let ask = |sock: &std::net::UdpSocket, msg: &[u8]| -> Option<Vec<u8>> {
+        sock.send_to(msg, ("127.0.0.1", port)).ok()?;
+        let mut buf = [0u8; 256];
+        let (n, from) = sock.recv_from(&mut buf).ok()?;
+        assert_eq!(from.port(), port, "the reply comes from the published port");
+        Some(buf[..n].to_vec())
+    };
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    // The server may still be starting: ask until it answers.
+    let mut first = None;
+    for _ in 0..100 {
+        first = ask(&a, b"one");
+        if first.is_some() {
+            break;
+        }
+    }
+    assert_eq!(first.as_deref(), Some(&b"echo:one"[..]));
+    assert_eq!(ask(&b, b"two").as_deref(), Some(&b"echo:two"[..]));
+    assert_eq!(ask(&a, b"three").as_deref(), Some(&b"echo:three"[..]));
+    // The port is taken while the container runs, and freed with it.
+    let taken = std::net::UdpSocket::bind(("127.0.0.1", port));
+    assert!(taken.is_err(), "the published udp port was not bound");
+    e.rt.remove_container(&id, true).await.unwrap();
+    assert!(std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok());
+    assert_eq!(e.containers_left(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_mode_drops_privileges() {
     let Some(e) = env() else { return };

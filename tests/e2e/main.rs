@@ -962,6 +962,48 @@ mod containers {
         }
         assert!(left.is_empty(), "processes left: {left:?}");
     }
+
+    /// `LOCALD_PHASES` (what `scripts/bench-containers --phases` sets): the CLI, the
+    /// SDK and the container shim each append their phases of one run to the file.
+    #[test]
+    fn run_records_its_phases_across_processes_when_asked() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let file = l.home.path().join("phases.jsonl");
+        let out = l
+            .cmd(&["run", "--rm", "--network", "none", "--rootfs", &r, "true"])
+            .env("LOCALD_PHASES", &file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = std::fs::read_to_string(&file).expect("the phases file was written");
+        let mut by_name = std::collections::HashMap::new();
+        let mut pids = std::collections::HashSet::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect(line);
+            let ms = v["ms"].as_f64().expect(line);
+            assert!((0.0..60_000.0).contains(&ms), "{line}");
+            pids.insert(v["pid"].as_u64().expect(line));
+            by_name.insert(v["phase"].as_str().unwrap().to_owned(), ms);
+        }
+        for phase in [
+            "cli: arguments + logging + async runtime",
+            "cli: run_container (total)",
+            "shim: overlay mount",
+            "shim: libcontainer build (create)",
+            "shim: libcontainer start",
+            "shim: container runs (wait)",
+            "shim: unmount",
+        ] {
+            assert!(by_name.contains_key(phase), "{phase} missing from:\n{text}");
+        }
+        // The CLI and the shim are different processes.
+        assert!(pids.len() >= 2, "{text}");
+        // Without the variable nothing is written anywhere.
+        let out = l.run(&["run", "--rm", "--network", "none", "--rootfs", &r, "true"]);
+        assert!(out.status.success());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    }
 }
 
 #[cfg(target_os = "linux")]

@@ -3,7 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use locald::{ContainerSpec, NetworkMode};
+use locald::{native::timing, ContainerSpec, NetworkMode};
 
 use super::exec::{attach, Signals};
 
@@ -179,10 +179,13 @@ fn build_spec(args: &Args) -> anyhow::Result<ContainerSpec> {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let t = timing::phase("cli: spec + runtime + signals");
     let spec = build_spec(&args)?;
     let runtime = crate::cli::runtime(host).await?;
     let mut signals = Signals::new()?;
+    t.end();
     // Like docker run, the runtime pulls an image that is not stored; say so first.
+    let t = timing::phase("cli: image pre-check (list_images)");
     let missing = match &spec.source {
         locald::ContainerSource::Image(image) => runtime
             .list_images()
@@ -192,10 +195,13 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
             .map(|_| image.clone()),
         _ => None,
     };
+    t.end();
     if let Some(image) = &missing {
         eprintln!("Unable to find image '{}' locally", image.familiar());
     }
+    let t = timing::phase("cli: run_container (total)");
     let mut handle = runtime.run_container(spec).await?;
+    t.end();
     if let Some(image) = missing {
         let pulled = runtime.list_images().await?;
         if let Some(pulled) = pulled.iter().find(|i| i.reference == image) {
@@ -213,11 +219,15 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     } else {
         None
     };
+    let t = timing::phase("cli: attach until the exit");
     let (status, [out, err]) = attach(handle.process(), &mut signals).await?;
     for task in [out, err] {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
+    t.end();
+    let t = timing::phase("cli: inspect after exit");
     let summary = runtime.inspect_container(&id).await.ok();
+    t.end();
     if summary.as_ref().is_some_and(|s| s.oom_killed) {
         eprintln!(
             "locald: container {} was killed by the out-of-memory killer (memory limit reached)",
@@ -225,6 +235,7 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         );
     }
     if args.rm {
+        let _t = timing::phase("cli: remove_container (total)");
         runtime
             .remove_container(&id, true)
             .await

@@ -47,6 +47,8 @@ use locald_core::{
 use tokio::io::AsyncReadExt;
 
 pub use rootless::{rootless_readiness, RootlessCheck};
+use crate::timing;
+
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Layout, Phase};
@@ -102,9 +104,10 @@ use state::{Layout, Phase};
 /// sockets of its own on the host, and (except in Safe Mode) the gateway's address
 /// reaching the host's loopback. pasta is started by the shim and killed with the
 /// container; without it installed, `private` is loopback only (a warning says so).
-/// No bridge, veth or NAT rules are created, so nothing survives a crash; the price is
-/// no published UDP, and servers see published clients as `127.0.0.1`. `host` shares
-/// the host's network namespace.
+/// Published UDP ports (`-p 5353:53/udp`) are forwarded the same way, one socket in
+/// the namespace per client. No bridge, veth or NAT rules are created, so nothing
+/// survives a crash; the price is that servers see published clients as `127.0.0.1`.
+/// `host` shares the host's network namespace.
 ///
 /// # Rootless
 ///
@@ -306,11 +309,18 @@ impl ContainerRuntime {
     /// Starts a container: resolve its source, check what can be checked, prepare its
     /// state directory and bundle, launch the shim, wait until it reports.
     async fn start(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
+        let t = timing::phase("sdk: image lookup + spec -> process plan");
         let resolved = self.resolve(&spec)?;
+        t.end();
         // Ports: bound here so that one in use is reported before anything starts.
         let (listeners, ports) = bind_ports(&spec)?;
+        let t = timing::phase("sdk: state files + OCI config");
         let prepared = self.prepare(&spec, &resolved, ports)?;
+        t.end();
+        let t = timing::phase("sdk: shim spawn");
         let launched = self.launch_shim(&spec, prepared, listeners)?;
+        t.end();
+        let _t = timing::phase("sdk: wait for the shim's start report");
         self.wait_ready(launched).await
     }
 
@@ -515,6 +525,7 @@ impl ContainerRuntime {
             pasta: self.pasta_for(spec.network),
             map_host_loopback: spec.isolation != Isolation::Safe,
             ports: ports.iter().map(|p| p.container_port).collect(),
+            udp: ports.iter().map(|p| p.protocol == Protocol::Udp).collect(),
             names_dir: self.layout.names(),
             workdir: PathBuf::from(&plan.cwd),
         };
@@ -616,6 +627,9 @@ impl ContainerRuntime {
             // What the shim says before it detaches (a loader error, a panic) is kept
             // for the error when it ends without reporting.
             .stderr(std::process::Stdio::piped());
+        if let Some((key, value)) = timing::spawned_at() {
+            cmd.env(key, value);
+        }
         let mapped = sys::map_fds(&mut cmd, fds, true)?;
         let child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
@@ -829,16 +843,20 @@ fn bind_ports(spec: &ContainerSpec) -> Result<(Vec<OwnedFd>, Vec<locald_core::Po
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
     for p in &spec.ports {
-        if p.protocol == Protocol::Udp {
-            return Err(Error::invalid(
-                "port mapping",
-                p.to_string(),
-                "publishing udp ports is not supported yet",
-            ));
-        }
         let ip = p.host_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let addr = std::net::SocketAddr::new(ip, p.host_port.unwrap_or(0));
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        let bind = || -> io::Result<(OwnedFd, std::net::SocketAddr)> {
+            if p.protocol == Protocol::Udp {
+                let socket = std::net::UdpSocket::bind(addr)?;
+                let bound = socket.local_addr()?;
+                Ok((OwnedFd::from(socket), bound))
+            } else {
+                let listener = std::net::TcpListener::bind(addr)?;
+                let bound = listener.local_addr()?;
+                Ok((OwnedFd::from(listener), bound))
+            }
+        };
+        let (listener, bound) = bind().map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 Error::invalid(
                     "port mapping",
@@ -849,14 +867,11 @@ fn bind_ports(spec: &ContainerSpec) -> Result<(Vec<OwnedFd>, Vec<locald_core::Po
                 Error::io(format!("listening on {addr} for port mapping {p}"), e)
             }
         })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading a listener's address", e))?;
         let mut mapped = *p;
         mapped.host_ip = Some(ip);
         mapped.host_port = Some(bound.port());
         ports.push(mapped);
-        listeners.push(OwnedFd::from(listener));
+        listeners.push(listener);
     }
     Ok((listeners, ports))
 }
@@ -943,6 +958,7 @@ impl ProcessControl for ContainerControl {
         if let Some(s) = self.status {
             return Ok(s);
         }
+        let _t = timing::phase("sdk: wait for the exit report");
         if let Some(exit) = self.exit.as_mut() {
             let mut chunk = [0u8; 64];
             loop {
@@ -1066,7 +1082,9 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn run_container(&self, spec: ContainerSpec) -> Result<ContainerHandle> {
+        let t = timing::phase("sdk: image presence check");
         self.ensure_image(&spec).await?;
+        t.end();
         self.start(spec).await
     }
 
@@ -1185,6 +1203,7 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn remove_container(&self, id: &str, force: bool) -> Result<()> {
+        let _t = timing::phase("sdk: remove_container");
         let (id, dir) = self.dir(id)?;
         let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
         if state::shim_alive(&dir) {

@@ -7,7 +7,9 @@
 //! anything starts) and, for each connection, opens a socket *inside* the container's
 //! namespace (`setns` there and back, safe because the shim is single-threaded) and
 //! connects it to the container port on the container's loopback, then copies bytes
-//! both ways.
+//! both ways. A published UDP port works the same way per client: each host address
+//! and port sending to it gets its own socket in the namespace, connected to the
+//! container port, whose replies go back to that client ([`forward_udp`]).
 //!
 //! Outbound network on `private` comes from `pasta` (Debian's `passt` package, what
 //! podman uses for rootless networking), started by the shim for the container's
@@ -25,7 +27,7 @@
 //! management that outlive crashed processes and differ between hosts; pasta and the
 //! userspace forwarder need none of it and leave nothing behind. The forwarder's
 //! costs: one copy per byte through the shim, clients appear to come from
-//! 127.0.0.1, no UDP.
+//! 127.0.0.1.
 
 #![allow(unsafe_code)]
 
@@ -130,6 +132,75 @@ pub(crate) async fn forward(listener: OwnedFd, port: u16, ns: Rc<File>) {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }
         });
+    }
+}
+
+fn udp_socket_in(ns: &File, target: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let socket = in_netns(ns, || {
+        let fd = socket(SockType::Datagram, SockFlag::SOCK_NONBLOCK)?;
+        let socket = std::net::UdpSocket::from(fd);
+        socket.connect(target)?;
+        Ok(socket)
+    })?;
+    tokio::net::UdpSocket::from_std(socket)
+}
+
+/// How many clients a published UDP port serves at once; more are dropped until one
+/// goes quiet.
+const UDP_MAX_CLIENTS: usize = 256;
+
+/// A UDP client's mapping ends after this long without a datagram from the container.
+const UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves one published UDP port until aborted: each client (host address and port)
+/// gets its own socket in the container's namespace, connected to the container port
+/// on its loopback; the container's replies on that socket go back to that client.
+pub(crate) async fn forward_udp(bound: OwnedFd, port: u16, ns: Rc<File>) {
+    use std::{cell::RefCell, collections::HashMap};
+
+    let std_socket = std::net::UdpSocket::from(bound);
+    if std_socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(host) = tokio::net::UdpSocket::from_std(std_socket) else {
+        return;
+    };
+    let host = Rc::new(host);
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let clients: Rc<RefCell<HashMap<SocketAddr, Rc<tokio::net::UdpSocket>>>> = Rc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, client)) = host.recv_from(&mut buf).await else {
+            continue;
+        };
+        let known = clients.borrow().get(&client).cloned();
+        let inner = match known {
+            Some(inner) => inner,
+            None => {
+                if clients.borrow().len() >= UDP_MAX_CLIENTS {
+                    continue;
+                }
+                let Ok(inner) = udp_socket_in(&ns, target) else {
+                    continue;
+                };
+                let inner = Rc::new(inner);
+                clients.borrow_mut().insert(client, inner.clone());
+                let (host, clients, replies) = (host.clone(), clients.clone(), inner.clone());
+                tokio::task::spawn_local(async move {
+                    let mut buf = vec![0u8; 65536];
+                    // Ends when the container is quiet for UDP_IDLE, or its port is
+                    // closed (ECONNREFUSED on a connected socket).
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(UDP_IDLE, replies.recv(&mut buf)).await
+                    {
+                        let _ = host.send_to(&buf[..n], client).await;
+                    }
+                    clients.borrow_mut().remove(&client);
+                });
+                inner
+            }
+        };
+        let _ = inner.send(&buf[..n]).await;
     }
 }
 

@@ -45,6 +45,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub(crate) use protocol::{fds, ExecRequest, Message, ShimConfig};
 
 use super::{logs, rootfs, state};
+use crate::timing;
 
 /// Why the shim could not start a container or an exec. Its display, with its causes
 /// ([`crate::util::error_chain`]), is what the caller reports.
@@ -322,6 +323,7 @@ struct Started {
 const RUN_IN_USERNS: &str = "run-in-userns";
 
 fn run(dir: &Path, in_userns: bool) -> i32 {
+    crate::timing::since_spawn("shim: exec until main");
     // Take every inherited descriptor before opening anything: a descriptor number the
     // caller did not pass would otherwise be reused by the next file opened here.
     let cfg: std::io::Result<ShimConfig> = state::read_json(&dir.join("shim.json"));
@@ -370,7 +372,9 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    let t = timing::phase("shim: mount + create + start (total)");
     let started = start(dir, &cfg, stdin);
+    t.end();
     // The runtime library changes the working directory: come back.
     let _ = std::env::set_current_dir(dir);
     let started = match started {
@@ -394,12 +398,14 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
             return 1;
         }
     };
+    let t = timing::phase("shim: state.json running");
     if let Ok(mut st) = state::read_state(dir) {
         st.phase = state::Phase::Running;
         st.pid = Some(started.init as u32);
         st.pid_start = state::process_start_time(started.init as u32);
         let _ = state::write_json(&dir.join("state.json"), &st);
     }
+    t.end();
     if let Some(s) = sync {
         send(
             &s,
@@ -409,7 +415,10 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
             },
         );
     }
+    let t = timing::phase("shim: container runs (wait)");
     let status = supervise(&cfg, started, client_out, client_err, listeners);
+    t.end();
+    let t = timing::phase("shim: oom check + state.json exited");
     let oom = oom_killed(&cfg.id);
     if let Ok(mut st) = state::read_state(dir) {
         st.phase = state::Phase::Exited;
@@ -418,7 +427,9 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
         st.finished = Some(state::now());
         let _ = state::write_json(&dir.join("state.json"), &st);
     }
+    t.end();
     cleanup(dir, &cfg);
+    let t = timing::phase("shim: state removal (--rm)");
     if cfg.auto_remove {
         let layout = state::Layout {
             home: cfg
@@ -431,6 +442,7 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
         let _ = std::env::set_current_dir("/");
         let _ = std::fs::remove_dir_all(dir);
     }
+    t.end();
     // Let go of the container before telling the caller, so that a removal right after
     // the exit finds it free.
     drop(lock);
@@ -479,6 +491,7 @@ fn keep_failed_config(dir: &Path) {
 /// Removes the runtime library's container (its cgroup), unmounts the root.
 fn cleanup(dir: &Path, cfg: &ShimConfig) {
     let lc = dir.join("lc").join(&cfg.id);
+    let t = timing::phase("shim: libcontainer delete");
     if lc.exists() {
         match libcontainer::container::Container::load(lc.clone()) {
             Ok(mut c) => {
@@ -490,7 +503,11 @@ fn cleanup(dir: &Path, cfg: &ShimConfig) {
         }
         let _ = std::fs::remove_dir_all(&lc);
     }
+    t.end();
+    let t = timing::phase("shim: cgroup removal");
     super::cgroups::remove(&cfg.id);
+    t.end();
+    let _t = timing::phase("shim: unmount");
     rootfs::unmount_rootfs(dir);
 }
 
@@ -500,13 +517,16 @@ fn oom_killed(id: &str) -> bool {
 }
 
 fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, ShimError> {
+    let t = timing::phase("shim: read config.json");
     let spec = oci_spec::runtime::Spec::load(dir.join("config.json")).map_err(|e| {
         ShimError::MountRootfs(locald_core::Error::io(
             "reading config.json",
             io::Error::other(e),
         ))
     })?;
+    t.end();
     let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let t = timing::phase("shim: overlay mount");
     let mounted = rootfs::mount_rootfs(
         &cfg.lowers,
         dir,
@@ -517,6 +537,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         mounts,
     )
     .map_err(ShimError::MountRootfs)?;
+    t.end();
     // Only ever in the container's own snapshot, never in a caller's directory.
     if cfg.create_mount_points && mounted == rootfs::MountedRoot::Snapshot {
         rootfs::create_mount_points(&dir.join("rootfs"), mounts).map_err(ShimError::MountPoints)?;
@@ -566,11 +587,13 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         err = Some(err_r);
         None
     };
+    let t = timing::phase("shim: libcontainer build (create)");
     let built = builder
         .as_init(dir)
         .with_systemd(false)
         .with_detach(true)
         .build();
+    t.end();
     let mut container = match built {
         Ok(c) => c,
         Err(e) => {
@@ -589,6 +612,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         },
         None => None,
     };
+    let t = timing::phase("shim: loopback + pasta");
     let netns = if cfg.network != NetworkMode::Host {
         match super::net::loopback_up(init) {
             Ok(ns) => Some(ns),
@@ -612,7 +636,11 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         }
         _ => None,
     };
-    if let Err(e) = container.start() {
+    t.end();
+    let t = timing::phase("shim: libcontainer start");
+    let start_result = container.start();
+    t.end();
+    if let Err(e) = start_result {
         drop(pasta);
         abandon(&mut container, init);
         return Err(ShimError::Start(e));
@@ -768,12 +796,17 @@ fn supervise(
         let mut forwarders = Vec::new();
         if let Some(ns) = started.netns {
             let ns = Rc::new(ns);
-            for (fd, port) in listeners.into_iter().zip(cfg.ports.iter().copied()) {
-                forwarders.push(tokio::task::spawn_local(super::net::forward(
-                    fd,
-                    port,
-                    ns.clone(),
-                )));
+            for (i, (fd, port)) in listeners
+                .into_iter()
+                .zip(cfg.ports.iter().copied())
+                .enumerate()
+            {
+                let task = if cfg.udp.get(i).copied().unwrap_or(false) {
+                    tokio::task::spawn_local(super::net::forward_udp(fd, port, ns.clone()))
+                } else {
+                    tokio::task::spawn_local(super::net::forward(fd, port, ns.clone()))
+                };
+                forwarders.push(task);
             }
         }
         let status = loop {

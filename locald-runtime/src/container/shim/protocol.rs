@@ -77,6 +77,10 @@ pub(crate) struct ShimConfig {
     pub(crate) map_host_loopback: bool,
     /// Container ports, one per inherited listener.
     pub(crate) ports: Vec<u16>,
+    /// Which of `ports` are UDP (the listener is a bound datagram socket); the others,
+    /// and all of them when this is empty, are TCP.
+    #[serde(default)]
+    pub(crate) udp: Vec<bool>,
     pub(crate) names_dir: PathBuf,
     /// The working directory, created in the snapshot when missing (as docker does).
     pub(crate) workdir: PathBuf,
