@@ -35,6 +35,9 @@ TEST_PACKAGES=(
     postgresql-15   # managed PostgreSQL services (tests/postgres.rs, locald psql)
     chromium        # the dashboard's browser test (locald-cli/tests/dashboard.rs)
     chromium-driver # chromedriver: WebDriver for that test
+    libnss3-tools   # certutil: locald trust/untrust of browser profiles (locald-cli/tests/trust.rs)
+    wrk             # scripts/bench-proxy
+    nginx           # scripts/bench-proxy: the reverse proxy locald's is compared with
 )
 
 # The docker CLI the Docker API tests drive (locald-cli/tests/docker_cli.rs): only the

@@ -6,6 +6,8 @@
 //! [`proxy::RouteTable`] that whoever knows the services fills and replaces at will.
 
 pub mod ca;
+#[cfg(target_os = "linux")]
+pub mod privhelper;
 pub mod proxy;
 pub mod trust;
 
