@@ -22,7 +22,7 @@ const CONFIG: &str = "/etc/locald/privhelper.conf";
 const HOSTS: &str = "/etc/hosts";
 /// Serialises `hosts sync` runs (the hosts file itself is replaced, so it cannot be
 /// the lock).
-const LOCK: &str = "/etc/.locald-hosts.lock";
+const LOCK: &str = "/etc/locald/hosts.lock";
 /// A hosts file larger than this is not one locald will rewrite.
 const MAX_HOSTS: u64 = 1 << 20;
 
