@@ -67,7 +67,11 @@ fn backend() -> u16 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// curl without -k: Ok(body) or Err(curl's error).
@@ -132,7 +136,10 @@ fn trust_makes_curl_and_chromium_accept_the_proxy_and_untrust_undoes_it() {
     restore.proxy = Some(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "locald proxy did not listen on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "locald proxy did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = format!("https://web.test.localhost:{port}/");
@@ -144,7 +151,11 @@ fn trust_makes_curl_and_chromium_accept_the_proxy_and_untrust_undoes_it() {
 
     let out = cmd(home.path(), &["trust"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("added to the system store"), "{stdout}");
     assert!(stdout.contains(".pki/nssdb"), "{stdout}");
     assert!(stdout.contains("NODE_EXTRA_CA_CERTS="), "{stdout}");
@@ -156,7 +167,11 @@ fn trust_makes_curl_and_chromium_accept_the_proxy_and_untrust_undoes_it() {
 
     let out = cmd(home.path(), &["untrust"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("removed from the system store"), "{stdout}");
     assert!(stdout.contains("removed from the NSS database"), "{stdout}");
     assert!(!Path::new(ANCHOR).exists());

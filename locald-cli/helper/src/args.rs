@@ -62,7 +62,9 @@ pub(crate) fn parse(args: &[OsString], suffixes: &[String]) -> Result<Verb, Stri
                 .parse()
                 .map_err(|_| format!("bind: {port:?} is not a port number"))?;
             if !ALLOWED_PORTS.contains(&port) {
-                return Err(format!("bind: port {port} is not allowed (only 80 and 443)"));
+                return Err(format!(
+                    "bind: port {port} is not allowed (only 80 and 443)"
+                ));
             }
             Ok(Verb::Bind(port))
         }
@@ -79,7 +81,10 @@ pub(crate) fn parse(args: &[OsString], suffixes: &[String]) -> Result<Verb, Stri
                 if !under(n, "localhost") && !suffixes.iter().any(|s| under(n, s)) {
                     return Err(format!(
                         "hosts sync: {n:?} is not under .localhost{}",
-                        suffixes.iter().map(|s| format!(" or .{s}")).collect::<String>()
+                        suffixes
+                            .iter()
+                            .map(|s| format!(" or .{s}"))
+                            .collect::<String>()
                     ));
                 }
                 if !out.iter().any(|o| o == n) {
@@ -197,8 +202,14 @@ mod tests {
             assert!(parse(&os(bad), &[]).is_err(), "{bad:?}");
         }
         assert_eq!(
-            parse(&os(&["hosts", "sync", "web.shop.localhost", "api.dev.test"]), &["dev.test".into()]),
-            Ok(Verb::HostsSync(vec!["web.shop.localhost".into(), "api.dev.test".into()]))
+            parse(
+                &os(&["hosts", "sync", "web.shop.localhost", "api.dev.test"]),
+                &["dev.test".into()]
+            ),
+            Ok(Verb::HostsSync(vec![
+                "web.shop.localhost".into(),
+                "api.dev.test".into()
+            ]))
         );
     }
 
@@ -210,8 +221,14 @@ mod tests {
             one,
             "127.0.0.1 localhost\n# BEGIN locald\n127.0.0.1 a.localhost\n::1 a.localhost\n# END locald\n"
         );
-        let two = replace_block(&format!("{one}10.0.0.1 other\n"), &hosts_block(&["b.localhost".into()])).unwrap();
-        assert!(two.contains("b.localhost") && !two.contains("a.localhost") && two.ends_with("other\n"));
+        let two = replace_block(
+            &format!("{one}10.0.0.1 other\n"),
+            &hosts_block(&["b.localhost".into()]),
+        )
+        .unwrap();
+        assert!(
+            two.contains("b.localhost") && !two.contains("a.localhost") && two.ends_with("other\n")
+        );
         assert_eq!(replace_block(&one, "").unwrap(), base);
         assert!(replace_block("# BEGIN locald\nx\n", "").is_err());
     }
@@ -219,7 +236,13 @@ mod tests {
     #[test]
     fn config() {
         let c = parse_config("# by locald setup\nuid = 1001\nsuffix = dev.test\n").unwrap();
-        assert_eq!(c, Config { uid: 1001, suffixes: vec!["dev.test".into()] });
+        assert_eq!(
+            c,
+            Config {
+                uid: 1001,
+                suffixes: vec!["dev.test".into()]
+            }
+        );
         assert!(parse_config("uid = 1\nuid = 2\n").is_err());
         assert!(parse_config("suffix = x\n").is_err());
         assert!(parse_config("uid = 1\nhosts = /tmp/x\n").is_err());

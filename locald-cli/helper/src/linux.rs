@@ -56,7 +56,9 @@ fn run() -> Result<(), String> {
         let r = unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
         (r.real, r.effective, r.saved)
     };
-    let rgid = unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?.real;
+    let rgid = unistd::getresgid()
+        .map_err(|e| format!("getresgid: {e}"))?
+        .real;
     if !euid.is_root() {
         return Err("not installed setuid root (run `locald setup` as root)".into());
     }
@@ -239,7 +241,11 @@ fn write_hosts(
             .custom_flags(libc_nofollow())
             .open(&tmp)?;
         t.write_all(bytes)?;
-        unistd::fchown(t.as_raw_fd(), Some(Uid::from_raw(md.uid())), Some(Gid::from_raw(md.gid())))?;
+        unistd::fchown(
+            t.as_raw_fd(),
+            Some(Uid::from_raw(md.uid())),
+            Some(Gid::from_raw(md.gid())),
+        )?;
         t.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -247,10 +253,14 @@ fn write_hosts(
         Ok(()) => Ok(()),
         // A bind-mounted /etc/hosts (containers) cannot be replaced: rewrite it in
         // place through the descriptor already checked.
-        Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) || e.raw_os_error() == Some(nix::libc::EXDEV) => {
+        Err(e)
+            if e.raw_os_error() == Some(nix::libc::EBUSY)
+                || e.raw_os_error() == Some(nix::libc::EXDEV) =>
+        {
             let _ = std::fs::remove_file(&tmp);
             f.write_all_at(bytes, 0).map_err(|e| err("write", e))?;
-            f.set_len(bytes.len() as u64).map_err(|e| err("truncate", e))?;
+            f.set_len(bytes.len() as u64)
+                .map_err(|e| err("truncate", e))?;
             f.sync_all().map_err(|e| err("sync", e))
         }
         Err(e) => {

@@ -321,7 +321,15 @@ mod tests {
     fn host_names() {
         assert!(is_host_name("web.shop.localhost"));
         assert!(is_host_name("a-b.localhost"));
-        for bad in ["", "-a.localhost", "a..localhost", "a_b.localhost", "../x", "a.", "é.localhost"] {
+        for bad in [
+            "",
+            "-a.localhost",
+            "a..localhost",
+            "a_b.localhost",
+            "../x",
+            "a.",
+            "é.localhost",
+        ] {
             assert!(!is_host_name(bad), "{bad}");
         }
         assert!(name_under("web.localhost", "localhost"));
@@ -337,7 +345,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(ca_dir.join(ROOT_KEY)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(ca_dir.join(ROOT_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let b = LocalCa::open(&ca_dir, &[]).unwrap();
@@ -346,7 +357,9 @@ mod tests {
         let err = a.leaf("example.com").unwrap_err().to_string();
         assert!(err.contains("example.com"), "{err}");
         // A suffix configured later than the root was made is refused with a way out.
-        let err = LocalCa::open(&ca_dir, &["test".into()]).unwrap_err().to_string();
+        let err = LocalCa::open(&ca_dir, &["test".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("locald untrust"), "{err}");
     }
 }

@@ -80,7 +80,13 @@ impl RouteTable {
     }
 
     fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.0.read().expect("route table").keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .0
+            .read()
+            .expect("route table")
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }
@@ -99,7 +105,13 @@ fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
 
-fn page(status: StatusCode, title: &str, text: &str, logs: &[String], refresh: bool) -> Response<Body> {
+fn page(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    logs: &[String],
+    refresh: bool,
+) -> Response<Body> {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -221,9 +233,10 @@ impl Proxy {
                 let io = TokioIo::new(tcp);
                 match https_port {
                     Some(port) => {
-                        let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                            Ok::<_, Infallible>(redirect(&req, port))
-                        });
+                        let svc =
+                            hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                                Ok::<_, Infallible>(redirect(&req, port))
+                            });
                         let _ = auto::Builder::new(TokioExecutor::new())
                             .serve_connection(io, svc)
                             .await;
@@ -250,7 +263,12 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr, proto: &str) -> Response<Body> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        proto: &str,
+    ) -> Response<Body> {
         let host = req
             .uri()
             .host()
@@ -305,7 +323,13 @@ impl Proxy {
             .map_or("/", |p| p.as_str())
             .to_owned();
         let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
-            return page(StatusCode::BAD_REQUEST, "bad request path", &path, &[], false);
+            return page(
+                StatusCode::BAD_REQUEST,
+                "bad request path",
+                &path,
+                &[],
+                false,
+            );
         };
         let upgrade = req.headers().get(header::UPGRADE).cloned();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -334,7 +358,10 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&xff) {
             h.insert("x-forwarded-for", v);
         }
-        h.insert("x-forwarded-proto", HeaderValue::from_static(if proto == "https" { "https" } else { "http" }));
+        h.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
+        );
         let out = Request::from_parts(parts, body);
         let mut resp = match self.client.request(out).await {
             Ok(r) => r,

@@ -142,14 +142,16 @@ pub fn trust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Trust
         .ok_or_else(|| TrustError::NoSystemStore(format!("{DEBIAN_DIR}, {FEDORA_DIR}")))?;
     match &store {
         SystemStore::MacOs => {
-            run(Command::new("security").args([
-                "add-trusted-cert",
-                "-d",
-                "-r",
-                "trustRoot",
-                "-k",
-                "/Library/Keychains/System.keychain",
-            ]).arg(root_path))?;
+            run(Command::new("security")
+                .args([
+                    "add-trusted-cert",
+                    "-d",
+                    "-r",
+                    "trustRoot",
+                    "-k",
+                    "/Library/Keychains/System.keychain",
+                ])
+                .arg(root_path))?;
             done.push("added to the macOS system keychain".to_owned());
         }
         SystemStore::Debian | SystemStore::Fedora => {
@@ -212,7 +214,10 @@ pub fn untrust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Tru
     let mut done = Vec::new();
     match SystemStore::detect() {
         Some(SystemStore::MacOs) => {
-            run(Command::new("security").arg("remove-trusted-cert").arg("-d").arg(root_path))?;
+            run(Command::new("security")
+                .arg("remove-trusted-cert")
+                .arg("-d")
+                .arg(root_path))?;
             done.push("removed from the macOS system keychain".to_owned());
         }
         Some(store) => {
@@ -220,10 +225,18 @@ pub fn untrust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Tru
             match std::fs::remove_file(&anchor) {
                 Ok(()) => {
                     update_system(&store)?;
-                    done.push(format!("removed from the system store ({})", anchor.display()));
+                    done.push(format!(
+                        "removed from the system store ({})",
+                        anchor.display()
+                    ));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(TrustError::Io { path: anchor, source }),
+                Err(source) => {
+                    return Err(TrustError::Io {
+                        path: anchor,
+                        source,
+                    })
+                }
             }
         }
         None => {}
@@ -235,7 +248,8 @@ pub fn untrust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Tru
             }
             let sql = format!("sql:{}", db.display());
             // Listed under its nickname means present; delete every copy.
-            while run(Command::new(&certutil).args(["-L", "-n", NSS_NICKNAME, "-d", &sql])).is_ok() {
+            while run(Command::new(&certutil).args(["-L", "-n", NSS_NICKNAME, "-d", &sql])).is_ok()
+            {
                 run(Command::new(&certutil).args(["-D", "-n", NSS_NICKNAME, "-d", &sql]))?;
                 done.push(format!("removed from the NSS database {}", db.display()));
             }

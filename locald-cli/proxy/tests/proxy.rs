@@ -35,37 +35,43 @@ async fn backend(name: &'static str) -> SocketAddr {
         loop {
             let (tcp, _) = l.accept().await.unwrap();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| async move {
-                    if req.headers().contains_key(hyper::header::UPGRADE) {
-                        let up = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            let mut io = TokioIo::new(up.await.unwrap());
-                            let mut buf = [0u8; 1024];
-                            loop {
-                                let n = io.read(&mut buf).await.unwrap_or(0);
-                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                    break;
+                let svc =
+                    hyper::service::service_fn(move |mut req: Request<Incoming>| async move {
+                        if req.headers().contains_key(hyper::header::UPGRADE) {
+                            let up = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let mut io = TokioIo::new(up.await.unwrap());
+                                let mut buf = [0u8; 1024];
+                                loop {
+                                    let n = io.read(&mut buf).await.unwrap_or(0);
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
                                 }
-                            }
-                        });
-                        let r = Response::builder()
-                            .status(StatusCode::SWITCHING_PROTOCOLS)
-                            .header("connection", "upgrade")
-                            .header("upgrade", "websocket")
-                            .body(text(String::new()))
-                            .unwrap();
-                        return Ok::<_, Infallible>(r);
-                    }
-                    if req.uri().path() == "/echo" {
-                        return Ok(Response::new(req.into_body().boxed()));
-                    }
-                    let mut out = format!("backend={name}\npath={}\n", req.uri());
-                    for h in ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
-                        let v = req.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
-                        out.push_str(&format!("{h}={}\n", v.unwrap_or_default()));
-                    }
-                    Ok(Response::new(text(out)))
-                });
+                            });
+                            let r = Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .body(text(String::new()))
+                                .unwrap();
+                            return Ok::<_, Infallible>(r);
+                        }
+                        if req.uri().path() == "/echo" {
+                            return Ok(Response::new(req.into_body().boxed()));
+                        }
+                        let mut out = format!("backend={name}\npath={}\n", req.uri());
+                        for h in [
+                            "host",
+                            "x-forwarded-for",
+                            "x-forwarded-proto",
+                            "x-forwarded-host",
+                        ] {
+                            let v = req.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
+                            out.push_str(&format!("{h}={}\n", v.unwrap_or_default()));
+                        }
+                        Ok(Response::new(text(out)))
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
                     .with_upgrades()
@@ -126,8 +132,15 @@ async fn https_h2_and_h1_reach_the_service_with_forwarded_headers() {
     let s = setup().await;
     let be = backend("one").await;
     s.routes.set(HOST, Route::Up(be));
-    for (http1, version) in [(false, reqwest::Version::HTTP_2), (true, reqwest::Version::HTTP_11)] {
-        let r = client(&s, http1).get(url(&s, "/headers?x=1")).send().await.unwrap();
+    for (http1, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let r = client(&s, http1)
+            .get(url(&s, "/headers?x=1"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.version(), version);
         let body = r.text().await.unwrap();
@@ -152,7 +165,10 @@ async fn streaming_body_survives_a_route_reload_and_new_requests_follow_it() {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        Some((Ok::<_, std::io::Error>(Bytes::from(format!("chunk{i};"))), i + 1))
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(format!("chunk{i};"))),
+            i + 1,
+        ))
     });
     let slow = tokio::spawn({
         let c = c.clone();
@@ -171,7 +187,14 @@ async fn streaming_body_survives_a_route_reload_and_new_requests_follow_it() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.routes
         .replace(HashMap::from([(HOST.to_owned(), Route::Up(two))]));
-    let body = c.get(url(&s, "/headers")).send().await.unwrap().text().await.unwrap();
+    let body = c
+        .get(url(&s, "/headers"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(body.contains("backend=two"), "{body}");
     let echoed = slow.await.unwrap();
     let want: String = (0..10).map(|i| format!("chunk{i};")).collect();
@@ -204,15 +227,25 @@ async fn pages_for_starting_crashed_unknown_and_nothing_listening() {
     let r = c.get(url(&s, "/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     let body = r.text().await.unwrap();
-    assert!(body.contains("has crashed") && body.contains("panicked at main.rs:3"), "{body}");
+    assert!(
+        body.contains("has crashed") && body.contains("panicked at main.rs:3"),
+        "{body}"
+    );
 
     // A port nothing listens on: bound, then closed.
-    let free = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let free = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     s.routes.set(HOST, Route::Up(free));
     let r = c.get(url(&s, "/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     let body = r.text().await.unwrap().to_lowercase();
-    assert!(body.contains(&format!("nothing answers on {free}")), "{body}");
+    assert!(
+        body.contains(&format!("nothing answers on {free}")),
+        "{body}"
+    );
     assert!(body.contains("connection refused"), "{body}");
 
     let r = c
@@ -222,7 +255,10 @@ async fn pages_for_starting_crashed_unknown_and_nothing_listening() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let body = r.text().await.unwrap();
-    assert!(body.contains("no service is named other.test.localhost"), "{body}");
+    assert!(
+        body.contains("no service is named other.test.localhost"),
+        "{body}"
+    );
     assert!(body.contains("Known names: web.test.localhost"), "{body}");
 }
 

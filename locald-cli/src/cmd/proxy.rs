@@ -19,11 +19,14 @@ pub(crate) fn ca_dir() -> PathBuf {
 /// Opens (or creates) the local CA.
 pub(crate) fn open_ca() -> anyhow::Result<LocalCa> {
     let dir = ca_dir();
-    LocalCa::open(&dir, &[]).with_context(|| format!("cannot open the local CA in {}", dir.display()))
+    LocalCa::open(&dir, &[])
+        .with_context(|| format!("cannot open the local CA in {}", dir.display()))
 }
 
 fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute())
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute())
 }
 
 /// `locald trust`: install the local CA's root.
@@ -146,11 +149,15 @@ pub(crate) fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     use locald_proxy::privhelper::{CONFIG, HELPER};
     use std::os::unix::fs::PermissionsExt;
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!("locald setup installs a setuid helper and must run as root (sudo locald setup)");
+        anyhow::bail!(
+            "locald setup installs a setuid helper and must run as root (sudo locald setup)"
+        );
     }
     let user = match args.user.or_else(|| std::env::var("SUDO_UID").ok()) {
         Some(u) => u,
-        None => anyhow::bail!("which user may use the helper? Pass --user NAME (or run through sudo)"),
+        None => {
+            anyhow::bail!("which user may use the helper? Pass --user NAME (or run through sudo)")
+        }
     };
     let uid = match user.parse::<u32>() {
         Ok(uid) => uid,
@@ -194,7 +201,11 @@ pub(crate) fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o4755))
         .with_context(|| format!("cannot make {} setuid", dest.display()))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "installed {} (setuid root) for uid {uid}", dest.display())?;
+    writeln!(
+        out,
+        "installed {} (setuid root) for uid {uid}",
+        dest.display()
+    )?;
     writeln!(out, "recorded the allowed uid in {}", conf.display())?;
     Ok(ExitCode::SUCCESS)
 }
