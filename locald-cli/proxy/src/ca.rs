@@ -302,7 +302,8 @@ struct Resolver(Arc<LocalCa>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?;
+        // A client that connected by address sends no name: it gets `localhost`'s.
+        let name = hello.server_name().unwrap_or(LOCALHOST);
         match self.0.leaf(name) {
             Ok(k) => Some(k),
             Err(e) => {

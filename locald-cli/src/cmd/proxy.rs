@@ -65,6 +65,9 @@ pub(crate) struct Args {
     /// Where to serve plain HTTP, which redirects to HTTPS.
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Proxy plain HTTP on `--http` as well, instead of redirecting it to HTTPS.
+    #[arg(long, requires = "http")]
+    no_redirect: bool,
     /// A route, HOST=PORT (to 127.0.0.1) or HOST=ADDR:PORT; repeatable.
     #[arg(long = "route", value_name = "HOST=PORT")]
     routes: Vec<String>,
@@ -99,7 +102,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let https_port = https.local_addr()?.port();
     if let Some(addr) = args.http {
         let http = listen(addr).await?;
-        tokio::spawn(proxy.clone().serve_http(http, Some(https_port)));
+        let redirect = (!args.no_redirect).then_some(https_port);
+        tokio::spawn(proxy.clone().serve_http(http, redirect));
     }
     tokio::spawn(proxy.serve_https(https, ca));
     tokio::signal::ctrl_c().await?;
@@ -108,7 +112,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Binds `addr`; a refused port 80 or 443 on 127.0.0.1 is asked of the setuid helper
 /// `locald setup` installed.
-async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => Ok(l),
         #[cfg(target_os = "linux")]
