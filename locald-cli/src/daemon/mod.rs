@@ -39,6 +39,7 @@ mod docker;
 mod error;
 mod project_routes;
 pub mod projects;
+pub mod proxy;
 mod server;
 mod session;
 mod state;
