@@ -1,5 +1,5 @@
 //! The setuid helper as a normal user would meet it: installed by `locald setup`, used
-//! by the user `locald-test` (made by scripts/test), refused to anyone else and for
+//! by the user `locald-proxy-test` (made by scripts/test), refused to anyone else and for
 //! anything but its two verbs.
 //!
 //! The real /etc/hosts is never touched. Each case runs in a mount and network
@@ -22,7 +22,7 @@ struct Env {
 
 fn id(flag: &str) -> Option<u32> {
     let out = Command::new("id")
-        .args([flag, "locald-test"])
+        .args([flag, "locald-proxy-test"])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -35,7 +35,7 @@ fn env(test: &str) -> Option<Env> {
     let (Some(uid), Some(gid)) = (id("-u"), id("-g")) else {
         locald_test_support::unavailable(
             test,
-            "needs the user locald-test (scripts/test makes it)",
+            "needs the user locald-proxy-test (scripts/test makes it)",
         );
         return None;
     };
@@ -65,8 +65,8 @@ impl Env {
     }
 
     /// Runs `body` (sh) in fresh mount and network namespaces after installing the
-    /// helper there with `locald setup --user locald-test`. `$AS_USER` runs a command
-    /// as locald-test, `$OTHER` as nobody, `$H` is the installed helper.
+    /// helper there with `locald setup --user locald-proxy-test`. `$AS_USER` runs a command
+    /// as locald-proxy-test, `$OTHER` as nobody, `$H` is the installed helper.
     fn ns(&self, body: &str) -> Output {
         let script = format!(
             r#"set -e
@@ -76,7 +76,7 @@ mkdir -p /usr/local/libexec
 [ -d "$t/etc" ] || cp -a /etc "$t/etc"
 mount --bind "$t/etc" /etc
 mount -t tmpfs -o mode=755 tmpfs /usr/local/libexec
-"$LOCALD" setup --user locald-test --helper "$HELPER" >/dev/null
+"$LOCALD" setup --user locald-proxy-test --helper "$HELPER" >/dev/null
 H=/usr/local/libexec/locald-privhelper
 AS_USER="setpriv --reuid={uid} --regid={gid} --clear-groups --"
 OTHER="setpriv --reuid=65534 --regid=65534 --clear-groups --"
@@ -277,8 +277,72 @@ kill $backend $proxy"#,
     assert!(out.contains("hello through 443\ncurl=0"), "{out}");
     assert!(
         out.contains(&format!("proxy uid={}\n", e.uid)),
-        "the proxy ran as locald-test: {out}"
+        "the proxy ran as locald-proxy-test: {out}"
     );
     // Ports below 1024 are privileged in that namespace, so 443 came from the helper.
     assert!(out.contains("unprivileged_port_start=1024"), "{out}");
+}
+
+#[test]
+fn locald_up_serves_https_on_443_with_a_trusted_certificate_as_a_normal_user() {
+    let Some(e) = env("privhelper locald up on 443") else {
+        return;
+    };
+    if !locald_test_support::require(
+        "privhelper locald up on 443",
+        true,
+        &["update-ca-certificates"],
+    ) {
+        return;
+    }
+    let home = e.t().join("home");
+    let project = home.join("project");
+    std::fs::create_dir_all(project.join("www")).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/project");
+    for f in ["locald.toml", "www/index.html"] {
+        std::fs::copy(example.join(f), project.join(f)).unwrap();
+    }
+    Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", e.uid, e.gid))
+        .arg(&home)
+        .status()
+        .unwrap();
+    // The system store is changed only in the namespace: a copy of the anchors
+    // directory is mounted over it (/etc, where the bundle is built, is a copy already).
+    let o = e.ns(&format!(
+        r#"cp -a /usr/local/share/ca-certificates {t}/anchors
+mount --bind {t}/anchors /usr/local/share/ca-certificates
+export HOME={home} LOCALD_HOME={home}/locald
+unset XDG_RUNTIME_DIR LOCALD_HOST LOCALD_PROXY
+cd {home}/project
+$AS_USER "$LOCALD" up -d >{t}/up.log 2>&1 || {{ echo "up failed"; cat {t}/up.log; cat $LOCALD_HOME/daemon.log; }}
+for i in $(seq 100); do
+    curl -s -o /dev/null -k https://web.hello.localhost/ && break
+    sleep 0.1
+done
+"$LOCALD" trust >/dev/null || echo "trust failed"
+echo "page=$($AS_USER curl -sS https://web.hello.localhost/)"
+echo "redirect=$($AS_USER curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://web.hello.localhost/x)"
+grep -c 'web.hello.localhost' /etc/hosts | sed 's/^/hosts=/'
+pid=$($AS_USER "$LOCALD" daemon status --json | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -1)
+echo "daemon uid=$(ps -o uid= -p "$pid" | tr -d ' ')"
+$AS_USER "$LOCALD" down hello >/dev/null 2>&1
+kill "$pid"
+while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done"#,
+        t = e.t().display(),
+        home = home.display(),
+    ));
+    let out = text(&o);
+    assert!(out.contains("page=hello from locald up"), "{out}");
+    assert!(
+        out.contains("redirect=308 https://web.hello.localhost/x"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hosts=2"),
+        "the helper listed the name in /etc/hosts: {out}"
+    );
+    assert!(out.contains(&format!("daemon uid={}\n", e.uid)), "{out}");
+    assert!(!out.contains("failed"), "{out}");
 }
