@@ -134,6 +134,7 @@ pub(crate) async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpLi
 }
 
 /// Arguments of `locald setup`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #[derive(Debug, clap::Args)]
 pub(crate) struct SetupArgs {
     /// The user allowed to use the helper (name or uid; default: the user who ran sudo).
