@@ -156,19 +156,26 @@ pub fn trust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Trust
         }
         SystemStore::Debian | SystemStore::Fedora => {
             let anchor = store.anchor_path().expect("file-based store");
-            let pem = std::fs::read(root_path).map_err(|source| TrustError::Io {
-                path: root_path.to_owned(),
-                source,
-            })?;
-            locald_runtime::util::write_atomic_with(
-                &anchor,
-                &pem,
-                &locald_runtime::util::AtomicWrite::new().mode(0o644),
-            )
-            .map_err(|e| TrustError::Io {
-                path: anchor.clone(),
-                source: std::io::Error::other(e),
-            })?;
+            if is_root() {
+                let pem = std::fs::read(root_path).map_err(|source| TrustError::Io {
+                    path: root_path.to_owned(),
+                    source,
+                })?;
+                locald_runtime::util::write_atomic_with(
+                    &anchor,
+                    &pem,
+                    &locald_runtime::util::AtomicWrite::new().mode(0o644),
+                )
+                .map_err(|e| TrustError::Io {
+                    path: anchor.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+            } else {
+                run(as_root("install")
+                    .args(["-m", "0644"])
+                    .arg(root_path)
+                    .arg(&anchor))?;
+            }
             update_system(&store)?;
             done.push(format!("added to the system store ({})", anchor.display()));
         }
@@ -214,7 +221,7 @@ pub fn untrust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Tru
     let mut done = Vec::new();
     match SystemStore::detect() {
         Some(SystemStore::MacOs) => {
-            run(Command::new("security")
+            run(as_root("security")
                 .arg("remove-trusted-cert")
                 .arg("-d")
                 .arg(root_path))?;
@@ -222,7 +229,15 @@ pub fn untrust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Tru
         }
         Some(store) => {
             let anchor = store.anchor_path().expect("file-based store");
-            match std::fs::remove_file(&anchor) {
+            let removed = if is_root() {
+                std::fs::remove_file(&anchor)
+            } else if anchor.exists() {
+                run(as_root("rm").arg("-f").arg(&anchor))?;
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::NotFound.into())
+            };
+            match removed {
                 Ok(()) => {
                     update_system(&store)?;
                     done.push(format!(
@@ -260,8 +275,31 @@ pub fn untrust(root_path: &Path, home: Option<&Path>) -> Result<Vec<String>, Tru
 
 fn update_system(store: &SystemStore) -> Result<(), TrustError> {
     match store {
-        SystemStore::Debian => run(&mut Command::new("update-ca-certificates")),
-        SystemStore::Fedora => run(Command::new("update-ca-trust").arg("extract")),
+        SystemStore::Debian => run(&mut as_root("update-ca-certificates")),
+        SystemStore::Fedora => run(as_root("update-ca-trust").arg("extract")),
         SystemStore::MacOs => Ok(()),
+    }
+}
+
+fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        nix::unistd::geteuid().is_root()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// `program`, through `sudo` unless this already runs as root: only the system
+/// store's steps need it; the user's NSS databases and CA stay theirs.
+fn as_root(program: &str) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(program);
+        c
     }
 }
