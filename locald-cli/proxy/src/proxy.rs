@@ -101,6 +101,9 @@ fn host_without_port(host: &str) -> &str {
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A client gets this long to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
@@ -201,17 +204,28 @@ impl Proxy {
     pub async fn serve_https(self, listener: TcpListener, ca: Arc<LocalCa>) {
         let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, most likely: give connections time to close.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let this = self.clone();
             tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let tls = match handshake.await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
                         tracing::debug!("TLS handshake with {peer}: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake with {peer}: timed out");
                         return;
                     }
                 };
@@ -224,8 +238,14 @@ impl Proxy {
     /// (443 gives URLs without a port), otherwise proxies as over HTTPS.
     pub async fn serve_http(self, listener: TcpListener, https_port: Option<u16>) {
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, most likely: give connections time to close.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
