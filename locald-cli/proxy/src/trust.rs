@@ -303,3 +303,30 @@ fn as_root(program: &str) -> Command {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nss_databases_are_chromiums_and_each_firefox_profile_with_a_cert_db() {
+        let home = tempfile::tempdir().unwrap();
+        let ff = home.path().join(".mozilla/firefox");
+        for (profile, db) in [("a.default", true), ("b.other", true), ("c.empty", false)] {
+            std::fs::create_dir_all(ff.join(profile)).unwrap();
+            if db {
+                std::fs::write(ff.join(profile).join("cert9.db"), b"").unwrap();
+            }
+        }
+        let mut got = nss_databases(home.path());
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                home.path().join(".mozilla/firefox/a.default"),
+                home.path().join(".mozilla/firefox/b.other"),
+                home.path().join(".pki/nssdb"),
+            ]
+        );
+    }
+}
