@@ -187,6 +187,12 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         .proxy
         .or_else(|| std::env::var("LOCALD_PROXY").ok())
         .unwrap_or_else(|| default_proxy().into());
+    #[cfg(not(target_os = "linux"))]
+    anyhow::ensure!(
+        proxy == "none",
+        "--proxy {proxy}: the HTTPS proxy is only available on Linux for now"
+    );
+    #[cfg(target_os = "linux")]
     if proxy != "none" && !args.stdio {
         let addr: std::net::SocketAddr = proxy
             .parse()
@@ -301,6 +307,7 @@ fn default_proxy() -> &'static str {
 
 /// Starts the HTTPS proxy on `addr` (and HTTP on port 80 redirecting to it when `addr`
 /// is port 443) with routes from the daemon's projects.
+#[cfg(target_os = "linux")]
 async fn serve_proxy(server: &Server, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let ca = std::sync::Arc::new(crate::cmd::proxy::open_ca()?);
     let https = crate::cmd::proxy::listen(addr).await?;
@@ -315,10 +322,7 @@ async fn serve_proxy(server: &Server, addr: std::net::SocketAddr) -> anyhow::Res
         }
     }
     tokio::spawn(proxy.serve_https(https, ca));
-    #[cfg(target_os = "linux")]
     let helper = locald_proxy::privhelper::installed();
-    #[cfg(not(target_os = "linux"))]
-    let helper = None;
     tokio::spawn(crate::daemon::proxy::follow(
         server.projects().clone(),
         table,

@@ -1,5 +1,6 @@
 //! `locald trust`, `locald untrust` and `locald proxy`: the local CA in the trust
-//! stores, and the HTTPS proxy on its own (the daemon runs the same proxy).
+//! stores, and the HTTPS proxy on its own (the daemon runs the same proxy). Linux only
+//! for now (the proxy's TLS uses ring, which the macOS and Windows builds leave out).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -115,7 +116,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub(crate) async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => Ok(l),
-        #[cfg(target_os = "linux")]
         Err(e)
             if e.kind() == std::io::ErrorKind::PermissionDenied
                 && addr.ip() == std::net::IpAddr::from([127, 0, 0, 1])
@@ -134,7 +134,6 @@ pub(crate) async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpLi
 }
 
 /// Arguments of `locald setup`.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #[derive(Debug, clap::Args)]
 pub(crate) struct SetupArgs {
     /// The user allowed to use the helper (name or uid; default: the user who ran sudo).
@@ -149,7 +148,6 @@ pub(crate) struct SetupArgs {
 }
 
 /// `locald setup`: as root, install the setuid helper for ports 80/443 and /etc/hosts.
-#[cfg(target_os = "linux")]
 pub(crate) fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     use locald_proxy::privhelper::{CONFIG, HELPER};
     use std::os::unix::fs::PermissionsExt;
@@ -213,10 +211,4 @@ pub(crate) fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(out, "recorded the allowed uid in {}", conf.display())?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `locald setup` elsewhere: nothing to install.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn setup(_args: SetupArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("locald setup is only needed on Linux")
 }

@@ -84,7 +84,6 @@ pub async fn follow(projects: Arc<Projects>, table: RouteTable, hosts: Option<st
             logs.remove(&(p.to_owned(), s.to_owned()))
                 .unwrap_or_default()
         });
-        #[cfg(target_os = "linux")]
         if let Some(helper) = &hosts {
             let mut names: Vec<String> = now.keys().cloned().collect();
             names.sort();
@@ -102,8 +101,6 @@ pub async fn follow(projects: Arc<Projects>, table: RouteTable, hosts: Option<st
                 }
             }
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (&hosts, &mut synced);
         table.replace(now);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
