@@ -38,6 +38,9 @@ TEST_PACKAGES=(
     chromium-driver # chromedriver: WebDriver for that test
     uidmap          # newuidmap/newgidmap for the rootless tests (locald-cli/tests/rootless.rs)
     debootstrap     # the Debian image of the rootless tests, from the configured mirror
+    libnss3-tools   # certutil: locald trust/untrust of browser profiles (locald-cli/tests/trust.rs)
+    wrk             # scripts/bench-proxy
+    nginx           # scripts/bench-proxy: the reverse proxy locald's is compared with
 )
 
 # The docker CLI the Docker API tests drive (locald-cli/tests/docker_cli.rs): only the

@@ -89,6 +89,20 @@ enum Commands {
     /// Open psql on a project's managed PostgreSQL (arguments for psql after --).
     #[cfg(unix)]
     Psql(cmd::psql::Args),
+    /// As root, once: install the setuid helper that lets your user's locald serve
+    /// ports 80 and 443 and keep its names in /etc/hosts.
+    #[cfg(target_os = "linux")]
+    Setup(cmd::proxy::SetupArgs),
+    /// Install the local CA's root in the system store and browser profiles, so
+    /// `https://*.localhost` pages served by locald are trusted.
+    #[cfg(target_os = "linux")]
+    Trust,
+    /// Remove the local CA's root from where `locald trust` put it.
+    #[cfg(target_os = "linux")]
+    Untrust,
+    /// Serve HTTPS for `*.localhost` names to local ports (the daemon runs the same proxy).
+    #[cfg(target_os = "linux")]
+    Proxy(cmd::proxy::Args),
     /// Serve the runtime over the daemon API, or tell whether a daemon runs.
     Daemon(cmd::daemon::Args),
     /// Manage locald-vm, the Lima VM that runs Linux work on macOS.
@@ -131,6 +145,8 @@ pub fn main() -> ExitCode {
     let mut builder = match cli.command {
         // The daemon serves many clients at once: give it every core.
         Commands::Daemon(_) => tokio::runtime::Builder::new_multi_thread(),
+        #[cfg(target_os = "linux")]
+        Commands::Proxy(_) => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -172,6 +188,14 @@ pub fn main() -> ExitCode {
             Commands::Rm(args) => cmd::rm::run(args, host).await,
             Commands::Inspect(args) => cmd::inspect::run(args, host).await,
             Commands::Vm(args) => cmd::vm::run(args).await,
+            #[cfg(target_os = "linux")]
+            Commands::Setup(args) => cmd::proxy::setup(args),
+            #[cfg(target_os = "linux")]
+            Commands::Trust => cmd::proxy::trust(),
+            #[cfg(target_os = "linux")]
+            Commands::Untrust => cmd::proxy::untrust(),
+            #[cfg(target_os = "linux")]
+            Commands::Proxy(args) => cmd::proxy::run(args).await,
         }
     });
     // A blocking stdin reader may still wait for input nobody will send: do not wait

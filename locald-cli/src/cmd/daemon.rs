@@ -72,6 +72,13 @@ pub(crate) struct Args {
     #[arg(long, value_name = "127.0.0.1:PORT", conflicts_with = "stdio")]
     dashboard: Option<String>,
 
+    /// Serve HTTPS for `<service>.<project>.localhost` on this loopback address, and
+    /// with 127.0.0.1:443 plain HTTP on port 80 redirecting to it (`none`: no proxy)
+    /// [default: $LOCALD_PROXY, else 127.0.0.1:443 once `locald setup` installed the
+    /// helper that binds it, else none].
+    #[arg(long, value_name = "127.0.0.1:PORT", conflicts_with = "stdio")]
+    proxy: Option<String>,
+
     /// How long requests in flight and spawned commands get to end when stopping.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
@@ -176,6 +183,25 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
             Err(err) => tracing::warn!(%err, "running without the dashboard"),
         }
     }
+    let proxy = args
+        .proxy
+        .or_else(|| std::env::var("LOCALD_PROXY").ok())
+        .unwrap_or_else(|| default_proxy().into());
+    #[cfg(not(target_os = "linux"))]
+    anyhow::ensure!(
+        proxy == "none",
+        "--proxy {proxy}: the HTTPS proxy is only available on Linux for now"
+    );
+    #[cfg(target_os = "linux")]
+    if proxy != "none" && !args.stdio {
+        let addr: std::net::SocketAddr = proxy
+            .parse()
+            .with_context(|| format!("--proxy {proxy}: not an address such as 127.0.0.1:443"))?;
+        match serve_proxy(&server, addr).await {
+            Ok(()) => tracing::info!(%addr, "proxy: https://<service>.<project>.localhost"),
+            Err(err) => tracing::warn!(err = format!("{err:#}"), "running without the proxy"),
+        }
+    }
     // The socket last: once it answers, everything is ready.
     let socket = args
         .socket
@@ -268,4 +294,39 @@ async fn status(args: StatusArgs, host: Option<&str>) -> anyhow::Result<ExitCode
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// 127.0.0.1:443 when the setuid helper is installed (it binds that port), else none.
+fn default_proxy() -> &'static str {
+    #[cfg(target_os = "linux")]
+    if locald_proxy::privhelper::installed().is_some() {
+        return "127.0.0.1:443";
+    }
+    "none"
+}
+
+/// Starts the HTTPS proxy on `addr` (and HTTP on port 80 redirecting to it when `addr`
+/// is port 443) with routes from the daemon's projects.
+#[cfg(target_os = "linux")]
+async fn serve_proxy(server: &Server, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let ca = std::sync::Arc::new(crate::cmd::proxy::open_ca()?);
+    let https = crate::cmd::proxy::listen(addr).await?;
+    let table = locald_proxy::RouteTable::new();
+    let proxy = locald_proxy::Proxy::new(table.clone());
+    if addr.port() == 443 {
+        match crate::cmd::proxy::listen(std::net::SocketAddr::new(addr.ip(), 80)).await {
+            Ok(http) => {
+                tokio::spawn(proxy.clone().serve_http(http, Some(443)));
+            }
+            Err(err) => tracing::warn!(err = format!("{err:#}"), "no HTTP to HTTPS redirect"),
+        }
+    }
+    tokio::spawn(proxy.serve_https(https, ca));
+    let helper = locald_proxy::privhelper::installed();
+    tokio::spawn(crate::daemon::proxy::follow(
+        server.projects().clone(),
+        table,
+        helper,
+    ));
+    Ok(())
 }

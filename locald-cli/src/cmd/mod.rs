@@ -9,6 +9,8 @@ pub(crate) mod kill;
 pub(crate) mod login;
 pub(crate) mod logs;
 pub(crate) mod project;
+#[cfg(target_os = "linux")]
+pub(crate) mod proxy;
 pub(crate) mod ps;
 #[cfg(unix)]
 pub(crate) mod psql;

@@ -39,6 +39,8 @@ mod docker;
 mod error;
 mod project_routes;
 pub mod projects;
+#[cfg(target_os = "linux")]
+pub mod proxy;
 mod server;
 mod session;
 mod state;
