@@ -325,9 +325,11 @@ done
 echo "page=$($AS_USER curl -sS https://web.hello.localhost/)"
 echo "redirect=$($AS_USER curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://web.hello.localhost/x)"
 grep -c 'web.hello.localhost' /etc/hosts | sed 's/^/hosts=/'
+echo "dashboard=$($AS_USER curl -sS -o /dev/null -w '%{{http_code}}' https://locald.localhost/)"
+echo "link=$($AS_USER "$LOCALD" dashboard --no-open)"
 pid=$($AS_USER "$LOCALD" daemon status --json | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -1)
 echo "daemon uid=$(ps -o uid= -p "$pid" | tr -d ' ')"
-$AS_USER "$LOCALD" down hello >/dev/null 2>&1
+$AS_USER "$LOCALD" down -p hello >/dev/null 2>&1
 kill "$pid"
 while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done"#,
         t = e.t().display(),
@@ -337,6 +339,12 @@ while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done"#,
     assert!(out.contains("page=hello from locald up"), "{out}");
     assert!(
         out.contains("redirect=308 https://web.hello.localhost/x"),
+        "{out}"
+    );
+    // The dashboard is behind the proxy too, and its links point there.
+    assert!(out.contains("dashboard=401"), "{out}");
+    assert!(
+        out.contains("link=https://locald.localhost/login?token="),
         "{out}"
     );
     assert!(

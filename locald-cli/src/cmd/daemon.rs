@@ -327,6 +327,10 @@ async fn serve_proxy(server: &Server, addr: std::net::SocketAddr) -> anyhow::Res
         server.projects().clone(),
         table,
         helper,
+        server.dashboard_addr(),
     ));
+    if addr.port() == 443 {
+        server.set_dashboard_base(format!("https://{}", crate::daemon::proxy::DASHBOARD_HOST));
+    }
     Ok(())
 }

@@ -56,11 +56,20 @@ pub fn routes(
     out
 }
 
-/// Keeps `table` in step with `projects` until the task is dropped. With `hosts`
+/// The dashboard's name behind the proxy.
+pub const DASHBOARD_HOST: &str = "locald.localhost";
+
+/// Keeps `table` in step with `projects` (and `locald.localhost` on the dashboard
+/// at `dashboard`, when it is served) until the task is dropped. With `hosts`
 /// (the setuid helper), the names also go into the locald block of /etc/hosts
 /// whenever they change, for programs whose resolver does not map `*.localhost` to
 /// loopback by itself.
-pub async fn follow(projects: Arc<Projects>, table: RouteTable, hosts: Option<std::path::PathBuf>) {
+pub async fn follow(
+    projects: Arc<Projects>,
+    table: RouteTable,
+    hosts: Option<std::path::PathBuf>,
+    dashboard: Option<SocketAddr>,
+) {
     let mut synced: Option<Vec<String>> = None;
     loop {
         let list = projects.list();
@@ -80,10 +89,13 @@ pub async fn follow(projects: Arc<Projects>, table: RouteTable, hosts: Option<st
                 }
             }
         }
-        let now = routes(&list, |p, s| {
+        let mut now = routes(&list, |p, s| {
             logs.remove(&(p.to_owned(), s.to_owned()))
                 .unwrap_or_default()
         });
+        if let Some(addr) = dashboard {
+            now.insert(DASHBOARD_HOST.to_owned(), Route::Up(addr));
+        }
         if let Some(helper) = &hosts {
             let mut names: Vec<String> = now.keys().cloned().collect();
             names.sort();

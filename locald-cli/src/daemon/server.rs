@@ -290,6 +290,18 @@ impl Server {
         }
     }
 
+    /// Where the dashboard is served, once [`Server::serve_dashboard`] set it up.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.shared.dashboard.get().map(|d| d.addr())
+    }
+
+    /// Makes the dashboard's links point at `base` (the HTTPS proxy in front of it).
+    pub fn set_dashboard_base(&self, base: impl Into<String>) {
+        if let Some(d) = self.shared.dashboard.get() {
+            d.set_public_base(base);
+        }
+    }
+
     /// The `locald.toml` projects this daemon supervises.
     pub fn projects(&self) -> &Arc<Projects> {
         &self.shared.projects

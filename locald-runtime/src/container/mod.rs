@@ -46,8 +46,8 @@ use locald_core::{
 };
 use tokio::io::AsyncReadExt;
 
-pub use rootless::{rootless_readiness, RootlessCheck};
 use crate::timing;
+pub use rootless::{rootless_readiness, RootlessCheck};
 
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 

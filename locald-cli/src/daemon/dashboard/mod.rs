@@ -87,6 +87,8 @@ pub struct Dashboard {
     info: locald::remote::DaemonInfo,
     logins: Mutex<HashMap<String, Instant>>,
     sessions: Mutex<HashMap<String, Instant>>,
+    /// Where browsers reach it when not directly (the HTTPS proxy's address).
+    public: std::sync::OnceLock<String>,
 }
 
 impl Dashboard {
@@ -104,19 +106,35 @@ impl Dashboard {
             info,
             logins: Mutex::default(),
             sessions: Mutex::default(),
+            public: std::sync::OnceLock::new(),
         })
     }
 
-    /// A new one-time login link: `http://locald.localhost:PORT/login?token=…`.
+    /// The address it is served at.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Makes links point at `base` (such as `https://locald.localhost`, the HTTPS
+    /// proxy in front of it) instead of its own address.
+    pub fn set_public_base(&self, base: impl Into<String>) {
+        let _ = self.public.set(base.into());
+    }
+
+    /// A new one-time login link: `http://locald.localhost:PORT/login?token=…` (or
+    /// under the base set by [`Dashboard::set_public_base`]).
     pub fn login_url(&self) -> std::io::Result<String> {
         let token = locald::native::util::random_id().map_err(|e| e.into_io_error())?;
         let mut logins = self.logins.lock().unwrap();
         logins.retain(|_, made| made.elapsed() < LOGIN_TTL);
         logins.insert(token.clone(), Instant::now());
-        Ok(format!(
-            "http://locald.localhost:{}/login?token={token}",
-            self.addr.port()
-        ))
+        Ok(match self.public.get() {
+            Some(base) => format!("{base}/login?token={token}"),
+            None => format!(
+                "http://locald.localhost:{}/login?token={token}",
+                self.addr.port()
+            ),
+        })
     }
 
     fn take_login(&self, token: &str) -> bool {
