@@ -204,16 +204,7 @@ impl Proxy {
     pub async fn serve_https(self, listener: TcpListener, ca: Arc<LocalCa>) {
         let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of descriptors, most likely: give connections time to close.
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+            let (tcp, peer) = accept(&listener).await;
             let acceptor = acceptor.clone();
             let this = self.clone();
             tokio::spawn(async move {
@@ -238,16 +229,7 @@ impl Proxy {
     /// (443 gives URLs without a port), otherwise proxies as over HTTPS.
     pub async fn serve_http(self, listener: TcpListener, https_port: Option<u16>) {
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of descriptors, most likely: give connections time to close.
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+            let (tcp, peer) = accept(&listener).await;
             let this = self.clone();
             tokio::spawn(async move {
                 let io = TokioIo::new(tcp);
@@ -438,4 +420,21 @@ fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Body> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// The next connection on `listener`, with Nagle off. A failed accept (out of
+/// descriptors, most likely) waits a little, to give connections time to close.
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                return (tcp, peer);
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
