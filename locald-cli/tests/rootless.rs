@@ -586,7 +586,8 @@ async fn conformance_containers_in_process_as_a_normal_user() {
     if std::env::var_os(INNER).is_some() {
         assert!(!is_root());
         let rt = std::sync::Arc::new(locald_runtime::ContainerRuntime::new());
-        locald_conformance::cases::containers(rt).await;
+        locald_conformance::cases::containers(rt.clone()).await;
+        locald_conformance::cases::terminals(rt).await;
         return;
     }
     let Some(user) = TestUser::get(NAME) else {
@@ -625,7 +626,9 @@ async fn conformance_containers_through_a_daemon_as_a_normal_user() {
                 .await
         });
         let remote = RemoteRuntime::connect(Host::Unix(socket)).await.unwrap();
-        locald_conformance::cases::containers(std::sync::Arc::new(remote)).await;
+        let remote = std::sync::Arc::new(remote);
+        locald_conformance::cases::containers(remote.clone()).await;
+        locald_conformance::cases::terminals(remote).await;
         let _ = stop.send(());
         serving.await.unwrap().unwrap();
         return;

@@ -47,6 +47,8 @@ pub struct Command {
     stderr: Stdio,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "millis")]
     timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tty: Option<Option<crate::TerminalSize>>,
 }
 
 /// The environment a command starts with.
@@ -120,6 +122,7 @@ impl Command {
             stdout: Stdio::default(),
             stderr: Stdio::default(),
             timeout: None,
+            tty: None,
         }
     }
 
@@ -205,6 +208,32 @@ impl Command {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Runs the command on a terminal (a pseudo-terminal the runtime makes, as
+    /// `docker exec -t` does): stdout carries everything the program writes, stderr
+    /// stays empty, and [`Process::resize`](crate::Process::resize) sets its size.
+    /// Supported by [`Runtime::exec`](crate::Runtime::exec) of container runtimes.
+    pub fn tty(mut self, tty: bool) -> Self {
+        self.tty = tty.then_some(self.tty.flatten());
+        self
+    }
+
+    /// Runs the command on a terminal of this size from its first instruction (implies
+    /// [`Command::tty`]).
+    pub fn terminal_size(mut self, size: crate::TerminalSize) -> Self {
+        self.tty = Some(Some(size));
+        self
+    }
+
+    /// Whether the command runs on a terminal.
+    pub fn get_tty(&self) -> bool {
+        self.tty.is_some()
+    }
+
+    /// The terminal's initial size, if one was given.
+    pub fn get_terminal_size(&self) -> Option<crate::TerminalSize> {
+        self.tty.flatten()
     }
 
     /// The program.

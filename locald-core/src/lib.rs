@@ -120,7 +120,7 @@ pub use error::{Error, Result};
 pub use image::ImageRef;
 pub use paths::Paths;
 pub use platform::{Detection, Platform, PlatformProbe};
-pub use process::{Process, ProcessControl, ProcessOutput, ProcessStdin};
+pub use process::{Process, ProcessControl, ProcessOutput, ProcessStdin, TerminalSize};
 pub use runtime::{
     Capability, ImageSummary, LogChunks, ProgressSender, PruneReport, PullOptions, PullProgress,
     RegistryLogin, Runtime, RuntimeInfo,

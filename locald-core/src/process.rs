@@ -25,6 +25,33 @@ pub trait ProcessControl: Send + Sync + fmt::Debug {
     /// Sends `signal` to the process and everything it started (its process group).
     /// Sending to a process that already ended is not an error.
     async fn kill(&mut self, signal: Signal) -> Result<()>;
+
+    /// Sets the size of the process's terminal (the program gets `SIGWINCH`). A process
+    /// started without a terminal refuses; that is the default.
+    async fn resize(&mut self, size: TerminalSize) -> Result<()> {
+        let _ = size;
+        Err(crate::Error::invalid(
+            "terminal",
+            "resize",
+            "this process has no terminal",
+        ))
+    }
+}
+
+/// The size of a terminal in character cells, as `stty size` prints it (rows first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TerminalSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+impl TerminalSize {
+    /// A size of `rows` lines by `cols` columns.
+    pub fn new(rows: u16, cols: u16) -> Self {
+        TerminalSize { rows, cols }
+    }
 }
 
 /// A running command. Dropping it kills the command's whole process group with SIGKILL
@@ -111,6 +138,13 @@ impl Process {
     /// Sends a signal to the process and its process group.
     pub async fn kill(&mut self, signal: Signal) -> Result<()> {
         self.control.kill(signal).await
+    }
+
+    /// Sets the size of the process's terminal ([`Command::tty`](crate::Command::tty),
+    /// [`ContainerSpec::tty`](crate::ContainerSpec::tty)); the program gets `SIGWINCH`,
+    /// as after a resize of a real terminal. A process without a terminal refuses.
+    pub async fn resize(&mut self, size: TerminalSize) -> Result<()> {
+        self.control.resize(size).await
     }
 
     /// Closes stdin, reads the stdout and stderr pipes that were not taken to their

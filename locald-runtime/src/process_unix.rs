@@ -33,6 +33,13 @@ fn to_std_stdio(stdio: Stdio) -> StdStdio {
 /// Starts `command` as the leader of a new process group.
 pub(crate) fn spawn_child(command: &Command) -> Result<Child> {
     command.validate()?;
+    if command.get_tty() {
+        return Err(Error::invalid(
+            "command",
+            command.get_program(),
+            "a terminal is made for commands run in containers (exec) only",
+        ));
+    }
     if let Some(dir) = command.get_current_dir() {
         // Checked first: a missing working directory makes spawn fail with ENOENT,
         // which would otherwise be reported as a missing program.

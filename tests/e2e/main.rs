@@ -41,7 +41,12 @@ impl Locald {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_locald"));
+        self.command(env!("CARGO_BIN_EXE_locald"), args)
+    }
+
+    /// `program` (locald, or what runs it) with `args`, for this home (and daemon).
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("LOCALD_HOME", self.home.path())
             .env_remove("RUST_LOG")
@@ -1003,6 +1008,105 @@ mod containers {
         let out = l.run(&["run", "--rm", "--network", "none", "--rootfs", &r, "true"]);
         assert!(out.status.success());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    }
+
+    /// Runs `args` as if typed at a terminal of 24x80 (the CLI leads a session whose
+    /// controlling terminal it is), resizes that terminal to 50x132 once `24 80` shows,
+    /// and returns what appeared on it and the exit code.
+    fn on_a_terminal(l: &Locald, args: &[&str]) -> (String, Option<i32>) {
+        use std::io::Read;
+        let size = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        let slave = nix::unistd::ttyname(&pty.slave).unwrap();
+        // util-linux's `setsid --ctty` makes the terminal on stdin the session's.
+        let mut cmd = l.command("setsid", &["-w", "-c", env!("CARGO_BIN_EXE_locald")]);
+        cmd.args(args)
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave));
+        let mut child = cmd.spawn().unwrap();
+        // Only the CLI holds the terminal now: its output ends when the CLI's does.
+        drop(cmd);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut master = std::fs::File::from(pty.master);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = String::new();
+        let mut resized = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !seen.contains("50 132") && Instant::now() < deadline {
+            if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(100)) {
+                seen.push_str(&String::from_utf8_lossy(&bytes));
+            }
+            if !resized && seen.contains("24 80") {
+                resized = true;
+                let status = Command::new("stty")
+                    .arg("-F")
+                    .arg(&slave)
+                    .args(["rows", "50", "cols", "132"])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
+        let code = child.wait().unwrap().code();
+        while let Ok(bytes) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        (seen, code)
+    }
+
+    /// Prints the terminal's size, then the new size after a resize, and exits 7.
+    const ON_A_TERMINAL: &str =
+        "trap 'stty size; exit 7' WINCH; stty size; while :; do sleep 0.1; done";
+
+    #[test]
+    fn run_t_and_exec_t_follow_the_callers_terminal() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let (seen, code) = on_a_terminal(
+            &l,
+            &[
+                "run",
+                "--rm",
+                "-t",
+                "--rootfs",
+                &r,
+                "sh",
+                "-c",
+                ON_A_TERMINAL,
+            ],
+        );
+        assert!(seen.contains("24 80\r\n"), "{seen:?}");
+        assert!(seen.contains("50 132\r\n"), "{seen:?}");
+        assert_eq!(code, Some(7), "{seen:?}");
+
+        let out = l.run(&[
+            "run", "-d", "--name", "shell", "--rootfs", &r, "sleep", "300",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (seen, code) = on_a_terminal(&l, &["exec", "-it", "shell", "sh", "-c", ON_A_TERMINAL]);
+        assert!(seen.contains("24 80\r\n"), "{seen:?}");
+        assert!(seen.contains("50 132\r\n"), "{seen:?}");
+        assert_eq!(code, Some(7), "{seen:?}");
+
+        // On the host there is no terminal to make.
+        let out = l.run(&["exec", "-t", "--", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(stderr(&out).contains("containers only"), "{}", stderr(&out));
+        assert!(l.run(&["rm", "-f", "shell"]).status.success());
+        assert_eq!(l.containers_left(), 0);
     }
 }
 

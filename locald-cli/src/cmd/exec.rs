@@ -24,7 +24,8 @@ Examples:
   locald exec -- uname -a
   locald exec --env GREETING=hi -- sh -c 'echo $GREETING'
   locald exec --timeout 5s -- make test
-  locald exec web cat /etc/hostname      (in the running container \"web\")")]
+  locald exec web cat /etc/hostname      (in the running container \"web\")
+  locald exec -it web sh                 (a shell on a terminal in \"web\")")]
 pub(crate) struct Args {
     /// Set an environment variable (KEY=VALUE), or pass one through from here (KEY).
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
@@ -35,15 +36,16 @@ pub(crate) struct Args {
     workdir: Option<std::path::PathBuf>,
 
     /// Kill the command and everything it started after this long (5, 1.5s, 500ms, 2m).
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
     /// Forward this process's stdin to the command.
     #[arg(short, long)]
     interactive: bool,
 
-    /// Allocate a terminal (containers only; not supported yet for exec).
-    #[arg(short = 'T', long)]
+    /// Allocate a terminal (commands in containers only), sized as this one and
+    /// resized with it.
+    #[arg(short, long)]
     tty: bool,
 
     /// The program and its arguments.
@@ -85,6 +87,12 @@ fn build_command(args: &Args) -> anyhow::Result<Command> {
     }
     if let Some(timeout) = args.timeout {
         cmd = cmd.timeout(timeout);
+    }
+    if args.tty {
+        cmd = match terminal_size() {
+            Some(size) => cmd.terminal_size(size),
+            None => cmd.tty(true),
+        };
     }
     cmd = cmd
         .stdin(if args.interactive {
@@ -140,9 +148,8 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
     let mut args = args;
     if target.is_some() {
         args.command.remove(0);
-        if args.tty {
-            bail!("a terminal for exec is not supported yet; run without -t");
-        }
+    } else if args.tty {
+        bail!("a terminal (-t) is made for commands in containers only: name a running container");
     }
     let command = build_command(&args)?;
     // The command leads its own process group, so a Ctrl-C at the terminal reaches
@@ -155,7 +162,11 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         None => runtime.spawn(command).await?,
     };
 
-    let (status, [out, err]) = attach(&mut process, &mut signals).await?;
+    // With a terminal, keystrokes go to the command as typed (Ctrl-C included).
+    let _raw = (args.tty && args.interactive)
+        .then(RawTerminal::enable)
+        .flatten();
+    let (status, [out, err]) = attach(&mut process, &mut signals, args.tty).await?;
     for task in [out, err] {
         match task.await {
             Ok(Ok(())) => {}
@@ -173,6 +184,7 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
 pub(crate) async fn attach(
     process: &mut Process,
     signals: &mut Signals,
+    tty: bool,
 ) -> anyhow::Result<(ExitStatus, [JoinHandle<std::io::Result<()>>; 2])> {
     if let Some(mut stdin) = process.take_stdin() {
         tokio::spawn(async move {
@@ -182,15 +194,108 @@ pub(crate) async fn attach(
     }
     let out = tokio::spawn(pump(process.take_stdout(), tokio::io::stdout()));
     let err = tokio::spawn(pump(process.take_stderr(), tokio::io::stderr()));
+    // This terminal's size changes reach the process's terminal.
+    let mut resized = tty.then(Resized::new).and_then(Result::ok);
     let status = loop {
         let forward = tokio::select! {
             status = process.wait() => break status?,
             signal = signals.recv() => signal,
+            () = Resized::recv(&mut resized) => {
+                if let Some(size) = terminal_size() {
+                    if let Err(e) = process.resize(size).await {
+                        tracing::debug!(error = %e, "resizing the terminal");
+                    }
+                }
+                continue;
+            }
         };
         tracing::info!(signal = %forward, "forwarding signal");
         process.kill(forward).await?;
     };
     Ok((status, [out, err]))
+}
+
+/// The size of the terminal locald runs on (its stdout's, else its stdin's).
+pub(crate) fn terminal_size() -> Option<locald::TerminalSize> {
+    let (terminal_size::Width(cols), terminal_size::Height(rows)) =
+        terminal_size::terminal_size_of(std::io::stdout())
+            .or_else(|| terminal_size::terminal_size_of(std::io::stdin()))?;
+    Some(locald::TerminalSize::new(rows, cols))
+}
+
+/// `SIGWINCH`: this terminal was resized.
+#[cfg(unix)]
+struct Resized(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Resized {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::window_change()).map(Resized)
+    }
+
+    /// The next resize; never, without a handler.
+    async fn recv(this: &mut Option<Self>) {
+        let Some(Resized(signal)) = this else {
+            return std::future::pending().await;
+        };
+        if signal.recv().await.is_none() {
+            *this = None;
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Resized;
+
+#[cfg(not(unix))]
+impl Resized {
+    fn new() -> std::io::Result<Self> {
+        Ok(Resized)
+    }
+
+    async fn recv(_: &mut Option<Self>) {
+        std::future::pending().await
+    }
+}
+
+/// The caller's terminal in raw mode, restored when dropped.
+#[cfg(unix)]
+pub(crate) struct RawTerminal(nix::sys::termios::Termios);
+
+#[cfg(unix)]
+impl RawTerminal {
+    pub(crate) fn enable() -> Option<Self> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let original = tcgetattr(&stdin).ok()?;
+        let mut raw = original.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal(original))
+    }
+}
+
+#[cfg(unix)]
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+#[cfg(not(unix))]
+pub(crate) struct RawTerminal;
+
+#[cfg(not(unix))]
+impl RawTerminal {
+    pub(crate) fn enable() -> Option<Self> {
+        None
+    }
 }
 
 /// The termination signals locald passes on to the command it runs.

@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use locald::{native::timing, ContainerSpec, NetworkMode};
 
-use super::exec::{attach, Signals};
+use super::exec::{attach, terminal_size, RawTerminal, Signals};
 
 /// Arguments of `locald run`.
 #[derive(Debug, clap::Args)]
@@ -166,6 +166,9 @@ fn build_spec(args: &Args) -> anyhow::Result<ContainerSpec> {
     if args.rootfs.is_none() {
         b = b.insecure(args.insecure);
     }
+    if let Some(size) = terminal_size().filter(|_| args.tty) {
+        b = b.terminal_size(size);
+    }
     b = b
         .read_only(args.read_only)
         .safe(args.safe)
@@ -220,7 +223,7 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         None
     };
     let t = timing::phase("cli: attach until the exit");
-    let (status, [out, err]) = attach(handle.process(), &mut signals).await?;
+    let (status, [out, err]) = attach(handle.process(), &mut signals, args.tty).await?;
     for task in [out, err] {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -242,42 +245,4 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
             .with_context(|| format!("removing container {}", &id[..12]))?;
     }
     Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8))
-}
-
-/// The caller's terminal in raw mode, restored when dropped.
-#[cfg(unix)]
-struct RawTerminal(nix::sys::termios::Termios);
-
-#[cfg(unix)]
-impl RawTerminal {
-    fn enable() -> Option<Self> {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let original = tcgetattr(&stdin).ok()?;
-        let mut raw = original.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
-        Some(RawTerminal(original))
-    }
-}
-
-#[cfg(unix)]
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(
-            std::io::stdin(),
-            nix::sys::termios::SetArg::TCSANOW,
-            &self.0,
-        );
-    }
-}
-
-#[cfg(not(unix))]
-struct RawTerminal;
-
-#[cfg(not(unix))]
-impl RawTerminal {
-    fn enable() -> Option<Self> {
-        None
-    }
 }

@@ -224,12 +224,14 @@ fn stream_process(
     mut process: Process,
     extra: &[(&'static str, String)],
     owner: Owner,
+    tty: bool,
 ) -> ApiResult<Response> {
     let pid = process.id();
     let pipes = crate::daemon::session::Pipes {
         stdin: process.take_stdin(),
         stdout: process.take_stdout(),
         stderr: process.take_stderr(),
+        tty,
     };
     let mut builder = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -277,14 +279,16 @@ async fn spawn(State(s): State<Arc<Shared>>, mut req: Request) -> ApiResult<Resp
     let upgrade = take_upgrade(&mut req)?;
     let command: Command = parse_body(req).await?;
     check_command(&command)?;
+    let tty = command.get_tty();
     let process = s.runtime.spawn(command).await?;
-    stream_process(&s, upgrade, process, &[], Owner::Daemon)
+    stream_process(&s, upgrade, process, &[], Owner::Daemon, tty)
 }
 
 async fn run_container(State(s): State<Arc<Shared>>, mut req: Request) -> ApiResult<Response> {
     let upgrade = take_upgrade(&mut req)?;
     let spec: ContainerSpec = parse_body(req).await?;
     let auto_remove = spec.auto_remove;
+    let tty = spec.tty;
     let handle = s.runtime.run_container(spec).await?;
     let (id, name, process) = handle.into_parts();
     if auto_remove {
@@ -301,6 +305,7 @@ async fn run_container(State(s): State<Arc<Shared>>, mut req: Request) -> ApiRes
         process,
         &[(HEADER_CONTAINER_ID, id), (HEADER_CONTAINER_NAME, name)],
         Owner::Container,
+        tty,
     )
 }
 
@@ -414,8 +419,9 @@ async fn exec(
     let upgrade = take_upgrade(&mut req)?;
     let command: Command = parse_body(req).await?;
     check_command(&command)?;
+    let tty = command.get_tty();
     let process = s.runtime.exec(&id, command).await?;
-    stream_process(&s, upgrade, process, &[], Owner::Daemon)
+    stream_process(&s, upgrade, process, &[], Owner::Daemon, tty)
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,8 @@ const STDIN_BUDGET: usize = 8 << 20;
 enum Control {
     /// A kill frame (or why it could not be read).
     Kill(locald::Result<Signal>),
+    /// A resize frame.
+    Resize(locald::TerminalSize),
     /// The client closed its side.
     Closed,
 }
@@ -35,6 +37,8 @@ pub(crate) struct Pipes {
     pub(crate) stdin: Option<ProcessStdin>,
     pub(crate) stdout: Option<ProcessOutput>,
     pub(crate) stderr: Option<ProcessOutput>,
+    /// The process runs on a terminal (resize frames reach it).
+    pub(crate) tty: bool,
 }
 
 impl Pipes {
@@ -44,6 +48,7 @@ impl Pipes {
             ("stdin", self.stdin.is_some()),
             ("stdout", self.stdout.is_some()),
             ("stderr", self.stderr.is_some()),
+            ("tty", self.tty),
         ]
         .iter()
         .filter(|(_, has)| *has)
@@ -143,6 +148,14 @@ pub(crate) async fn serve<IO>(
                         return;
                     }
                 }
+                FrameKind::Resize => match frame.parse::<locald::TerminalSize>() {
+                    Ok(size) => {
+                        if control_tx.send(Control::Resize(size)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) => tracing::debug!(%err, "ignoring a bad resize frame"),
+                },
                 other => tracing::debug!(kind = ?other, "ignoring a frame only the daemon sends"),
             }
         }
@@ -173,6 +186,11 @@ pub(crate) async fn serve<IO>(
                         Err(err) => Err(err),
                     };
                     let _ = out_tx.send(Frame::json(FrameKind::Killed, &Outcome::from_result(&result))).await;
+                }
+                Some(Control::Resize(size)) => {
+                    if let Err(err) = process.as_mut().expect("kept until the client leaves").resize(size).await {
+                        tracing::debug!(%err, "resizing a terminal");
+                    }
                 }
                 // The client dropped the process or went away. Dropping a process that
                 // was not waited for kills it.

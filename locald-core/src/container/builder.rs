@@ -27,6 +27,7 @@ pub struct ContainerSpecBuilder {
     pids: Option<i64>,
     network: Option<NetworkMode>,
     tty: bool,
+    terminal_size: Option<crate::TerminalSize>,
     stdin: bool,
     read_only: bool,
     isolation: Isolation,
@@ -147,6 +148,14 @@ impl ContainerSpecBuilder {
     /// Allocates a terminal (default `false`).
     pub fn tty(mut self, tty: bool) -> Self {
         self.tty = tty;
+        self
+    }
+
+    /// Allocates a terminal of this size from the container's start (implies
+    /// [`tty`](Self::tty)); resize it later with [`Process::resize`](crate::Process::resize).
+    pub fn terminal_size(mut self, size: crate::TerminalSize) -> Self {
+        self.tty = true;
+        self.terminal_size = Some(size);
         self
     }
 
@@ -378,6 +387,7 @@ impl ContainerSpecBuilder {
             resources: Resources { memory, cpus, pids },
             network,
             tty: self.tty,
+            terminal_size: self.terminal_size.filter(|_| self.tty),
             stdin: self.stdin,
             read_only: self.read_only,
             isolation: self.isolation,

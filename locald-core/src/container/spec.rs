@@ -114,6 +114,10 @@ pub struct ContainerSpec {
     pub network: NetworkMode,
     /// Allocate a terminal.
     pub tty: bool,
+    /// The terminal's size from the start (with `tty`); `None` leaves it to the
+    /// runtime until [`Process::resize`](crate::Process::resize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_size: Option<crate::TerminalSize>,
     /// Keep stdin open for the caller to write to.
     pub stdin: bool,
     /// Mount the root filesystem read-only.

@@ -76,7 +76,7 @@ pub const HEADER_CONTAINER_ID: &str = "locald-container-id";
 pub const HEADER_CONTAINER_NAME: &str = "locald-container-name";
 
 /// Response header: which pipes the process has, of `stdin`, `stdout` and `stderr`,
-/// comma-separated.
+/// comma-separated, and `tty` when it runs on a terminal (it takes resize frames).
 pub const HEADER_STREAMS: &str = "locald-streams";
 
 /// The content type of a framed response body (logs).
@@ -680,6 +680,10 @@ pub enum FrameKind {
     Kill,
     /// Daemon to client: how the last kill went; the payload is a JSON `Outcome<()>`.
     Killed,
+    /// Client to daemon: set the size of the process's terminal; the payload is a JSON
+    /// [`TerminalSize`](crate::TerminalSize). No answer: a process without a terminal
+    /// ignores it.
+    Resize,
 }
 
 impl FrameKind {
@@ -691,6 +695,7 @@ impl FrameKind {
             FrameKind::End => 3,
             FrameKind::Kill => 4,
             FrameKind::Killed => 5,
+            FrameKind::Resize => 6,
         }
     }
 
@@ -702,6 +707,7 @@ impl FrameKind {
             3 => FrameKind::End,
             4 => FrameKind::Kill,
             5 => FrameKind::Killed,
+            6 => FrameKind::Resize,
             _ => return None,
         })
     }
@@ -917,6 +923,7 @@ mod tests {
         let frames = [
             Frame::new(FrameKind::Stdout, b"hello".to_vec()),
             Frame::new(FrameKind::Stderr, Vec::new()),
+            Frame::json(FrameKind::Resize, &crate::TerminalSize::new(24, 80)),
             Frame::json(
                 FrameKind::Kill,
                 &KillRequest {

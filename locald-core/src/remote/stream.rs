@@ -51,6 +51,7 @@ pub(crate) struct Streams {
     pub(crate) stdin: bool,
     pub(crate) stdout: bool,
     pub(crate) stderr: bool,
+    pub(crate) tty: bool,
 }
 
 impl Streams {
@@ -60,6 +61,7 @@ impl Streams {
             stdin: names.contains(&"stdin"),
             stdout: names.contains(&"stdout"),
             stderr: names.contains(&"stderr"),
+            tty: names.contains(&"tty"),
         }
     }
 }
@@ -168,7 +170,7 @@ where
                         let _ = waiter.send(result);
                     }
                 }
-                FrameKind::Stdin | FrameKind::Kill => {
+                FrameKind::Stdin | FrameKind::Kill | FrameKind::Resize => {
                     tracing::debug!(kind = ?frame.kind, "ignoring a frame only clients send");
                 }
             }
@@ -224,6 +226,7 @@ where
     }
     let control = RemoteProcess {
         pid,
+        tty: streams.tty,
         out: Some(out_tx),
         exit: exit_rx,
         pending,
@@ -245,6 +248,7 @@ fn pipe(wanted: bool) -> (Option<DuplexStream>, Option<DuplexStream>) {
 #[derive(Debug)]
 struct RemoteProcess {
     pid: Option<u32>,
+    tty: bool,
     out: Option<mpsc::Sender<Frame>>,
     exit: watch::Receiver<Exit>,
     pending: PendingKills,
@@ -297,6 +301,22 @@ impl ProcessControl for RemoteProcess {
             return Err(lost().to_error());
         }
         rx.await.unwrap_or_else(|_| Err(lost().to_error()))
+    }
+
+    async fn resize(&mut self, size: crate::TerminalSize) -> Result<()> {
+        if !self.tty {
+            return Err(Error::invalid(
+                "terminal",
+                "resize",
+                "this process has no terminal",
+            ));
+        }
+        let Some(out) = &self.out else {
+            return Err(lost().to_error());
+        };
+        out.send(Frame::json(FrameKind::Resize, &size))
+            .await
+            .map_err(|_| lost().to_error())
     }
 }
 

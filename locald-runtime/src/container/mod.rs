@@ -518,6 +518,7 @@ impl ContainerRuntime {
             create_mount_points: user_namespace,
             rootless: resolved.rootless.clone(),
             tty: spec.tty,
+            terminal_size: spec.terminal_size,
             stdin: spec.stdin,
             attach: true,
             auto_remove: spec.auto_remove,
@@ -1002,12 +1003,46 @@ impl ProcessControl for ContainerControl {
         }
         Ok(())
     }
+
+    async fn resize(&mut self, size: locald_core::TerminalSize) -> Result<()> {
+        resize_container(&self.dir, size).await
+    }
+}
+
+/// Asks the shim of the container in `dir` to resize its terminal.
+async fn resize_container(dir: &Path, size: locald_core::TerminalSize) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let path = dir.join(shim::protocol::TTY_SOCKET);
+    let err = |e: io::Error| Error::io("resizing the container's terminal", e);
+    // The shim listens only while the container, started with a terminal, runs.
+    let mut conn = match tokio::net::UnixStream::connect(&path).await {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(Error::invalid(
+                "terminal",
+                "resize",
+                "the container has no terminal or is not running",
+            ))
+        }
+        Err(e) => return Err(err(e)),
+    };
+    conn.write_all(format!("{} {}\n", size.rows, size.cols).as_bytes())
+        .await
+        .map_err(err)?;
+    conn.shutdown().await.map_err(err)
 }
 
 /// A command started in a container by `exec`.
 #[derive(Debug)]
 struct ExecControl {
     child: tokio::process::Child,
+    /// With a terminal: where resize lines go.
+    resize: Option<std::fs::File>,
     status_pipe: tokio::net::unix::pipe::Receiver,
     buf: Vec<u8>,
     pid: u32,
@@ -1044,6 +1079,27 @@ impl ProcessControl for ExecControl {
         }
         sys::kill(self.pid, signal)
             .map_err(|e| Error::io(format!("sending {signal} to the exec"), e))
+    }
+
+    async fn resize(&mut self, size: locald_core::TerminalSize) -> Result<()> {
+        use std::io::Write;
+        let Some(pipe) = self.resize.as_mut() else {
+            return Err(Error::invalid(
+                "terminal",
+                "resize",
+                "this process has no terminal",
+            ));
+        };
+        if self.status.is_some() {
+            return Ok(());
+        }
+        // A line is far below the pipe's atomic size: the write never blocks for long.
+        match pipe.write_all(format!("{} {}\n", size.rows, size.cols).as_bytes()) {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                Err(Error::io("resizing the exec's terminal", e))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -1320,6 +1376,7 @@ impl Runtime for ContainerRuntime {
             env,
             cwd: command.get_current_dir().map(Path::to_owned),
             join_user_namespace_of: st.pid.filter(|_| rootless),
+            tty: command.get_tty().then(|| command.get_terminal_size()),
         };
         let request = serde_json::to_string(&request)
             .map_err(|e| Error::io("encoding the exec request", io::Error::other(e)))?;
@@ -1340,7 +1397,14 @@ impl Runtime for ContainerRuntime {
         cmd.stdout(out(command.get_stdout()));
         cmd.stderr(out(command.get_stderr()));
         cmd.kill_on_drop(false);
-        let mapped = sys::map_fds(&mut cmd, vec![(status_w, shim::fds::SYNC)], false)?;
+        let mut fds = vec![(status_w, shim::fds::SYNC)];
+        let mut resize = None;
+        if command.get_tty() {
+            let (r, w) = sys::pipe()?;
+            fds.push((r, shim::fds::EXEC_RESIZE));
+            resize = Some(std::fs::File::from(w));
+        }
+        let mapped = sys::map_fds(&mut cmd, fds, false)?;
         let mut child = cmd.spawn().map_err(|e| Error::Spawn {
             program: shim_program.display().to_string(),
             source: e,
@@ -1382,6 +1446,7 @@ impl Runtime for ContainerRuntime {
         let (stdout, stderr) = crate::process_unix::output_pipes(&mut child);
         let control = ExecControl {
             child,
+            resize,
             status_pipe,
             buf: rest,
             pid,

@@ -91,6 +91,9 @@ pub(crate) enum ShimError {
     /// The runtime library refused the container (or exec) or failed creating it.
     #[error(transparent)]
     Create(LibcontainerError),
+    /// The process description of an exec on a terminal could not be written.
+    #[error("writing the exec's process description")]
+    ExecProcess(#[source] io::Error),
     /// The container's terminal never arrived.
     #[error("receiving the container's terminal")]
     Terminal(#[source] io::Error),
@@ -604,7 +607,12 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     let init = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
     let pty = match console {
         Some(listener) => match receive_pty(&listener) {
-            Ok(fd) => Some(fd),
+            Ok(fd) => {
+                if let Some(size) = cfg.terminal_size {
+                    let _ = set_terminal_size(&fd, size);
+                }
+                Some(fd)
+            }
             Err(e) => {
                 abandon(&mut container, init);
                 return Err(ShimError::Terminal(e));
@@ -760,6 +768,16 @@ fn supervise(
         let client_err = client_err.and_then(|fd| pipe_sender(fd).ok());
         let mut relays = Vec::new();
         if let Some(pty) = started.pty {
+            let _ = std::fs::remove_file(protocol::TTY_SOCKET);
+            match (
+                pty.try_clone(),
+                tokio::net::UnixListener::bind(protocol::TTY_SOCKET),
+            ) {
+                (Ok(control), Ok(listener)) => {
+                    tokio::task::spawn_local(resize_server(listener, control));
+                }
+                (_, Err(e)) | (Err(e), _) => shim_log(&format!("no terminal resizing: {e}")),
+            }
             // The terminal carries both output streams; the caller's input goes in.
             if let (Some(stdin), Ok(writer)) = (started.tty_input, pty.try_clone()) {
                 tokio::task::spawn_local(async move {
@@ -823,6 +841,7 @@ fn supervise(
         for f in forwarders {
             f.abort();
         }
+        let _ = std::fs::remove_file(protocol::TTY_SOCKET);
         // The namespace's last process is gone: its network goes with it.
         drop(pasta);
         // The init's end kills everything else in its pid namespace; the pipes close
@@ -859,42 +878,196 @@ fn exec(dir: &Path, request: &str) -> i32 {
         return 2;
     };
     ignore_sigpipe();
-    let pid = match exec_start(dir, request) {
-        Ok(pid) => pid,
+    let (pid, pty) = match exec_start(dir, request) {
+        Ok(started) => started,
         Err(e) => {
             send(&status_fd, &Message::Failed { error: e.report() });
             return 1;
         }
     };
     send(&status_fd, &Message::Started { pid: pid as u32 });
+    let output_done = pty.map(exec_terminal);
     let status = wait_blocking(pid);
+    if let Some(done) = output_done {
+        // What the command wrote before it ended; a descendant that keeps the terminal
+        // open does not hold the exit up for long.
+        let _ = done.recv_timeout(Duration::from_secs(1));
+    }
     reap_leftovers();
     send(&status_fd, &Message::Exited { status });
     0
 }
 
-/// Starts the process `request` asks for in the container; returns its pid.
-fn exec_start(dir: &Path, request: &str) -> Result<i32, ShimError> {
+/// Starts the process `request` asks for in the container; returns its pid and, with a
+/// terminal, the terminal's controlling side.
+fn exec_start(dir: &Path, request: &str) -> Result<(i32, Option<OwnedFd>), ShimError> {
     let req: ExecRequest = serde_json::from_str(request).map_err(ShimError::ExecRequest)?;
     if let Some(pid) = req.join_user_namespace_of {
         join_user_namespace(pid).map_err(ShimError::UserNamespace)?;
     }
-    let builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(dir.join("lc"))
         .map_err(ShimError::Create)?;
+    let mut terminal = None;
+    let mut process_file = None;
+    if let Some(size) = req.tty {
+        // The runtime library takes a terminal only from a whole process description.
+        let path = dir.join(format!("exec-{}.json", std::process::id()));
+        write_exec_process(dir, &req, &path).map_err(ShimError::ExecProcess)?;
+        process_file = Some(path);
+        std::env::set_current_dir(dir).map_err(ShimError::ConsoleSocket)?;
+        let name = format!("exec-{}.sock", std::process::id());
+        let _ = std::fs::remove_file(&name);
+        let listener =
+            std::os::unix::net::UnixListener::bind(&name).map_err(ShimError::ConsoleSocket)?;
+        builder = builder.with_console_socket(Some(dir.join(&name)));
+        // Received (and sized) as soon as it is sent, before the command runs on.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let received = receive_pty(&listener).inspect(|pty| {
+                if let Some(size) = size {
+                    let _ = set_terminal_size(pty, size);
+                }
+            });
+            let _ = std::fs::remove_file(&name);
+            let _ = tx.send(received);
+        });
+        terminal = Some(rx);
+    }
     let built = builder
         .as_tenant()
         .with_container_args(req.args)
         .with_env(req.env)
         .with_cwd(req.cwd)
+        .with_process(process_file.as_ref())
         .with_detach(true)
         .build();
-    match built {
-        Ok(pid) => Ok(pid.as_raw()),
+    if let Some(path) = &process_file {
+        let _ = std::fs::remove_file(path);
+    }
+    let pid = match built {
+        Ok(pid) => pid.as_raw(),
         Err(e) => {
             reap_leftovers();
-            Err(ShimError::Create(e))
+            return Err(ShimError::Create(e));
         }
+    };
+    let pty = match terminal {
+        Some(rx) => {
+            let received = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| Err(io::Error::other("no terminal was sent")));
+            match received {
+                Ok(pty) => Some(pty),
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                    return Err(ShimError::Terminal(e));
+                }
+            }
+        }
+        None => None,
+    };
+    Ok((pid, pty))
+}
+
+/// The process description of a command run on a terminal: the container's own (its
+/// capabilities, limits, no-new-privileges), with the command's arguments, environment
+/// and working directory, as root, as an exec without a terminal runs.
+fn write_exec_process(dir: &Path, req: &ExecRequest, path: &Path) -> io::Result<()> {
+    let spec = oci_spec::runtime::Spec::load(dir.join("config.json")).map_err(io::Error::other)?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    for (key, value) in &req.env {
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key.as_str()));
+        env.push(format!("{key}={value}"));
+    }
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    process
+        .set_args(Some(req.args.clone()))
+        .set_env(Some(env))
+        .set_cwd(req.cwd.clone().unwrap_or_else(|| PathBuf::from("/")))
+        .set_terminal(Some(true))
+        .set_console_size(None)
+        .set_user(oci_spec::runtime::User::default());
+    let json = serde_json::to_vec(&process).map_err(io::Error::other)?;
+    std::fs::write(path, json)
+}
+
+/// Relays a command's terminal: the shim's stdin to it, its output to the shim's
+/// stdout, and resize lines from [`fds::EXEC_RESIZE`]. The receiver hears when the
+/// output has ended.
+fn exec_terminal(pty: OwnedFd) -> std::sync::mpsc::Receiver<()> {
+    use std::io::{BufRead, Read};
+    if let Some(resize) = take_fd(fds::EXEC_RESIZE) {
+        if let Ok(pty) = pty.try_clone() {
+            std::thread::spawn(move || {
+                for line in io::BufReader::new(File::from(resize)).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(size) = protocol::parse_size(&line) {
+                        let _ = set_terminal_size(&pty, size);
+                    }
+                }
+            });
+        }
+    }
+    if let Ok(pty) = pty.try_clone() {
+        std::thread::spawn(move || {
+            let mut to = File::from(pty);
+            let _ = io::copy(&mut io::stdin().lock(), &mut to);
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut from = File::from(pty);
+        let mut out = io::stdout().lock();
+        let mut buf = [0u8; 16 * 1024];
+        // Ends at EIO once the last holder of the terminal's other side is gone.
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx
+}
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// Sets a terminal's size; its foreground process group gets `SIGWINCH`.
+fn set_terminal_size(pty: &impl AsRawFd, size: locald_core::TerminalSize) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which outlives the call.
+    unsafe { tiocswinsz(pty.as_raw_fd(), &ws) }
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Serves resize lines for the container's terminal on [`protocol::TTY_SOCKET`].
+async fn resize_server(listener: tokio::net::UnixListener, pty: OwnedFd) {
+    use tokio::io::AsyncBufReadExt;
+    let pty = Rc::new(pty);
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            return;
+        };
+        let pty = pty.clone();
+        tokio::task::spawn_local(async move {
+            let mut lines = tokio::io::BufReader::new(conn).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(size) = protocol::parse_size(&line) {
+                    let _ = set_terminal_size(&*pty, size);
+                }
+            }
+        });
     }
 }
 

@@ -21,7 +21,7 @@ use std::{any::Any, sync::Arc, time::Duration};
 
 use locald_core::{
     Capability, Command, ContainerSpec, Error, ExitStatus, ImageRef, LogOptions, PullOptions,
-    Runtime, Signal, Stdin, Stdio,
+    Runtime, Signal, Stdin, Stdio, TerminalSize,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -87,6 +87,7 @@ macro_rules! conformance_suite {
             concurrent_commands,
             unsupported_capabilities,
             containers,
+            terminals,
         );
     };
     (@cases $factory:path; $($case:ident,)*) => {
@@ -591,5 +592,107 @@ pub mod cases {
         rt.remove_container(&id, false).await.unwrap();
         let err = rt.inspect_container(&id).await.unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    }
+
+    /// On a terminal, the program prints its size, then waits for `SIGWINCH`, prints
+    /// the new size and exits 7.
+    const ON_A_TERMINAL: &str = "trap 'stty size; exit 7' WINCH; stty size; \
+                                 while :; do sleep 0.1; done";
+
+    /// Reads `out` until it holds `want` (a terminal ends lines with `\r\n`).
+    async fn read_until(
+        out: &mut (impl tokio::io::AsyncRead + Unpin),
+        seen: &mut String,
+        want: &str,
+    ) {
+        let mut buf = [0u8; 256];
+        let read = async {
+            while !seen.contains(want) {
+                let n = out.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the output ended before {want:?}: {seen:?}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} on the terminal: {seen:?}"));
+    }
+
+    /// A container and an exec on a terminal: both start at the size asked for and see
+    /// a resize as a program on a real terminal does (`SIGWINCH`, the new size).
+    #[allow(clippy::print_stderr)] // a skipped case must say so loudly
+    pub async fn terminals(rt: Arc<dyn Runtime>) {
+        if !rt.info().supports(Capability::Containers) {
+            return;
+        }
+        let rootfs = match rootfs() {
+            Ok(rootfs) => rootfs,
+            Err(why) => {
+                eprintln!(
+                    "\n!!! SKIPPED terminals: the {} runtime runs containers but {why} !!!\n",
+                    rt.info().name
+                );
+                return;
+            }
+        };
+        let rootfs = rootfs.to_string_lossy().into_owned();
+        let spec = ContainerSpec::builder_from_rootfs(rootfs.as_str())
+            .cmd(["/bin/sh", "-c", ON_A_TERMINAL])
+            .terminal_size(TerminalSize::new(24, 80))
+            .build()
+            .unwrap();
+        let mut handle = rt.run_container(spec).await.unwrap();
+        let id = handle.id().to_owned();
+        let mut out = handle
+            .process()
+            .take_stdout()
+            .expect("the terminal's output");
+        let mut seen = String::new();
+        read_until(&mut out, &mut seen, "24 80\r\n").await;
+        handle
+            .process()
+            .resize(TerminalSize::new(50, 132))
+            .await
+            .unwrap();
+        read_until(&mut out, &mut seen, "50 132\r\n").await;
+        assert_eq!(handle.wait().await.unwrap(), ExitStatus::Exited(7));
+        rt.remove_container(&id, false).await.unwrap();
+
+        if !rt.info().supports(Capability::Exec) {
+            return;
+        }
+        let spec = ContainerSpec::builder_from_rootfs(rootfs.as_str())
+            .cmd(["sleep", "300"])
+            .build()
+            .unwrap();
+        let handle = rt.run_container(spec).await.unwrap();
+        let id = handle.id().to_owned();
+        // Without a terminal, a resize is refused.
+        let mut plain = rt
+            .exec(&id, Command::new("sleep").arg("300"))
+            .await
+            .unwrap();
+        let err = plain.resize(TerminalSize::new(10, 10)).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+        plain.kill(Signal::KILL).await.unwrap();
+        plain.wait().await.unwrap();
+
+        let command = sh(ON_A_TERMINAL)
+            .terminal_size(TerminalSize::new(30, 100))
+            .stdout(Stdio::Piped)
+            .stderr(Stdio::Piped);
+        let mut process = rt.exec(&id, command).await.unwrap();
+        let mut out = process.take_stdout().expect("the terminal's output");
+        let mut seen = String::new();
+        read_until(&mut out, &mut seen, "30 100\r\n").await;
+        process.resize(TerminalSize::new(61, 200)).await.unwrap();
+        read_until(&mut out, &mut seen, "61 200\r\n").await;
+        assert_eq!(process.wait().await.unwrap(), ExitStatus::Exited(7));
+        let mut err = String::new();
+        if let Some(mut stderr) = process.take_stderr() {
+            stderr.read_to_string(&mut err).await.unwrap();
+        }
+        assert_eq!(err, "", "a terminal carries all of the output");
+        rt.remove_container(&id, true).await.unwrap();
     }
 }

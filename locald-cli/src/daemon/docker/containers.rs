@@ -108,6 +108,7 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
         stdin: process.take_stdin(),
         stdout: process.take_stdout(),
         stderr: process.take_stderr(),
+        tty: false,
     };
     entry.exit.send_replace(None);
     {
@@ -124,6 +125,7 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
                         stdin: None,
                         stdout: None,
                         stderr: None,
+                        tty: false,
                     };
                     break;
                 }

@@ -231,6 +231,7 @@ async fn spawn(
                 stdin: process.take_stdin(),
                 stdout: process.take_stdout(),
                 stderr: process.take_stderr(),
+                tty: false,
             };
             Ok((process, pipes))
         }

@@ -38,7 +38,13 @@ pub(crate) mod fds {
     pub(crate) const IN: i32 = 7;
     /// Published-port listeners, in the order of `ShimConfig::ports`.
     pub(crate) const FIRST_LISTENER: i32 = 8;
+    /// `exec` with a terminal: lines of `rows cols` that resize it.
+    pub(crate) const EXEC_RESIZE: i32 = 4;
 }
+
+/// The socket in a state directory through which a container's terminal is resized:
+/// each line sent is `rows cols`.
+pub(crate) const TTY_SOCKET: &str = "tty.sock";
 
 /// `shim.json`: what the caller decided, for the shim to carry out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +71,8 @@ pub(crate) struct ShimConfig {
     #[serde(default)]
     pub(crate) rootless: Option<super::super::rootless::UserNs>,
     pub(crate) tty: bool,
+    #[serde(default)]
+    pub(crate) terminal_size: Option<locald_core::TerminalSize>,
     pub(crate) stdin: bool,
     pub(crate) attach: bool,
     pub(crate) auto_remove: bool,
@@ -97,6 +105,19 @@ pub(crate) struct ExecRequest {
     /// init) first, where the container's shim runs it.
     #[serde(default)]
     pub(crate) join_user_namespace_of: Option<u32>,
+    /// Run on a terminal (its size, when known).
+    #[serde(default)]
+    pub(crate) tty: Option<Option<locald_core::TerminalSize>>,
+}
+
+/// `rows cols`, as resize lines carry a size.
+pub(crate) fn parse_size(line: &str) -> Option<locald_core::TerminalSize> {
+    let mut it = line.split_whitespace();
+    let rows = it.next()?.parse().ok()?;
+    let cols = it.next()?.parse().ok()?;
+    it.next()
+        .is_none()
+        .then_some(locald_core::TerminalSize { rows, cols })
 }
 
 /// One status message from the shim to its caller.
@@ -162,6 +183,15 @@ mod tests {
     use locald_core::Signal;
 
     use super::*;
+
+    #[test]
+    fn resize_lines_are_rows_then_columns() {
+        let size = parse_size("50 132").unwrap();
+        assert_eq!((size.rows, size.cols), (50, 132));
+        for bad in ["", "50", "50 132 1", "-1 80", "50 x", "70000 80"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_wire_format_is_json_lines() {
