@@ -30,7 +30,7 @@ mod sys;
 use std::{
     collections::HashMap,
     io,
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     pin::Pin,
     task::{Context, Poll},
@@ -1012,10 +1012,19 @@ impl ProcessControl for ContainerControl {
 /// Asks the shim of the container in `dir` to resize its terminal.
 async fn resize_container(dir: &Path, size: locald_core::TerminalSize) -> Result<()> {
     use tokio::io::AsyncWriteExt;
-    let path = dir.join(shim::protocol::TTY_SOCKET);
     let err = |e: io::Error| Error::io("resizing the container's terminal", e);
+    // A state directory's path may be longer than a socket address: name the socket
+    // through a descriptor of the directory.
+    let dir = std::fs::File::open(dir).map_err(err)?;
+    let path = format!(
+        "/proc/self/fd/{}/{}",
+        dir.as_raw_fd(),
+        shim::protocol::TTY_SOCKET
+    );
     // The shim listens only while the container, started with a terminal, runs.
-    let mut conn = match tokio::net::UnixStream::connect(&path).await {
+    let connected = tokio::net::UnixStream::connect(&path).await;
+    drop(dir);
+    let mut conn = match connected {
         Ok(c) => c,
         Err(e)
             if matches!(
