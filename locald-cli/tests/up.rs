@@ -16,11 +16,11 @@ fn locald(home: &Path) -> Command {
     command
 }
 
-#[test]
-fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
-    let home = tempfile::tempdir().unwrap();
+/// An attached `locald up` of the example project, once its greeter reached the web
+/// service: the CLI, its stderr lines so far, and the services' pids.
+fn up_until_greeted(home: &Path) -> (std::process::Child, Vec<String>, Vec<u32>) {
     let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/project");
-    let mut child = locald(home.path())
+    let mut child = locald(home)
         .arg("up")
         .current_dir(&project)
         .stdout(Stdio::piped())
@@ -56,16 +56,6 @@ fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
         stderr.push(line);
     }
     assert!(greeted, "the greeter reached the web service: {stderr:#?}");
-    let pos = |want: &str| {
-        stderr
-            .iter()
-            .position(|l| l.starts_with(want))
-            .unwrap_or_else(|| panic!("no {want:?} in {stderr:#?}"))
-    };
-    assert!(
-        pos("locald: web healthy") < pos("locald: greeter running"),
-        "the greeter waits until the web service is healthy: {stderr:#?}"
-    );
     let pids: Vec<u32> = stderr
         .iter()
         .filter_map(|l| {
@@ -78,12 +68,33 @@ fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
         })
         .collect();
     assert_eq!(pids.len(), 2, "{stderr:#?}");
+    (child, stderr, pids)
+}
 
+fn interrupt(child: &std::process::Child) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
+}
+
+#[test]
+fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut child, stderr, pids) = up_until_greeted(home.path());
+    let pos = |want: &str| {
+        stderr
+            .iter()
+            .position(|l| l.starts_with(want))
+            .unwrap_or_else(|| panic!("no {want:?} in {stderr:#?}"))
+    };
+    assert!(
+        pos("locald: web healthy") < pos("locald: greeter running"),
+        "the greeter waits until the web service is healthy: {stderr:#?}"
+    );
+
+    interrupt(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     for pid in pids {
@@ -97,6 +108,63 @@ fn the_example_project_comes_up_in_order_and_ctrl_c_stops_it() {
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .contains("hello from locald up"));
+}
+
+#[test]
+fn a_second_up_refuses_and_one_after_a_kill_9_ends_what_it_left() {
+    let home = tempfile::tempdir().unwrap();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/project");
+    let (mut first, _, old) = up_until_greeted(home.path());
+
+    // The project has a supervisor already: a second one would start it twice.
+    let out = locald(home.path())
+        .arg("up")
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "already up in another `locald up` (pid {})",
+            first.id()
+        )),
+        "{err}"
+    );
+    for pid in &old {
+        assert!(
+            locald_test_support::process_alive(*pid),
+            "{pid} was stopped"
+        );
+    }
+
+    // Killed without a chance to stop them, the first leaves its services running...
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(old
+        .iter()
+        .all(|pid| locald_test_support::process_alive(*pid)));
+    // ...until the next `up` of the project ends them and starts its own, once.
+    let (mut second, stderr, new) = up_until_greeted(home.path());
+    for pid in &old {
+        assert!(
+            !locald_test_support::process_alive(*pid),
+            "{pid} survived the next up"
+        );
+    }
+    assert!(new.iter().all(|pid| !old.contains(pid)));
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("left by a `locald up` that was killed")),
+        "{stderr:#?}"
+    );
+    interrupt(&second);
+    assert_eq!(second.wait().unwrap().code(), Some(130));
+    for pid in &new {
+        assert!(!locald_test_support::process_alive(*pid));
+    }
+    assert!(!home.path().join("projects/hello/attached.json").exists());
 }
 
 #[test]

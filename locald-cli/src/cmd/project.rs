@@ -153,8 +153,13 @@ pub(crate) async fn up_detached(
         bail!("no locald.toml here or in a parent directory (give one with -f FILE)");
     };
     // The file is checked here first, so that its mistakes read as they do in `up`.
-    Project::load(&file)?;
+    let project = Project::load(&file)?;
     let daemon = daemon(host).await?;
+    let project_dir = locald::Paths::from_process_env()
+        .data_home()
+        .join("projects")
+        .join(&project.name);
+    crate::cmd::up::take_over(&project_dir, &daemon, &project.name).await?;
     let request = UpRequest {
         file: absolute(&file)?,
         services,

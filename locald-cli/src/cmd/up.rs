@@ -14,6 +14,8 @@ use locald::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::daemon::projects::{record_changes, write_record, Record};
+
 /// Arguments of `locald up`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -27,6 +29,47 @@ pub(crate) struct Args {
     /// `locald status`, `logs`, `restart` and `down` see them from there.
     #[arg(short, long)]
     detach: bool,
+}
+
+/// The record of an attached `locald up`, beside the daemon's `daemon.json`.
+pub(crate) const ATTACHED: &str = "attached.json";
+
+/// This process as a record's owner: its pid and start time.
+fn this_process() -> Option<(u32, u64)> {
+    let pid = std::process::id();
+    Some((pid, locald::native::util::process_start_time(pid)?))
+}
+
+#[allow(clippy::print_stderr)]
+/// Before a project comes up here or in the daemon: refuses when another attached
+/// `locald up` still supervises it, and ends what one that was killed left behind.
+pub(crate) async fn take_over(
+    project_dir: &std::path::Path,
+    runtime: &dyn locald::Runtime,
+    name: &str,
+) -> anyhow::Result<()> {
+    let path = project_dir.join(ATTACHED);
+    let Some(record) = Record::read(&path) else {
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    };
+    if let Some((pid, started)) = record.owner {
+        if locald::native::util::process_start_time(pid) == Some(started) {
+            anyhow::bail!(
+                "project {name} is already up in another `locald up` (pid {pid}): stop it \
+                 first (Ctrl-C there, or kill {pid})"
+            );
+        }
+    }
+    record.reap(runtime).await;
+    let _ = std::fs::remove_file(&path);
+    if !record.running.is_empty() {
+        eprintln!(
+            "locald: stopped {} service(s) of {name} left by a `locald up` that was killed",
+            record.running.len()
+        );
+    }
+    Ok(())
 }
 
 /// Colours for service prefixes, as docker compose cycles them.
@@ -46,15 +89,42 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         project = project.select(&args.services)?;
     }
     let runtime = crate::cli::runtime(host).await?;
-    let log_dir = Paths::from_process_env()
+    let project_dir = Paths::from_process_env()
         .data_home()
         .join("projects")
-        .join(&project.name)
-        .join("logs");
-    let supervisor = project
-        .up(runtime, UpOptions::new(&log_dir))
-        .await
-        .with_context(|| format!("starting project {}", project.name))?;
+        .join(&project.name);
+    let log_dir = project_dir.join("logs");
+    // One supervisor per project: this one records itself so that another `up`
+    // refuses to start the services twice, and one after a `kill -9` of this process
+    // ends what it left.
+    let record_path = project_dir.join(ATTACHED);
+    if project_dir.join("daemon.json").exists() {
+        anyhow::bail!(
+            "project {} is up in the locald daemon: follow it with `locald logs -f`, or \
+             `locald down` it first",
+            project.name
+        );
+    }
+    take_over(&project_dir, runtime.as_ref(), &project.name).await?;
+    let mut record = Record::of(
+        &project,
+        std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone()),
+        args.services.clone(),
+    );
+    record.owner = this_process();
+    write_record(&record_path, &record)?;
+    let supervisor = match project.up(runtime, UpOptions::new(&log_dir)).await {
+        Ok(s) => s,
+        Err(err) => {
+            let _ = std::fs::remove_file(&record_path);
+            return Err(err).with_context(|| format!("starting project {}", project.name));
+        }
+    };
+    let recorder = tokio::spawn(record_changes(
+        record_path.clone(),
+        record,
+        supervisor.clone(),
+    ));
     let mut lines = supervisor.logs();
     let mut states = supervisor.changes();
     let colour = std::io::stdout().is_terminal();
@@ -121,6 +191,9 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
         );
     }
     supervisor.down().await;
+    recorder.abort();
+    let _ = recorder.await;
+    let _ = std::fs::remove_file(&record_path);
     // `down` waited for every service's output to be read: print what is left.
     while let Ok(line) = lines.try_recv() {
         print(&line);

@@ -62,15 +62,76 @@ pub struct LogEntry {
     pub line: String,
 }
 
-/// What the daemon records of a project that is up.
+/// What the daemon (`daemon.json`), or an attached `locald up` (`attached.json`),
+/// records of a project that is up.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Record {
-    file: PathBuf,
-    services: Vec<String>,
+pub(crate) struct Record {
+    pub(crate) file: PathBuf,
+    pub(crate) services: Vec<String>,
     /// Running services: the leader's pid (its process group) and its start time.
-    running: BTreeMap<String, (u32, u64)>,
+    pub(crate) running: BTreeMap<String, (u32, u64)>,
     /// The names of its image services' containers.
-    containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
+    /// The attached `locald up` that supervises the project: its pid and start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) owner: Option<(u32, u64)>,
+}
+
+impl Record {
+    /// A new record of `project`'s services, none running yet.
+    pub(crate) fn of(project: &Project, file: PathBuf, services: Vec<String>) -> Record {
+        let containers = project
+            .services
+            .values()
+            .filter(|s| matches!(s.run, Run::Image { .. }))
+            .map(|s| format!("{}-{}", project.name, s.name))
+            .collect();
+        Record {
+            file,
+            services,
+            containers,
+            ..Record::default()
+        }
+    }
+
+    /// Reads a record; `None` when there is none (or it is damaged, which is logged).
+    pub(crate) fn read(path: &Path) -> Option<Record> {
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice(&text)
+            .inspect_err(|err| {
+                tracing::warn!(record = %path.display(), %err, "ignoring a damaged project record")
+            })
+            .ok()
+    }
+
+    /// Ends what a supervisor that died left: the process groups of its services that
+    /// are still the same processes, and its image services' containers.
+    pub(crate) async fn reap(&self, runtime: &dyn Runtime) {
+        for (service, (pid, started)) in &self.running {
+            if locald::native::util::process_start_time(*pid) == Some(*started) {
+                tracing::warn!(
+                    service,
+                    pid,
+                    "stopping a service left by a supervisor that died"
+                );
+                kill_group(*pid);
+            }
+        }
+        for container in &self.containers {
+            match runtime.remove_container(container, true).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        container,
+                        "removed a container left by a supervisor that died"
+                    )
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(container, %err, "cannot remove a container left by a supervisor that died")
+                }
+            }
+        }
+    }
 }
 
 struct Entry {
@@ -164,18 +225,7 @@ impl Projects {
             }
             None => {
                 let dir = self.root.join(&name);
-                let containers = project
-                    .services
-                    .values()
-                    .filter(|s| matches!(s.run, Run::Image { .. }))
-                    .map(|s| format!("{name}-{}", s.name))
-                    .collect();
-                let record = Record {
-                    file: request.file.clone(),
-                    services: request.services.clone(),
-                    running: BTreeMap::new(),
-                    containers,
-                };
+                let record = Record::of(&project, request.file.clone(), request.services.clone());
                 write_record(&self.record_path(&name), &record)?;
                 let supervisor = match project
                     .up(self.runtime.clone(), UpOptions::new(dir.join("logs")))
@@ -374,37 +424,10 @@ impl Projects {
         let mut recovered = Vec::new();
         for dir in dirs.flatten() {
             let path = dir.path().join("daemon.json");
-            let Ok(text) = std::fs::read(&path) else {
+            let Some(record) = Record::read(&path) else {
                 continue;
             };
-            let record: Record = match serde_json::from_slice(&text) {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::warn!(record = %path.display(), %err, "ignoring a damaged project record");
-                    continue;
-                }
-            };
-            for (service, (pid, started)) in &record.running {
-                if locald::native::util::process_start_time(*pid) == Some(*started) {
-                    tracing::warn!(
-                        service,
-                        pid,
-                        "stopping a service left by a daemon that died"
-                    );
-                    kill_group(*pid);
-                }
-            }
-            for container in &record.containers {
-                match self.runtime.remove_container(container, true).await {
-                    Ok(()) => {
-                        tracing::warn!(container, "removed a container left by a daemon that died")
-                    }
-                    Err(Error::NotFound { .. }) => {}
-                    Err(err) => {
-                        tracing::warn!(container, %err, "cannot remove a container left by a daemon that died")
-                    }
-                }
-            }
+            record.reap(self.runtime.as_ref()).await;
             let _ = std::fs::remove_file(&path);
             let request = UpRequest {
                 file: record.file.clone(),
@@ -470,7 +493,7 @@ fn entry_of(line: LogLine) -> LogEntry {
     }
 }
 
-fn write_record(path: &Path, record: &Record) -> Result<()> {
+pub(crate) fn write_record(path: &Path, record: &Record) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -481,7 +504,7 @@ fn write_record(path: &Path, record: &Record) -> Result<()> {
 }
 
 /// Keeps the record's running services in step with the supervisor's.
-async fn record_changes(path: PathBuf, mut record: Record, supervisor: Supervisor) {
+pub(crate) async fn record_changes(path: PathBuf, mut record: Record, supervisor: Supervisor) {
     let mut changes = supervisor.changes();
     loop {
         let running: BTreeMap<String, (u32, u64)> = changes
