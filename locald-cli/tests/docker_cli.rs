@@ -737,6 +737,42 @@ fn run_interactive_tty_under_a_pty() {
     assert_eq!(d.containers(), Vec::<String>::new());
 }
 
+/// `docker exec -it` under a pseudo-terminal: the command gets a terminal, the client's
+/// size reaches it (at API 1.41 the docker CLI sends it by a resize right after the
+/// start, as it does to dockerd), what is typed reaches it, and its exit code is
+/// docker's.
+#[test]
+fn exec_interactive_tty_under_a_pty() {
+    let test = "exec_interactive_tty_under_a_pty";
+    if !support::require(test, true, &["script"]) {
+        return;
+    }
+    let Some(d) = Docker::start(test) else {
+        return;
+    };
+    d.ok(&["run", "-d", "--name", "box", BUSYBOX, "sleep", "300"]);
+    let line = "stty rows 33 cols 77; \
+                docker exec -it box sh -c 'tty; sleep 1; stty size; read word; echo got $word; exit 4'";
+    let mut child = d
+        .program("script", &["-qec", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    stdin.write_all(b"word\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}{}", stderr(&out));
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("33 77"), "{text}");
+    assert!(text.contains("got word"), "{text}");
+    d.ok(&["rm", "-f", "box"]);
+}
+
 /// The Python interpreter with docker-py and testcontainers (scripts/test makes a venv
 /// and names it in `LOCALD_TEST_PYTHON`), or `None` after a loud SKIP outside CI.
 #[allow(clippy::print_stderr)] // the loud SKIP, as support::require prints it

@@ -47,8 +47,10 @@ pub struct Command {
     stderr: Stdio,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "millis")]
     timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tty: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    tty: Option<Option<crate::TerminalSize>>,
+    terminal_size: Option<crate::TerminalSize>,
 }
 
 /// The environment a command starts with.
@@ -122,7 +124,8 @@ impl Command {
             stdout: Stdio::default(),
             stderr: Stdio::default(),
             timeout: None,
-            tty: None,
+            tty: false,
+            terminal_size: None,
         }
     }
 
@@ -215,25 +218,29 @@ impl Command {
     /// stays empty, and [`Process::resize`](crate::Process::resize) sets its size.
     /// Supported by [`Runtime::exec`](crate::Runtime::exec) of container runtimes.
     pub fn tty(mut self, tty: bool) -> Self {
-        self.tty = tty.then_some(self.tty.flatten());
+        self.tty = tty;
+        if !tty {
+            self.terminal_size = None;
+        }
         self
     }
 
     /// Runs the command on a terminal of this size from its first instruction (implies
     /// [`Command::tty`]).
     pub fn terminal_size(mut self, size: crate::TerminalSize) -> Self {
-        self.tty = Some(Some(size));
+        self.tty = true;
+        self.terminal_size = Some(size);
         self
     }
 
     /// Whether the command runs on a terminal.
     pub fn get_tty(&self) -> bool {
-        self.tty.is_some()
+        self.tty
     }
 
     /// The terminal's initial size, if one was given.
     pub fn get_terminal_size(&self) -> Option<crate::TerminalSize> {
-        self.tty.flatten()
+        self.terminal_size
     }
 
     /// The program.
@@ -568,6 +575,23 @@ mod tests {
         // A minimal request only names the program.
         let minimal: Command = serde_json::from_str(r#"{"program":"true"}"#).unwrap();
         assert_eq!(minimal, Command::new("true"));
+        // A terminal, with and without a size, survives the trip.
+        for cmd in [
+            Command::new("sh").tty(true),
+            Command::new("sh").terminal_size(crate::TerminalSize::new(24, 80)),
+        ] {
+            let back: Command =
+                serde_json::from_str(&serde_json::to_string(&cmd).unwrap()).unwrap();
+            assert!(back.get_tty());
+            assert_eq!(back, cmd);
+        }
+        assert_eq!(
+            Command::new("sh")
+                .terminal_size(crate::TerminalSize::new(24, 80))
+                .tty(false)
+                .get_terminal_size(),
+            None
+        );
     }
 
     #[test]

@@ -1385,7 +1385,8 @@ impl Runtime for ContainerRuntime {
             env,
             cwd: command.get_current_dir().map(Path::to_owned),
             join_user_namespace_of: st.pid.filter(|_| rootless),
-            tty: command.get_tty().then(|| command.get_terminal_size()),
+            tty: command.get_tty(),
+            terminal_size: command.get_terminal_size(),
         };
         let request = serde_json::to_string(&request)
             .map_err(|e| Error::io("encoding the exec request", io::Error::other(e)))?;

@@ -910,7 +910,8 @@ fn exec_start(dir: &Path, request: &str) -> Result<(i32, Option<OwnedFd>), ShimE
         .map_err(ShimError::Create)?;
     let mut terminal = None;
     let mut process_file = None;
-    if let Some(size) = req.tty {
+    if req.tty {
+        let size = req.terminal_size;
         // The runtime library takes a terminal only from a whole process description.
         let path = dir.join(format!("exec-{}.json", std::process::id()));
         write_exec_process(dir, &req, &path).map_err(ShimError::ExecProcess)?;

@@ -36,6 +36,10 @@ struct ExecState {
     running: bool,
     pid: Option<u32>,
     exit_code: Option<i32>,
+    /// While a command on a terminal runs: where `/exec/{id}/resize` sends sizes.
+    resize: Option<tokio::sync::mpsc::UnboundedSender<locald::TerminalSize>>,
+    /// A size asked for before the command started (the docker CLI sends one at once).
+    size: Option<locald::TerminalSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +113,9 @@ pub(crate) async fn create(
             "privileged exec is not supported by locald",
         ));
     }
+    if body.tty.unwrap_or(false) {
+        command = command.tty(true);
+    }
     let id = super::random_id()?;
     s.docker.add_exec(Arc::new(Exec {
         id: id.clone(),
@@ -126,6 +133,32 @@ pub(crate) async fn create(
 #[serde(rename_all = "PascalCase", default)]
 struct StartBody {
     detach: Option<bool>,
+    /// `[height, width]` of the client's terminal (API 1.42+).
+    console_size: Option<[u16; 2]>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResizeQuery {
+    h: u16,
+    w: u16,
+}
+
+/// `POST /exec/{id}/resize?h=&w=`: the size of the exec's terminal.
+pub(crate) async fn resize(
+    State(s): State<Arc<Shared>>,
+    IdParam { 0: id }: IdParam,
+    axum::extract::Query(q): axum::extract::Query<ResizeQuery>,
+) -> DockerResult<StatusCode> {
+    let exec = find(&s, &id)?;
+    let size = locald::TerminalSize::new(q.h, q.w);
+    let mut st = lock(&exec);
+    match &st.resize {
+        Some(tx) => {
+            let _ = tx.send(size);
+        }
+        None => st.size = Some(size),
+    }
+    Ok(StatusCode::OK)
 }
 
 fn find(s: &Shared, id: &str) -> DockerResult<Arc<Exec>> {
@@ -165,9 +198,13 @@ pub(crate) async fn start(
         }
         st.started = true;
         st.running = true;
+        if let Some([h, w]) = start.console_size.filter(|[h, w]| *h > 0 && *w > 0) {
+            st.size = Some(locald::TerminalSize::new(h, w));
+        }
     }
     if start.detach.unwrap_or(false) {
-        let (mut process, pipes) = spawn(&s, &exec).await.map_err(|(_, e)| e)?;
+        let size = lock(&exec).size.take();
+        let (mut process, pipes) = spawn(&s, &exec, size).await.map_err(|(_, e)| e)?;
         super::stream::drain(pipes);
         tokio::spawn(async move {
             let status = process.wait().await;
@@ -190,14 +227,36 @@ pub(crate) async fn start(
         // The command starts once the client holds the stream, as with dockerd: a
         // client reading the socket under its HTTP library's buffer (docker-py) would
         // lose output that came with the response's headers.
-        match spawn(&shared, &exec).await {
+        // Sizes asked for from here on queue up for the command; one asked for before
+        // is its initial size.
+        let (resize_tx, mut resizes) = tokio::sync::mpsc::unbounded_channel();
+        let size = {
+            let mut st = lock(&exec);
+            if tty {
+                st.resize = Some(resize_tx);
+            }
+            st.size.take()
+        };
+        match spawn(&shared, &exec, size).await {
             Ok((mut process, pipes)) => {
                 let input = if exec.attach_stdin { input } else { None };
-                output = super::stream::pump(pipes, input, output, tty).await;
+                let pumping = super::stream::pump(pipes, input, output, tty);
+                tokio::pin!(pumping);
+                output = loop {
+                    tokio::select! {
+                        output = &mut pumping => break output,
+                        Some(size) = resizes.recv() => {
+                            if let Err(err) = process.resize(size).await {
+                                tracing::debug!(%err, "resizing an exec's terminal");
+                            }
+                        }
+                    }
+                };
                 let status = process.wait().await;
                 finish(&exec, status.map_or(-1, |s| s.shell_code()));
             }
             Err((_, err)) => {
+                lock(&exec).resize = None;
                 let line = format!("{}\r\n", err.message());
                 let bytes = if tty {
                     bytes::Bytes::from(line)
@@ -215,6 +274,7 @@ pub(crate) async fn start(
 fn finish(exec: &Exec, code: i32) {
     let mut st = lock(exec);
     st.running = false;
+    st.resize = None;
     st.exit_code = Some(code);
 }
 
@@ -223,15 +283,20 @@ fn finish(exec: &Exec, code: i32) {
 async fn spawn(
     s: &Shared,
     exec: &Arc<Exec>,
+    size: Option<locald::TerminalSize>,
 ) -> Result<(locald::Process, Pipes), (i32, DockerError)> {
-    match s.runtime.exec(&exec.runtime_id, exec.command.clone()).await {
+    let mut command = exec.command.clone();
+    if let Some(size) = size.filter(|_| exec.tty) {
+        command = command.terminal_size(size);
+    }
+    match s.runtime.exec(&exec.runtime_id, command).await {
         Ok(mut process) => {
             lock(exec).pid = process.id();
             let pipes = Pipes {
                 stdin: process.take_stdin(),
                 stdout: process.take_stdout(),
                 stderr: process.take_stderr(),
-                tty: false,
+                tty: exec.tty,
             };
             Ok((process, pipes))
         }

@@ -78,7 +78,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             get(archive::get).head(archive::head).put(archive::put),
         )
         .route("/exec/{id}/start", post(exec::start))
-        .route("/exec/{id}/resize", post(ignored))
+        .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
 }
 

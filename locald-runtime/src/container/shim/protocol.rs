@@ -105,9 +105,12 @@ pub(crate) struct ExecRequest {
     /// init) first, where the container's shim runs it.
     #[serde(default)]
     pub(crate) join_user_namespace_of: Option<u32>,
-    /// Run on a terminal (its size, when known).
+    /// Run on a terminal.
     #[serde(default)]
-    pub(crate) tty: Option<Option<locald_core::TerminalSize>>,
+    pub(crate) tty: bool,
+    /// The terminal's size, when known.
+    #[serde(default)]
+    pub(crate) terminal_size: Option<locald_core::TerminalSize>,
 }
 
 /// `rows cols`, as resize lines carry a size.
