@@ -706,7 +706,8 @@ fn logs_follow_until_the_container_exits() {
 }
 
 /// `docker run -it` under a pseudo-terminal (util-linux `script` provides it): the
-/// container sees a TTY, what is typed reaches it, its exit code is docker's.
+/// container sees a TTY of the client's size, what is typed reaches it, its exit code
+/// is docker's.
 #[test]
 fn run_interactive_tty_under_a_pty() {
     let test = "run_interactive_tty_under_a_pty";
@@ -716,8 +717,11 @@ fn run_interactive_tty_under_a_pty() {
     let Some(d) = Docker::start(test) else {
         return;
     };
-    let line =
-        format!("docker run -it --rm {BUSYBOX} sh -c 'tty; read word; echo got $word; exit 5'");
+    // The size comes by a resize right after the start (API 1.41), as with dockerd.
+    let line = format!(
+        "stty rows 33 cols 77; \
+         docker run -it --rm {BUSYBOX} sh -c 'tty; sleep 1; stty size; read word; echo got $word; exit 5'"
+    );
     let mut child = d
         .program("script", &["-qec", &line, "/dev/null"])
         .stdin(Stdio::piped())
@@ -726,13 +730,14 @@ fn run_interactive_tty_under_a_pty() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     stdin.write_all(b"word\n").unwrap();
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(5), "{text}{}", stderr(&out));
     assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("33 77"), "{text}");
     assert!(text.contains("got word"), "{text}");
     assert_eq!(d.containers(), Vec::<String>::new());
 }

@@ -90,7 +90,18 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
     if let Some(old) = entry.runtime_id() {
         let _ = s.runtime.remove_container(&old, true).await;
     }
-    let started = s.runtime.run_container(entry.spec.clone()).await;
+    // Sizes asked for from here on queue up for the main process; one asked for before
+    // is its initial size.
+    let (resize_tx, mut resizes) = tokio::sync::mpsc::unbounded_channel();
+    let mut spec = entry.spec.clone();
+    {
+        let mut live = entry.live();
+        if spec.tty {
+            live.resize = Some(resize_tx);
+            spec.terminal_size = live.size.take().or(spec.terminal_size);
+        }
+    }
+    let started = s.runtime.run_container(spec).await;
     let handle = match started {
         Ok(h) => h,
         Err(err) => return Err(start_failed(s, entry, err)),
@@ -140,8 +151,21 @@ async fn start_entry(s: &Arc<Shared>, entry: &Arc<Entry>) -> DockerResult<bool> 
     let shared = s.clone();
     let entry = entry.clone();
     tokio::spawn(async move {
-        let status = process.wait().await.unwrap_or(ExitStatus::Exited(-1));
-        entry.live().finished_at = Some(SystemTime::now());
+        let status = loop {
+            tokio::select! {
+                status = process.wait() => break status.unwrap_or(ExitStatus::Exited(-1)),
+                Some(size) = resizes.recv() => {
+                    if let Err(err) = process.resize(size).await {
+                        tracing::debug!(%err, "resizing a container's terminal");
+                    }
+                }
+            }
+        };
+        {
+            let mut live = entry.live();
+            live.finished_at = Some(SystemTime::now());
+            live.resize = None;
+        }
         shared
             .docker
             .event("die", &entry.id, &entry.name, &entry.image);
@@ -178,6 +202,7 @@ fn start_failed(s: &Shared, entry: &Arc<Entry>, err: locald::Error) -> DockerErr
         live.starting = false;
         live.attachers.clear();
         live.finished_at = Some(SystemTime::now());
+        live.resize = None;
     }
     if entry.spec.auto_remove {
         s.docker.forget(&entry.id);
@@ -185,6 +210,32 @@ fn start_failed(s: &Shared, entry: &Arc<Entry>, err: locald::Error) -> DockerErr
     entry.exit.send_replace(Some(ExitStatus::Exited(code)));
     let err = DockerError::from(err);
     DockerError::new(err.status, format!("{}{hint}", err.message()))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ResizeQuery {
+    h: u16,
+    w: u16,
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the size of the container's terminal (kept
+/// for its start when it has not started yet).
+pub(crate) async fn resize(
+    State(s): State<Arc<Shared>>,
+    IdParam { 0: key }: IdParam,
+    axum::extract::Query(q): axum::extract::Query<ResizeQuery>,
+) -> DockerResult<StatusCode> {
+    if let Target::Docker(entry) = resolve(&s, &key).await? {
+        let size = locald::TerminalSize::new(q.h, q.w);
+        let mut live = entry.live();
+        match &live.resize {
+            Some(tx) => {
+                let _ = tx.send(size);
+            }
+            None => live.size = Some(size),
+        }
+    }
+    Ok(StatusCode::OK)
 }
 
 pub(crate) async fn start(

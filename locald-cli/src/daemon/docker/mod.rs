@@ -71,7 +71,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/containers/{id}/stop", post(containers::stop))
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}/restart", post(containers::restart))
-        .route("/containers/{id}/resize", post(ignored))
+        .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/exec", post(exec::create))
         .route(
             "/containers/{id}/archive",
@@ -240,10 +240,6 @@ pub(crate) fn random_id() -> DockerResult<String> {
 /// Query flags as docker clients send them: `1`, `true`, `True`, `0`, `false`.
 pub(crate) fn flag(value: Option<&String>) -> bool {
     value.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "yes"))
-}
-
-async fn ignored() -> StatusCode {
-    StatusCode::OK
 }
 
 async fn ping() -> Response {

@@ -272,6 +272,11 @@ pub(crate) struct Live {
     /// This daemon started it and watches its exit (`exit` will be set); false for
     /// one a previous daemon started.
     pub(crate) monitored: bool,
+    /// While its main process, started on a terminal, runs: where
+    /// `/containers/{id}/resize` sends sizes.
+    pub(crate) resize: Option<tokio::sync::mpsc::UnboundedSender<locald::TerminalSize>>,
+    /// A size asked for before the start (the initial size of the next start).
+    pub(crate) size: Option<locald::TerminalSize>,
 }
 
 impl std::fmt::Debug for Live {
