@@ -323,6 +323,7 @@ for i in $(seq 100); do
 done
 "$LOCALD" trust >/dev/null || echo "trust failed"
 echo "page=$($AS_USER curl -sS https://web.hello.localhost/)"
+echo "named=$($AS_USER curl -sS https://hello.localhost/)"
 echo "redirect=$($AS_USER curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://web.hello.localhost/x)"
 grep -c 'web.hello.localhost' /etc/hosts | sed 's/^/hosts=/'
 echo "dashboard=$($AS_USER curl -sS -o /dev/null -w '%{{http_code}}' https://locald.localhost/)"
@@ -337,6 +338,8 @@ while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done"#,
     ));
     let out = text(&o);
     assert!(out.contains("page=hello from locald up"), "{out}");
+    // A name the project's locald.toml sets (`hosts`) reaches the service too.
+    assert!(out.contains("named=hello from locald up"), "{out}");
     assert!(
         out.contains("redirect=308 https://web.hello.localhost/x"),
         "{out}"

@@ -67,6 +67,9 @@ pub struct Service {
     pub workdir: PathBuf,
     /// The port it listens on, given to it as `PORT`.
     pub port: PortSetting,
+    /// Host names under `.localhost` that the daemon's HTTPS proxy also routes to its
+    /// port (beside `<service>.<project>.localhost`), lowercase.
+    pub hosts: Vec<String>,
 }
 
 /// What a service runs.
@@ -224,6 +227,8 @@ struct RawService {
     #[serde(default)]
     volumes: Vec<Spanned<String>>,
     user: Option<String>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -429,8 +434,17 @@ impl Project {
         let names: BTreeSet<&str> = raw.services.keys().map(|k| k.get_ref().as_str()).collect();
         let listed = names.iter().copied().collect::<Vec<_>>().join(", ");
         let mut services = BTreeMap::new();
+        let mut hosts: BTreeMap<String, String> = BTreeMap::new();
         for (key, spanned) in &raw.services {
             let service = check_service(&src, key, spanned, &dir, &names, &listed)?;
+            for (host, raw_host) in service.hosts.iter().zip(&spanned.get_ref().hosts) {
+                if let Some(other) = hosts.insert(host.clone(), service.name.clone()) {
+                    return Err(src.error(
+                        raw_host.span(),
+                        format!("host name {host} is already service `{other}`'s"),
+                    ));
+                }
+            }
             services.insert(key.get_ref().clone(), service);
         }
         let project = Project {
@@ -756,6 +770,30 @@ fn check_service(
         },
     };
 
+    let mut hosts = Vec::new();
+    for host in &raw.hosts {
+        let lower = host.get_ref().to_ascii_lowercase();
+        if !host_name_under_localhost(&lower) {
+            return Err(src.error(
+                host.span(),
+                format!(
+                    "host name {:?} must be DNS labels under .localhost (such as shop.localhost): \
+                     the local CA signs no other names",
+                    host.get_ref()
+                ),
+            ));
+        }
+        if port == PortSetting::None && raw.ports.is_empty() {
+            return Err(src.error(
+                host.span(),
+                format!("service `{name}` has no port for its host names to reach (set `port`, or publish one in `ports`)"),
+            ));
+        }
+        if !hosts.contains(&lower) {
+            hosts.push(lower);
+        }
+    }
+
     Ok(Service {
         name: name.clone(),
         run,
@@ -770,7 +808,25 @@ fn check_service(
             .as_ref()
             .map_or_else(|| dir.to_path_buf(), |w| dir.join(w)),
         port,
+        hosts,
     })
+}
+
+/// A DNS name of RFC 1123 labels (letters, digits, inner hyphens; 63 bytes each, 253 in
+/// all) that ends in `.localhost`.
+fn host_name_under_localhost(name: &str) -> bool {
+    name.len() <= 253
+        && name.strip_suffix(".localhost").is_some_and(|head| {
+            head.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+        })
 }
 
 /// One piece of an `env` value: text, or a `${services.NAME.ATTR}` reference.
@@ -968,6 +1024,24 @@ restart = "no"
     }
 
     #[test]
+    fn host_names_are_kept_lowercase_and_once() {
+        let p = parse(
+            "[services.web]\ncommand = \"true\"\nhosts = [\"Shop.localhost\", \"shop.localhost\", \"a.b-c.localhost\"]\n[services.db]\nimage = \"busybox\"\nports = [\"5432\"]\nhosts = [\"db.localhost\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.services["web"].hosts,
+            ["shop.localhost", "a.b-c.localhost"]
+        );
+        assert_eq!(p.services["db"].hosts, ["db.localhost"]);
+        assert!(parse("[services.a]\ncommand = \"true\"\n")
+            .unwrap()
+            .services["a"]
+            .hosts
+            .is_empty());
+    }
+
+    #[test]
     fn the_name_defaults_to_the_directory() {
         let p = parse("[services.a]\ncommand = \"true\"\n").unwrap();
         assert_eq!(p.name, "shop");
@@ -1033,6 +1107,22 @@ restart = "no"
                 "/srv/shop/locald.toml:3:11:",
             ),
             ("[services.web\n", "/srv/shop/locald.toml:1:"),
+            (
+                "[services.web]\ncommand = \"true\"\nhosts = [\"shop.example.com\"]\n",
+                "/srv/shop/locald.toml:3:10: host name \"shop.example.com\" must be DNS labels under .localhost",
+            ),
+            (
+                "[services.web]\ncommand = \"true\"\nhosts = [\"-x.localhost\"]\n",
+                "/srv/shop/locald.toml:3:10: host name \"-x.localhost\" must be DNS labels",
+            ),
+            (
+                "[services.web]\nimage = \"busybox\"\nhosts = [\"shop.localhost\"]\n",
+                "/srv/shop/locald.toml:3:10: service `web` has no port for its host names to reach",
+            ),
+            (
+                "[services.a]\ncommand = \"true\"\nhosts = [\"shop.localhost\"]\n[services.b]\ncommand = \"true\"\nhosts = [\"Shop.localhost\"]\n",
+                "/srv/shop/locald.toml:6:10: host name shop.localhost is already service `a`'s",
+            ),
         ];
         for (text, want) in cases {
             let got = err(text);

@@ -48,6 +48,9 @@ pub struct ProjectStatus {
     pub file: PathBuf,
     /// Its services, in start order.
     pub services: Vec<ServiceStatus>,
+    /// The host names set in `locald.toml` (`hosts`), by service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, Vec<String>>,
 }
 
 /// One line of a project's logs, as the logs route streams them.
@@ -136,6 +139,7 @@ impl Record {
 
 struct Entry {
     file: PathBuf,
+    hosts: BTreeMap<String, Vec<String>>,
     supervisor: Supervisor,
     recorder: tokio::task::JoinHandle<()>,
 }
@@ -246,6 +250,7 @@ impl Projects {
                     name.clone(),
                     Entry {
                         file: request.file.clone(),
+                        hosts: hosts_of(&project),
                         supervisor: supervisor.clone(),
                         recorder,
                     },
@@ -261,6 +266,7 @@ impl Projects {
             supervisor.status()
         };
         Ok(ProjectStatus {
+            hosts: hosts_of(&project),
             name,
             file: request.file,
             services,
@@ -268,9 +274,14 @@ impl Projects {
     }
 
     fn get(&self, name: &str) -> Result<(PathBuf, Supervisor)> {
+        self.entry(name)
+            .map(|(file, supervisor, _)| (file, supervisor))
+    }
+
+    fn entry(&self, name: &str) -> Result<(PathBuf, Supervisor, BTreeMap<String, Vec<String>>)> {
         let entries = self.entries.lock().unwrap();
         match entries.get(name) {
-            Some(e) => Ok((e.file.clone(), e.supervisor.clone())),
+            Some(e) => Ok((e.file.clone(), e.supervisor.clone(), e.hosts.clone())),
             None => {
                 let up: Vec<&str> = entries.keys().map(String::as_str).collect();
                 Err(Error::NotFound {
@@ -288,7 +299,7 @@ impl Projects {
     /// Stops every service of project `name` and forgets it.
     pub async fn down(&self, name: &str) -> Result<ProjectStatus> {
         let _changing = self.changing.lock().await;
-        let (file, supervisor) = self.get(name)?;
+        let (file, supervisor, hosts) = self.entry(name)?;
         supervisor.down().await;
         if let Some(entry) = self.entries.lock().unwrap().remove(name) {
             entry.recorder.abort();
@@ -298,16 +309,18 @@ impl Projects {
             name: name.to_owned(),
             file,
             services: supervisor.status(),
+            hosts,
         })
     }
 
     /// The status of project `name`.
     pub fn status(&self, name: &str) -> Result<ProjectStatus> {
-        let (file, supervisor) = self.get(name)?;
+        let (file, supervisor, hosts) = self.entry(name)?;
         Ok(ProjectStatus {
             name: name.to_owned(),
             file,
             services: supervisor.status(),
+            hosts,
         })
     }
 
@@ -321,6 +334,7 @@ impl Projects {
                 name: name.clone(),
                 file: e.file.clone(),
                 services: e.supervisor.status(),
+                hosts: e.hosts.clone(),
             })
             .collect()
     }
@@ -479,6 +493,16 @@ impl dashboard::Projects for Projects {
             })
             .collect()
     }
+}
+
+/// The host names `project`'s services set, by service.
+fn hosts_of(project: &Project) -> BTreeMap<String, Vec<String>> {
+    project
+        .services
+        .values()
+        .filter(|s| !s.hosts.is_empty())
+        .map(|s| (s.name.clone(), s.hosts.clone()))
+        .collect()
 }
 
 fn entry_of(line: LogLine) -> LogEntry {

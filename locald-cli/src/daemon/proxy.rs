@@ -37,7 +37,8 @@ pub fn route(s: &ServiceStatus, logs: impl FnOnce() -> Vec<String>) -> Option<Ro
     })
 }
 
-/// The routes of every service of `projects`.
+/// The routes of every service of `projects`: `<service>.<project>.localhost` and the
+/// names its `hosts` set (a name two projects set goes to the first).
 pub fn routes(
     projects: &[ProjectStatus],
     mut logs: impl FnMut(&str, &str) -> Vec<String>,
@@ -45,11 +46,18 @@ pub fn routes(
     let mut out = HashMap::new();
     for p in projects {
         for s in &p.services {
-            let Some(host) = host_name(&p.name, &s.name) else {
+            let extra = p.hosts.get(&s.name).into_iter().flatten().cloned();
+            let names: Vec<String> = host_name(&p.name, &s.name)
+                .into_iter()
+                .chain(extra)
+                .collect();
+            if names.is_empty() {
                 continue;
-            };
+            }
             if let Some(r) = route(s, || logs(&p.name, &s.name)) {
-                out.insert(host, r);
+                for name in names {
+                    out.entry(name).or_insert_with(|| r.clone());
+                }
             }
         }
     }
@@ -160,5 +168,31 @@ mod tests {
             })
         );
         assert_eq!(r.len(), 3, "{r:?}");
+    }
+
+    #[test]
+    fn host_names_from_locald_toml_route_to_their_service() {
+        let svc = |name: &str, port: u16| {
+            serde_json::json!({"name": name, "state": {"state": "running"}, "pid": null,
+                               "restarts": 0, "port": port, "last_exit": null})
+        };
+        let list = status(serde_json::json!([
+            {"name": "shop", "file": "/p/locald.toml",
+             "services": [svc("web", 4100), svc("bad_name", 4101)],
+             "hosts": {"web": ["shop.localhost", "www.shop.localhost"],
+                       "bad_name": ["admin.shop.localhost"]}},
+            {"name": "other", "file": "/o/locald.toml",
+             "services": [svc("web", 4200)],
+             "hosts": {"web": ["shop.localhost"]}},
+        ]));
+        let r = routes(&list, |_, _| Vec::new());
+        let up = |port: u16| Some(Route::Up(SocketAddr::from(([127, 0, 0, 1], port))));
+        assert_eq!(r.get("web.shop.localhost").cloned(), up(4100));
+        assert_eq!(r.get("www.shop.localhost").cloned(), up(4100));
+        assert_eq!(r.get("admin.shop.localhost").cloned(), up(4101));
+        // A name two projects claim stays with the first.
+        assert_eq!(r.get("shop.localhost").cloned(), up(4100));
+        assert_eq!(r.get("web.other.localhost").cloned(), up(4200));
+        assert_eq!(r.len(), 5, "{r:?}");
     }
 }
