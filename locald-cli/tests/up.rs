@@ -42,31 +42,38 @@ fn up_until_greeted(home: &Path) -> (std::process::Child, Vec<String>, Vec<u32>)
             }
         });
     }
+    // The status lines (stderr) and the services' output (stdout) come through two
+    // pipes: read until both the greeting and the two services' pids are in.
+    let pid_of = |l: &String| -> Option<u32> {
+        l.split("(pid ")
+            .nth(1)?
+            .split([',', ')'])
+            .next()?
+            .parse()
+            .ok()
+    };
     let mut stderr = Vec::new();
     let mut greeted = false;
-    while let Ok((is_out, line)) = rx.recv_timeout(Duration::from_secs(30)) {
-        if is_out {
-            assert_eq!(
-                line, "greeter | hello from locald up",
-                "stdout is prefixed output"
-            );
-            greeted = true;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(greeted && stderr.iter().filter_map(pid_of).count() >= 2) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok((is_out, line)) = rx.recv_timeout(left) else {
             break;
+        };
+        if is_out {
+            if !greeted {
+                assert_eq!(
+                    line, "greeter | hello from locald up",
+                    "stdout is prefixed output"
+                );
+            }
+            greeted = true;
+        } else {
+            stderr.push(line);
         }
-        stderr.push(line);
     }
     assert!(greeted, "the greeter reached the web service: {stderr:#?}");
-    let pids: Vec<u32> = stderr
-        .iter()
-        .filter_map(|l| {
-            l.split("(pid ")
-                .nth(1)?
-                .split([',', ')'])
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let pids: Vec<u32> = stderr.iter().filter_map(pid_of).collect();
     assert_eq!(pids.len(), 2, "{stderr:#?}");
     (child, stderr, pids)
 }
