@@ -29,6 +29,8 @@ struct TestUser {
     gid: u32,
     /// First host uid of its subordinate range.
     subuid: u32,
+    /// First host gid of its subordinate range.
+    subgid: u32,
     /// A data home (and `HOME`) owned by the user; removed at the end.
     home: tempfile::TempDir,
     /// Copies of the programs, readable by the user.
@@ -63,15 +65,19 @@ impl TestUser {
             );
             return None;
         };
-        let subuid = std::fs::read_to_string("/etc/subuid")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                let mut f = l.split(':');
-                (f.next() == Some(name.as_str()))
-                    .then(|| f.next()?.parse().ok())
-                    .flatten()
-            });
+        let first = |file: &str| -> Option<u32> {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| {
+                    let mut f = l.split(':');
+                    (f.next() == Some(name.as_str()))
+                        .then(|| f.next()?.parse().ok())
+                        .flatten()
+                })
+        };
+        let subuid = first("/etc/subuid");
+        let subgid = first("/etc/subgid").unwrap_or(0);
         if subuid.is_some() != range {
             unavailable(
                 test,
@@ -111,6 +117,7 @@ impl TestUser {
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
             subuid,
+            subgid,
             home,
             bin,
         })
@@ -750,9 +757,20 @@ fn a_debian_image_runs_rootless() {
     let out = user.locald(&["run", "--rm", image, "dpkg", "-S", "/bin/ls"]);
     assert_eq!(assert_ok(&out), "coreutils: /bin/ls\n");
     let out = user.locald(&["run", "--rm", image, "stat", "-c", "%U:%G %a", "/bin/ls"]);
-    // Files of other owners (`/etc/shadow`, group shadow) are not yet faithful: layers
-    // are unpacked by the user, so they belong to container root too.
     assert_eq!(assert_ok(&out), "root:root 755\n");
+    // Files of other owners keep them: the layer was unpacked in the user's namespace.
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        image,
+        "stat",
+        "-c",
+        "%U:%G %a %g",
+        "/etc/shadow",
+    ]);
+    let shadow = assert_ok(&out);
+    assert!(shadow.starts_with("root:shadow 640 "), "{shadow}");
+    let shadow_gid: u32 = shadow.trim().rsplit(' ').next().unwrap().parse().unwrap();
     let out = user.locald(&[
         "run",
         "--rm",
@@ -765,9 +783,133 @@ fn a_debian_image_runs_rootless() {
     ]);
     assert_eq!(assert_ok(&out), "nobody\nok\n");
     // Outside, the image's root-owned files belong to the user (container root).
-    let ls = walk_find(&user.home.path().join("data/images/layers"), "bin/ls")
-        .expect("/bin/ls in an unpacked layer");
+    let layers = user.home.path().join("data/images/layers");
+    let ls = walk_find(&layers, "bin/ls").expect("/bin/ls in an unpacked layer");
     assert_eq!(std::fs::metadata(ls).unwrap().uid(), user.uid);
+    // ... and the others belong to the user's subordinate ids.
+    let shadow = walk_find(&layers, "etc/shadow").expect("/etc/shadow in an unpacked layer");
+    let meta = std::fs::metadata(shadow).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (user.uid, user.subgid + shadow_gid - 1)
+    );
+    user.assert_nothing_left();
+}
+
+/// A layered image as a normal user: owners other than root are kept (a directory and
+/// a private file of uid 1000, which is the user's subordinate uid 999 on the host),
+/// whiteouts and an opaque directory hide lower files under overlayfs mounted with
+/// `userxattr`, writes into the opaque directory work, and removing the image and
+/// pruning removes every layer, subordinate-owned files included.
+#[test]
+fn layers_keep_their_owners_and_whiteouts_rootless() {
+    use locald_test_support::{Compression, Layer, Layout};
+    const TEST: &str = "layers_keep_their_owners_and_whiteouts_rootless";
+    let Some(user) = TestUser::get(TEST) else {
+        return;
+    };
+    let dir = user.bin.path().join("owners-layout");
+    let mut layout = Layout::new(&dir);
+    let base = Layer::from_dir(&conformance_rootfs()).unwrap();
+    let owned = Layer::new()
+        .dir_owned("data", 0o700, 1000)
+        .file_with("data/f", "mine", 0o600, 1000)
+        .file("gone", "x")
+        .dir("o")
+        .file("o/old", "o");
+    let upper = Layer::new().whiteout("gone").opaque("o").file("o/new", "n");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let info = layout.image(
+        arch,
+        &[
+            (base, Compression::Gzip),
+            (owned, Compression::Gzip),
+            (upper, Compression::None),
+        ],
+        serde_json::json!({"Cmd": ["sh"]}),
+    );
+    let image = "localhost/owners:rootless";
+    layout.name_image(image, &info);
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    assert_ok(&user.locald(&["load", dir.to_str().unwrap()]));
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        "stat -c '%u:%g %a' /data /data/f; ls /o; test -e /gone || echo hidden; \
+         echo w > /o/w && ls /o",
+    ]);
+    assert_eq!(
+        assert_ok(&out),
+        "1000:1000 700\n1000:0 600\nnew\nhidden\nnew\nw\n"
+    );
+    let out = user.locald(&["run", "--rm", "--user", "1000", image, "cat", "/data/f"]);
+    assert_eq!(assert_ok(&out), "mine");
+    // On the host: the user's subordinate ids (the directory, which the user cannot
+    // enter, nor remove anything from), and the user's own gid for group root.
+    let layers = user.home.path().join("data/images/layers");
+    let data = walk_find(&layers, "data").expect("data in an unpacked layer");
+    let meta = std::fs::symlink_metadata(&data).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (user.subuid + 999, user.subgid + 999)
+    );
+    let meta = std::fs::symlink_metadata(data.join("f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (user.subuid + 999, user.gid));
+    let out = user.locald(&["rmi", image]);
+    assert_ok(&out);
+    let out = user.locald(&["image", "prune"]);
+    assert_ok(&out);
+    let left: Vec<_> = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "layers left after prune: {left:?}");
+    // A file owned by an id beyond the user's subordinate range: a clear error, and
+    // nothing of the failed unpack is left.
+    let far = user.bin.path().join("far-layout");
+    let mut layout = Layout::new(&far);
+    let info = layout.image(
+        arch,
+        &[(
+            Layer::new()
+                .dir("d")
+                .file_with("d/far", "x", 0o644, 4_000_000_000),
+            Compression::Gzip,
+        )],
+        serde_json::json!({"Cmd": ["sh"]}),
+    );
+    layout.name_image("localhost/far:rootless", &info);
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&far)
+        .status();
+    let out = user.locald(&["load", far.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("d/far to 4000000000:0") && err.contains("beyond your subordinate ids"),
+        "{err}"
+    );
+    for sub in ["layers", "tmp"] {
+        let dir = user.home.path().join("data/images").join(sub);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{sub} left after a failed load: {left:?}");
+    }
     user.assert_nothing_left();
 }
 

@@ -121,14 +121,19 @@ use state::{Layout, Phase};
 /// published ports, Safe Mode (without its extra user namespace: container root is
 /// already an unprivileged host id). Volumes from the user's home are writable, and
 /// what container root writes there belongs to the user. State and images live in
-/// the user's data home. What rootless cannot do:
+/// the user's data home, where image layers are unpacked inside a user namespace with
+/// the same mappings (through this executable again, as the shim), so their files keep
+/// the image's owners, and opaque directories are marked with `user.overlay.opaque`,
+/// which overlayfs reads mounted with `userxattr`. What rootless cannot do:
 ///
 /// * resource limits (`memory`, `cpus`, `pids`): they are refused with the reason
 ///   (cgroup v1; cgroup v2 without a subtree delegated to the user; and, for now, a
 ///   delegated subtree too, which locald does not place containers in yet), and
 ///   containers run in the user's own cgroup, so no OOM kill is detected either;
-/// * image layers keep the owners of the image only for root-owned files: layers are
-///   unpacked by the user, so files of other owners belong to container root;
+/// * without subordinate ids, image layers keep the owners of the image only for
+///   root-owned files (with them, layers are unpacked inside the user's namespace and
+///   keep every owner; on the host those files belong to the subordinate ids, and
+///   the store removes them from inside that namespace);
 /// * a root filesystem directory owned by someone else (`--rootfs`) is copied, not
 ///   overlaid (its owners are not mapped in the namespace).
 ///
@@ -513,7 +518,7 @@ impl ContainerRuntime {
             name: name.to_owned(),
             lowers: source.lowers.clone(),
             image: source.image.is_some(),
-            marker_whiteouts: source.marker_whiteouts,
+            whiteouts: source.whiteouts,
             read_only: spec.read_only || spec.isolation == Isolation::Safe,
             create_mount_points: user_namespace,
             rootless: resolved.rootless.clone(),

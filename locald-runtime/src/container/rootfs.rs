@@ -29,10 +29,16 @@ pub(crate) struct RootfsSource {
     pub(crate) config: ImageConfig,
     /// The image it came from, if any.
     pub(crate) image: Option<ImageRef>,
-    /// Some layer keeps whiteouts as marker files (unpacked without root): only the
-    /// copying snapshot can stack these layers.
-    #[serde(default)]
-    pub(crate) marker_whiteouts: bool,
+    /// How the layers keep whiteouts: marker files (only the copying snapshot can stack
+    /// them), overlayfs' root form, or its `userxattr` form (unpacked by a user who is
+    /// not root). A store's layers share one form (layers without whiteouts fit all).
+    #[serde(default = "overlay_form")]
+    pub(crate) whiteouts: WhiteoutFormat,
+}
+
+/// The form of a plain directory's whiteouts (it has none) and of a root's layers.
+pub(crate) fn overlay_form() -> WhiteoutFormat {
+    WhiteoutFormat::Overlay
 }
 
 /// Turns a container source into lower directories and an image config; `images`
@@ -64,7 +70,7 @@ pub(crate) fn resolve_source<'a>(
                 lowers: vec![dir.clone()],
                 config: ImageConfig::default(),
                 image: None,
-                marker_whiteouts: false,
+                whiteouts: WhiteoutFormat::Overlay,
             })
         }
         ContainerSource::Image(image) => image_layers(images()?, image),
@@ -82,12 +88,18 @@ pub(crate) fn resolve_source<'a>(
 /// (0/0 character devices and `trusted.overlay.opaque`), as a pull by root makes them.
 pub(crate) fn image_layers(store: &ImageStore, image: &ImageRef) -> Result<RootfsSource> {
     let resolved = store.resolve(image)?;
-    let marker = resolved
-        .layers
-        .iter()
-        .find(|l| l.whiteouts != crate::image::WhiteoutFormat::Overlay);
-    // A user who is not root unpacks in marker form and copies; root needs overlayfs.
-    let marker_whiteouts = marker.is_some();
+    // The layers' common form: marker files win (only a copy stacks them), then the
+    // `userxattr` form; layers without whiteouts are recorded in root's form.
+    let form = |f: WhiteoutFormat| resolved.layers.iter().find(|l| l.whiteouts == f);
+    let marker = form(WhiteoutFormat::Marker);
+    let whiteouts = if marker.is_some() {
+        WhiteoutFormat::Marker
+    } else if form(WhiteoutFormat::UserOverlay).is_some() {
+        WhiteoutFormat::UserOverlay
+    } else {
+        WhiteoutFormat::Overlay
+    };
+    // A user who is not root may stack marker layers by copying; root needs overlayfs.
     if let Some(layer) = marker.filter(|_| nix::unistd::geteuid().is_root()) {
         return Err(Error::InvalidImage {
             what: format!("layer {}", layer.path.display()),
@@ -101,7 +113,7 @@ pub(crate) fn image_layers(store: &ImageStore, image: &ImageRef) -> Result<Rootf
         lowers: resolved.layers.into_iter().rev().map(|l| l.path).collect(),
         config: resolved.config,
         image: Some(image.clone()),
-        marker_whiteouts,
+        whiteouts,
     })
 }
 
@@ -252,7 +264,7 @@ pub(crate) fn mount_rootfs(
     target: &Path,
     read_only: bool,
     image: bool,
-    marker_whiteouts: bool,
+    whiteouts: WhiteoutFormat,
     mounts: &[Mount],
 ) -> Result<MountedRoot> {
     use nix::mount::{mount, MsFlags};
@@ -280,11 +292,7 @@ pub(crate) fn mount_rootfs(
         .rev()
         .map(|path| LayerDir {
             path: path.clone(),
-            whiteouts: if marker_whiteouts {
-                WhiteoutFormat::Marker
-            } else {
-                WhiteoutFormat::Overlay
-            },
+            whiteouts,
         })
         .collect();
     Snapshot::create_in_place(&layers, state_dir, mode).map(|_| MountedRoot::Snapshot)

@@ -158,20 +158,10 @@ pub(crate) fn delegated_cgroup(proc_root: &Path, cgroup_root: &Path) -> Result<P
 /// host, its own cgroup2 over `/sys/fs/cgroup`.
 pub(crate) fn enter(ns: &UserNs) -> io::Result<()> {
     use nix::sched::CloneFlags;
-    let flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP;
-    if ns.uid.len() == 1 && ns.gid.len() == 1 {
-        nix::sched::unshare(flags).map_err(|e| ctx("creating a user namespace", e.into()))?;
-        let line = |m: &[IdMap]| format!("{} {} {}\n", m[0].container, m[0].host, m[0].count);
-        std::fs::write("/proc/self/setgroups", "deny")
-            .and_then(|()| std::fs::write("/proc/self/uid_map", line(&ns.uid)))
-            .and_then(|()| std::fs::write("/proc/self/gid_map", line(&ns.gid)))
-            .map_err(|e| ctx("writing the user namespace's id maps", e))?;
-    } else {
-        map_with_helpers(ns, flags)?;
-    }
-    nix::unistd::setresgid(0.into(), 0.into(), 0.into())
-        .and_then(|()| nix::unistd::setresuid(0.into(), 0.into(), 0.into()))
-        .map_err(|e| ctx("becoming root in the user namespace", e.into()))?;
+    become_root(
+        ns,
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP,
+    )?;
     use nix::mount::{mount, MsFlags};
     mount(
         None::<&str>,
@@ -193,6 +183,24 @@ pub(crate) fn enter(ns: &UserNs) -> io::Result<()> {
         .map_err(|e| ctx("mounting a cgroup2 over the host's cgroup v1", e.into()))?;
     }
     Ok(())
+}
+
+/// Puts this (single-threaded) process into new namespaces (`flags`, a user namespace
+/// among them) mapped as `ns` says, as root there.
+fn become_root(ns: &UserNs, flags: nix::sched::CloneFlags) -> io::Result<()> {
+    if ns.uid.len() == 1 && ns.gid.len() == 1 {
+        nix::sched::unshare(flags).map_err(|e| ctx("creating a user namespace", e.into()))?;
+        let line = |m: &[IdMap]| format!("{} {} {}\n", m[0].container, m[0].host, m[0].count);
+        std::fs::write("/proc/self/setgroups", "deny")
+            .and_then(|()| std::fs::write("/proc/self/uid_map", line(&ns.uid)))
+            .and_then(|()| std::fs::write("/proc/self/gid_map", line(&ns.gid)))
+            .map_err(|e| ctx("writing the user namespace's id maps", e))?;
+    } else {
+        map_with_helpers(ns, flags)?;
+    }
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+        .and_then(|()| nix::unistd::setresuid(0.into(), 0.into(), 0.into()))
+        .map_err(|e| ctx("becoming root in the user namespace", e.into()))
 }
 
 fn ctx(what: &str, e: io::Error) -> io::Error {
@@ -250,9 +258,11 @@ fn map_with_helpers(ns: &UserNs, flags: nix::sched::CloneFlags) -> io::Result<()
     }
 }
 
-/// Runs `newuidmap PID ...` and `newgidmap PID ...`; the error names the program and
+/// Runs `newuidmap PID ...` and `newgidmap PID ...` side by side (each is a setuid
+/// program's start-up; they write different files); the error names the program and
 /// carries what it printed.
 fn run_mappers(pid: i32, ns: &UserNs) -> Result<(), String> {
+    let mut running = Vec::new();
     for (program, maps) in [("newuidmap", &ns.uid), ("newgidmap", &ns.gid)] {
         let mut cmd = std::process::Command::new(program);
         cmd.arg(pid.to_string());
@@ -263,7 +273,16 @@ fn run_mappers(pid: i32, ns: &UserNs) -> Result<(), String> {
                 m.count.to_string(),
             ]);
         }
-        let out = cmd.output().map_err(|e| {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().map_err(|e| {
+            format!("running {program} (the uidmap package) to map the user namespace: {e}")
+        })?;
+        running.push((program, child));
+    }
+    for (program, child) in running {
+        let out = child.wait_with_output().map_err(|e| {
             format!("running {program} (the uidmap package) to map the user namespace: {e}")
         })?;
         if !out.status.success() {
@@ -451,5 +470,256 @@ mod tests {
         assert!(limits_refused(&proc_root, &cg)
             .unwrap()
             .contains("does not place rootless containers in it yet"));
+    }
+}
+
+/// The user namespace in which this user's image store is written: `None` for root,
+/// and for a user without subordinate ids (or without `newuidmap`), who unpacks layers
+/// as itself (every file then belongs to container root).
+pub(crate) fn store_userns() -> Option<UserNs> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let ns = UserNs::for_caller(Path::new("/etc"));
+    let mappers = which::which("newuidmap").is_ok() && which::which("newgidmap").is_ok();
+    (!ns.single_id() && mappers).then_some(ns)
+}
+
+/// The helper verb that unpacks a layer inside a user namespace.
+pub(crate) const UNPACK_VERB: &str = "unpack-layer";
+/// The helper verb that removes a tree of the store inside a user namespace.
+pub(crate) const REMOVE_VERB: &str = "remove-tree";
+
+/// What the unpack helper is asked (its first argument, as JSON).
+#[derive(Debug, Serialize, Deserialize)]
+struct UnpackRequest {
+    ns: UserNs,
+    what: String,
+    opts: crate::image::unpack::UnpackOptions,
+}
+
+/// What a store helper answers on its stdout, as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+enum HelperReply {
+    Unpacked {
+        entries: u64,
+        bytes: u64,
+        whiteouts: u64,
+    },
+    Removed,
+    /// The layer is not a valid one (its entries, its tar stream).
+    Invalid {
+        what: String,
+        reason: String,
+    },
+    /// Anything else: the error and its causes.
+    Failed(String),
+}
+
+impl HelperReply {
+    fn failed(e: &locald_core::Error) -> HelperReply {
+        match e {
+            locald_core::Error::InvalidImage { what, reason } => HelperReply::Invalid {
+                what: what.clone(),
+                reason: reason.clone(),
+            },
+            other => HelperReply::Failed(crate::util::error_chain(other).replace('\n', " ")),
+        }
+    }
+}
+
+/// The program that serves as the helper: `$LOCALD_SHIM`, else this executable (every
+/// program linking this crate is one).
+fn helper_program() -> PathBuf {
+    std::env::var_os("LOCALD_SHIM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
+}
+
+/// Runs the helper with `args`, feeding `input` to its stdin when given, and returns
+/// its reply. A helper that ends without one is an error with its status and stderr.
+fn run_helper(
+    step: &str,
+    args: &[&std::ffi::OsStr],
+    input: Option<&mut dyn Read>,
+) -> locald_core::Result<HelperReply> {
+    use locald_core::Error;
+    use std::process::Stdio;
+    let program = helper_program();
+    let mut child = std::process::Command::new(&program)
+        .arg(super::shim::SHIM_ARG)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            Error::io(
+                format!("{step}: starting the helper {}", program.display()),
+                e,
+            )
+        })?;
+    let stdin = child.stdin.take();
+    // The helper's output is read on a thread of its own while this one feeds it.
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    let mut read_failed = None;
+    if let (Some(input), Some(mut stdin)) = (input, stdin) {
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    read_failed = Some(e);
+                    break;
+                }
+            };
+            // A helper that stopped reading has its answer (an error, or the end of
+            // the archive before trailing padding): it tells which.
+            if stdin.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    }
+    let out = waiter
+        .join()
+        .map_err(|_| {
+            Error::io(
+                step.to_owned(),
+                io::Error::other("the helper's reader panicked"),
+            )
+        })?
+        .map_err(|e| Error::io(format!("{step}: waiting for the helper"), e))?;
+    if let Some(e) = read_failed {
+        return Err(Error::io(format!("{step}: reading its input"), e));
+    }
+    match serde_json::from_slice::<HelperReply>(&out.stdout) {
+        Ok(HelperReply::Invalid { what, reason }) => Err(Error::InvalidImage { what, reason }),
+        Ok(HelperReply::Failed(message)) => {
+            Err(Error::io(step.to_owned(), io::Error::other(message)))
+        }
+        Ok(reply) => Ok(reply),
+        Err(_) => Err(Error::io(
+            step.to_owned(),
+            io::Error::other(format!(
+                "the helper {} ended ({}) without an answer: {}",
+                program.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        )),
+    }
+}
+
+/// Unpacks the layer tar `reader` into the directory `dir` inside the user namespace
+/// `ns`, as root there (through the helper: this process may have threads, and only a
+/// single-threaded process can enter a new user namespace).
+pub(crate) fn unpack_layer(
+    reader: &mut dyn Read,
+    dir: &Path,
+    what: &str,
+    opts: crate::image::unpack::UnpackOptions,
+    ns: &UserNs,
+) -> locald_core::Result<crate::image::unpack::UnpackStats> {
+    let request = serde_json::to_string(&UnpackRequest {
+        ns: ns.clone(),
+        what: what.to_owned(),
+        opts,
+    })
+    .expect("an unpack request serializes");
+    let step = format!("unpacking {what} in your user namespace");
+    match run_helper(
+        &step,
+        &[UNPACK_VERB.as_ref(), request.as_ref(), dir.as_os_str()],
+        Some(reader),
+    )? {
+        HelperReply::Unpacked {
+            entries,
+            bytes,
+            whiteouts,
+        } => Ok(crate::image::unpack::UnpackStats {
+            entries,
+            bytes,
+            whiteouts,
+        }),
+        other => Err(locald_core::Error::io(
+            step,
+            io::Error::other(format!("unexpected answer {other:?}")),
+        )),
+    }
+}
+
+/// Removes the tree at `path` inside the user namespace `ns`, as root there: what the
+/// store's unpacked layers hold may belong to the user's subordinate ids, which the
+/// user cannot remove as itself.
+pub(crate) fn remove_tree(path: &Path, ns: &UserNs) -> locald_core::Result<()> {
+    let ns_json = serde_json::to_string(ns).expect("id maps serialize");
+    let step = format!("removing {} in your user namespace", path.display());
+    run_helper(
+        &step,
+        &[REMOVE_VERB.as_ref(), ns_json.as_ref(), path.as_os_str()],
+        None,
+    )
+    .map(drop)
+}
+
+/// The helper's side of [`unpack_layer`] and [`remove_tree`]: `args` are the verb, its
+/// JSON argument and the path. Runs single-threaded, before `main`.
+pub(crate) fn serve(args: &[String]) -> i32 {
+    use locald_core::Error;
+    let reply = |reply: HelperReply| {
+        let mut out = io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, &reply);
+        let _ = out.flush();
+        match reply {
+            HelperReply::Unpacked { .. } | HelperReply::Removed => 0,
+            _ => 1,
+        }
+    };
+    let failed = |e: &Error| reply(HelperReply::failed(e));
+    let [verb, arg, path] = args else {
+        return 2;
+    };
+    let path = Path::new(path);
+    if verb == UNPACK_VERB {
+        let req: UnpackRequest = match serde_json::from_str(arg) {
+            Ok(r) => r,
+            Err(e) => {
+                return failed(&Error::io(
+                    "reading the unpack request",
+                    io::Error::other(e),
+                ))
+            }
+        };
+        if let Err(e) = become_root(&req.ns, nix::sched::CloneFlags::CLONE_NEWUSER) {
+            return failed(&Error::io("setting up the user namespace to unpack in", e));
+        }
+        match crate::image::unpack::unpack(io::stdin().lock(), path, &req.what, req.opts) {
+            Ok(stats) => reply(HelperReply::Unpacked {
+                entries: stats.entries,
+                bytes: stats.bytes,
+                whiteouts: stats.whiteouts,
+            }),
+            Err(e) => failed(&e),
+        }
+    } else if verb == REMOVE_VERB {
+        let ns: UserNs = match serde_json::from_str(arg) {
+            Ok(ns) => ns,
+            Err(e) => return failed(&Error::io("reading the id maps", io::Error::other(e))),
+        };
+        if let Err(e) = become_root(&ns, nix::sched::CloneFlags::CLONE_NEWUSER) {
+            return failed(&Error::io("setting up the user namespace to remove in", e));
+        }
+        match crate::image::unpack::remove_existing(path) {
+            Ok(()) => reply(HelperReply::Removed),
+            Err(e) => failed(&Error::io(format!("removing {}", path.display()), e)),
+        }
+    } else {
+        2
     }
 }

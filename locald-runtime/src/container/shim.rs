@@ -204,6 +204,12 @@ pub fn run_if_requested() {
 /// The shim's entry point for `locald-shim` and `locald __locald-shim`: `args` are the
 /// arguments after the marker. Returns the process exit code.
 pub fn main_with(args: &[String]) -> i32 {
+    // The image store's helpers for a user who is not root: no container state.
+    if let Some(verb) = args.first() {
+        if verb == super::rootless::UNPACK_VERB || verb == super::rootless::REMOVE_VERB {
+            return super::rootless::serve(args);
+        }
+    }
     if let Some(dir) = args.get(1) {
         let _ = STATE_DIR.set(PathBuf::from(dir));
     }
@@ -536,7 +542,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
         &dir.join("rootfs"),
         cfg.read_only,
         cfg.image,
-        cfg.marker_whiteouts,
+        cfg.whiteouts,
         mounts,
     )
     .map_err(ShimError::MountRootfs)?;

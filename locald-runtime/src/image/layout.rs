@@ -139,6 +139,7 @@ pub(crate) async fn load(
                 &what,
                 UnpackOptions {
                     whiteouts: WhiteoutFormat::Marker,
+                    owners: false,
                     privileged: false,
                 },
             )
@@ -241,6 +242,53 @@ pub(crate) async fn import(
     import_with(store, rootfs, reference, progress, None).await
 }
 
+/// Appends the tree at `dir` as `name` (recursively, entries in name order, symlinks
+/// as links), as `append_dir_all` does, with `own` (the caller's uid and gid) recorded
+/// as root.
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    dir: &Path,
+    name: &Path,
+    own: (u64, u64),
+) -> io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    let header = |meta: &fs::Metadata| {
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+        if h.uid().ok() == Some(own.0) {
+            h.set_uid(0);
+        }
+        if h.gid().ok() == Some(own.1) {
+            h.set_gid(0);
+        }
+        h
+    };
+    builder.append_data(&mut header(&meta), name, io::empty())?;
+    let mut entries = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let rel = name.join(entry.file_name());
+        let meta = fs::symlink_metadata(&path)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            append_tree(builder, &path, &rel, own)?;
+        } else if ft.is_symlink() {
+            let mut h = header(&meta);
+            h.set_size(0);
+            builder.append_link(&mut h, &rel, fs::read_link(&path)?)?;
+        } else if ft.is_file() {
+            builder.append_data(&mut header(&meta), &rel, fs::File::open(&path)?)?;
+        } else {
+            // Devices, fifos and sockets: their header says all.
+            let mut h = header(&meta);
+            h.set_size(0);
+            builder.append_data(&mut h, &rel, io::empty())?;
+        }
+    }
+    Ok(())
+}
+
 /// [`import`], with a default command.
 pub(crate) async fn import_with(
     store: &Store,
@@ -266,9 +314,16 @@ pub(crate) async fn import_with(
                 let mut builder = tar::Builder::new(&mut plain);
                 builder.follow_symlinks(false);
                 builder.mode(tar::HeaderMode::Complete);
-                builder
-                    .append_dir_all(".", &src)
-                    .map_err(|e| Error::io(format!("archiving {}", src.display()), e))?;
+                // What a user who is not root owns is root's in that user's containers
+                // (its own ids are root in its user namespace).
+                let euid = nix::unistd::geteuid();
+                if euid.is_root() {
+                    builder.append_dir_all(".", &src)
+                } else {
+                    let own = (euid.as_raw() as u64, nix::unistd::getegid().as_raw() as u64);
+                    append_tree(&mut builder, &src, Path::new("."), own)
+                }
+                .map_err(|e| Error::io(format!("archiving {}", src.display()), e))?;
                 builder
                     .finish()
                     .map_err(|e| Error::io("writing a layer", e))?;

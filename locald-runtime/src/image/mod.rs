@@ -23,7 +23,7 @@ mod pull;
 mod registry;
 mod snapshot;
 mod store;
-mod unpack;
+pub(crate) mod unpack;
 
 use std::path::{Path, PathBuf};
 

@@ -553,10 +553,7 @@ pub(crate) async fn ensure_layer(
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(64);
     let dir = store.temp_dir("layer-")?;
     let blob = store.temp_file()?;
-    let job = UnpackJob {
-        layer: layer.clone(),
-        opts: UnpackOptions::for_current_user(),
-    };
+    let job = UnpackJob::for_current_user(store, layer.clone());
     let unpacker = tokio::task::spawn_blocking(move || {
         let result = job.run(ChannelReader::new(rx), &blob, dir.path());
         (result, blob, dir)
@@ -565,8 +562,14 @@ pub(crate) async fn ensure_layer(
     let (unpacked, blob, dir) = unpacker
         .await
         .map_err(|e| Error::io("unpacking a layer", io::Error::other(e)))?;
-    fetched?;
-    let meta = unpacked?;
+    let meta = match fetched.and(unpacked) {
+        Ok(meta) => meta,
+        Err(e) => {
+            // What a helper unpacked in a user namespace may not be removable otherwise.
+            store.discard(dir);
+            return Err(e);
+        }
+    };
     store.commit_blob(blob, &layer.blob)?;
     store.commit_layer(dir, &meta)?;
     send(progress, PullProgress::LayerDone { digest });
@@ -577,9 +580,26 @@ pub(crate) async fn ensure_layer(
 pub(crate) struct UnpackJob {
     pub(crate) layer: LayerRecord,
     pub(crate) opts: UnpackOptions,
+    /// Unpack inside this user namespace, as root there (a user who is not root, with
+    /// subordinate ids): the files keep the image's owners.
+    pub(crate) userns: Option<crate::container::rootless::UserNs>,
 }
 
 impl UnpackJob {
+    /// The richest unpacking of `layer` the current user can do into `store`.
+    pub(crate) fn for_current_user(store: &Store, layer: LayerRecord) -> UnpackJob {
+        let mut opts = UnpackOptions::for_current_user(&store.root().join("tmp"));
+        let userns = crate::container::rootless::store_userns();
+        if userns.is_some() {
+            opts.owners = true;
+        }
+        UnpackJob {
+            layer,
+            opts,
+            userns,
+        }
+    }
+
     /// Reads the compressed blob from `reader`, copying it to `blob`, and unpacks it into
     /// `dir`, checking both digests. A digest mismatch is reported as such even when
     /// the damage also broke decompression or the tar stream.
@@ -643,7 +663,12 @@ impl UnpackJob {
                     current: Vec::new(),
                     at: 0,
                 });
-                let stats = unpack::unpack(&mut plain, dir, &what, self.opts)?;
+                let stats = match &self.userns {
+                    None => unpack::unpack(&mut plain, dir, &what, self.opts)?,
+                    Some(ns) => crate::container::rootless::unpack_layer(
+                        &mut plain, dir, &what, self.opts, ns,
+                    )?,
+                };
                 plain.drain().map_err(|e| Error::InvalidImage {
                     what: what.clone(),
                     reason: format!("corrupt data after the tar stream: {e}"),

@@ -14,7 +14,7 @@ use locald_core::{Error, Result};
 
 use super::unpack::{
     is_overlay_whiteout, make_writable, remove_existing, WhiteoutFormat, OPAQUE_MARKER,
-    OPAQUE_XATTR, WHITEOUT_PREFIX,
+    WHITEOUT_PREFIX,
 };
 
 /// How to build a snapshot.
@@ -125,10 +125,7 @@ impl Snapshot {
 
     fn create_in(layers: &[LayerDir], dir: &Path, mode: SnapshotMode) -> Result<Snapshot> {
         let rootfs = dir.join("rootfs");
-        let overlay_ok = layers
-            .iter()
-            .all(|l| l.whiteouts == WhiteoutFormat::Overlay)
-            && !layers.is_empty();
+        let overlay_ok = layers.iter().all(|l| l.whiteouts.is_overlay()) && !layers.is_empty();
         if mode != SnapshotMode::Copy {
             if !overlay_ok && mode == SnapshotMode::Overlay {
                 return Err(Error::io(
@@ -244,6 +241,16 @@ fn mount_overlay(layers: &[LayerDir], dir: &Path, rootfs: &Path) -> Result<()> {
     if Path::new("/sys/module/overlay/parameters/index").exists() {
         options.push_str(",index=off");
     }
+    // Layers a user who is not root unpacked mark opaque directories with
+    // `user.overlay.opaque`, which overlayfs reads (and writes in the upper layer)
+    // with `userxattr` (Linux 5.11+, the same kernels that mount it in a user
+    // namespace).
+    if layers
+        .iter()
+        .any(|l| l.whiteouts == WhiteoutFormat::UserOverlay)
+    {
+        options.push_str(",userxattr");
+    }
     if options.len() >= 4000 {
         return Err(Error::io(
             "mounting overlayfs",
@@ -305,12 +312,12 @@ fn apply_dir(
         .collect::<io::Result<_>>()
         .map_err(io_at(src, "reading"))?;
     entries.sort_by_key(|e| e.file_name());
-    let opaque = match format {
-        WhiteoutFormat::Overlay => xattr::get(src, OPAQUE_XATTR)
+    let opaque = match format.opaque_xattr() {
+        Some(attr) => xattr::get(src, attr)
             .ok()
             .flatten()
             .is_some_and(|v| v == b"y"),
-        WhiteoutFormat::Marker => src.join(OPAQUE_MARKER).exists(),
+        None => src.join(OPAQUE_MARKER).exists(),
     };
     if opaque {
         // Everything the lower layers put here is hidden.

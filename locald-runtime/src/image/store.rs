@@ -210,7 +210,7 @@ impl Store {
         let tmp_path = tmp.keep();
         if path.exists() {
             // Someone else finished first: theirs is identical.
-            let _ = super::unpack::remove_existing(&tmp_path);
+            let _ = self.remove_tree(&tmp_path);
         } else {
             fs::rename(&tmp_path, &path)
                 .map_err(|e| Error::io(format!("storing layer {}", path.display()), e))?;
@@ -220,6 +220,30 @@ impl Store {
             &serde_json::to_vec_pretty(meta).expect("layer metadata serializes"),
             &self.root.join("tmp"),
         )
+    }
+
+    /// Removes the file or tree at `path`. A user who is not root may find files of
+    /// its subordinate ids there (layers unpacked in its user namespace): those are
+    /// removed from inside that namespace.
+    pub(crate) fn remove_tree(&self, path: &Path) -> Result<()> {
+        match super::unpack::remove_existing(path) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                match crate::container::rootless::store_userns() {
+                    Some(ns) => crate::container::rootless::remove_tree(path, &ns),
+                    None => Err(Error::io(format!("removing {}", path.display()), e)),
+                }
+            }
+            other => other.map_err(|e| Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+
+    /// Removes a temporary directory of an unpack that failed (errors only logged: a
+    /// later prune removes what is left in `tmp/`).
+    pub(crate) fn discard(&self, dir: tempfile::TempDir) {
+        let path = dir.keep();
+        if let Err(e) = self.remove_tree(&path) {
+            tracing::warn!(error = %e, "could not remove a failed unpack's files");
+        }
     }
 
     pub(crate) fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
@@ -329,8 +353,7 @@ impl Store {
             let path = entry.path();
             if path.is_dir() {
                 report.bytes += dir_size(&path);
-                super::unpack::remove_existing(&path)
-                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+                self.remove_tree(&path)?;
                 report.layers += 1;
             } else {
                 let _ = fs::remove_file(&path);
@@ -340,8 +363,7 @@ impl Store {
         if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
             for entry in entries.flatten() {
                 report.bytes += dir_size(&entry.path());
-                super::unpack::remove_existing(&entry.path())
-                    .map_err(|e| Error::io(format!("removing {}", entry.path().display()), e))?;
+                self.remove_tree(&entry.path())?;
             }
         }
         Ok(report)

@@ -6,11 +6,18 @@
 //! target directory is private to the unpacker until it is complete, so these checks
 //! cannot race with anyone.
 //!
-//! Whiteouts are stored in the form overlayfs reads, when running as root: a `.wh.NAME`
-//! entry becomes a 0:0 character device `NAME`, and `.wh..wh..opq` sets the
-//! `trusted.overlay.opaque` attribute on its directory. Without root (no `mknod`, no
-//! `trusted.*` attributes) the markers are kept as empty files, which only the copying
-//! snapshot understands.
+//! Whiteouts are stored in the form overlayfs reads: a `.wh.NAME` entry becomes a 0:0
+//! character device `NAME` (the kernel lets any user make those), and `.wh..wh..opq`
+//! sets the opaque attribute on its directory: `trusted.overlay.opaque` for root, and
+//! for a user who is not root (no `trusted.*` attributes) `user.overlay.opaque`, which
+//! overlayfs reads when mounted with `userxattr` (rootless containers mount it so).
+//! Where user attributes cannot be set, the markers are kept as empty files, which only
+//! the copying snapshot understands.
+//!
+//! A user who is not root but has subordinate ids unpacks inside a user namespace
+//! mapped from them ([`unpack_in_userns`], through the container helper), as root
+//! there: files keep the image's owners, seen from the host as the user's subordinate
+//! ids, as podman's rootless store keeps them.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -30,38 +37,77 @@ pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
 pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// The attribute overlayfs reads to hide a lower directory's contents.
 pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same, for overlayfs mounted with `userxattr` (by a user who is not root).
+pub(crate) const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 /// How whiteouts are stored in an unpacked layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhiteoutFormat {
-    /// overlayfs' own: 0:0 character devices and the opaque attribute (needs root).
+    /// overlayfs' own: 0:0 character devices and `trusted.overlay.opaque` (root).
     Overlay,
-    /// The OCI tar markers kept as empty files.
+    /// 0:0 character devices and `user.overlay.opaque`: what overlayfs reads when
+    /// mounted with `userxattr`, as rootless containers mount it.
+    UserOverlay,
+    /// The OCI tar markers kept as empty files (only the copying snapshot reads them).
     Marker,
 }
 
+impl WhiteoutFormat {
+    /// True when overlayfs can mount layers in this form.
+    pub fn is_overlay(self) -> bool {
+        matches!(self, WhiteoutFormat::Overlay | WhiteoutFormat::UserOverlay)
+    }
+
+    /// The attribute that marks an opaque directory, for the overlay forms.
+    pub(crate) fn opaque_xattr(self) -> Option<&'static str> {
+        match self {
+            WhiteoutFormat::Overlay => Some(OPAQUE_XATTR),
+            WhiteoutFormat::UserOverlay => Some(USER_OPAQUE_XATTR),
+            WhiteoutFormat::Marker => None,
+        }
+    }
+}
+
 /// How to unpack.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct UnpackOptions {
     pub(crate) whiteouts: WhiteoutFormat,
-    /// Apply owners from the tar, create device nodes and privileged attributes.
+    /// Apply owners from the tar (root, or root in a user namespace mapping them), and
+    /// `security.*` attributes (file capabilities).
+    pub(crate) owners: bool,
+    /// Create device nodes and `trusted.*` attributes (root on the host only).
     pub(crate) privileged: bool,
 }
 
 impl UnpackOptions {
-    /// The richest unpacking the current user can do.
-    pub(crate) fn for_current_user() -> Self {
+    /// The richest unpacking the current user can do in this process: root applies
+    /// everything; another user keeps whiteouts in the form overlayfs reads with
+    /// `userxattr` where the store's filesystem takes user attributes (`store_tmp`
+    /// tells), and every file belongs to the user.
+    pub(crate) fn for_current_user(store_tmp: &Path) -> Self {
         let root = nix::unistd::geteuid().is_root();
         UnpackOptions {
             whiteouts: if root {
                 WhiteoutFormat::Overlay
+            } else if user_xattrs_work(store_tmp) {
+                WhiteoutFormat::UserOverlay
             } else {
                 WhiteoutFormat::Marker
             },
+            owners: root,
             privileged: root,
         }
     }
+}
+
+/// True when a user attribute can be set on a directory made in `dir` (tmpfs before
+/// Linux 6.6 cannot).
+fn user_xattrs_work(dir: &Path) -> bool {
+    let Ok(probe) = tempfile::Builder::new().prefix("xattr-").tempdir_in(dir) else {
+        return false;
+    };
+    xattr::set(probe.path(), USER_OPAQUE_XATTR, b"y").is_ok()
 }
 
 /// What an unpack wrote.
@@ -155,7 +201,7 @@ impl FileJob {
         file.write_all(&self.data).map_err(io_err("writing"))?;
         if let Some((uid, gid)) = self.owner {
             std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                .map_err(io_err("setting the owner of"))?;
+                .map_err(|e| owner_error(target, uid as u64, gid as u64, e))?;
         }
         file.set_permissions(fs::Permissions::from_mode(self.mode))
             .map_err(io_err("setting the mode of"))?;
@@ -271,10 +317,10 @@ fn unpack_entries(
 
         if name == OPAQUE_MARKER {
             stats.whiteouts += 1;
-            match opts.whiteouts {
-                WhiteoutFormat::Overlay => xattr::set(&parent, OPAQUE_XATTR, b"y")
+            match opts.whiteouts.opaque_xattr() {
+                Some(attr) => xattr::set(&parent, attr, b"y")
                     .map_err(io_err(format!("marking {} opaque", parent.display())))?,
-                WhiteoutFormat::Marker => create_empty(&parent.join(OPAQUE_MARKER))
+                None => create_empty(&parent.join(OPAQUE_MARKER))
                     .map_err(io_err(format!("writing whiteout in {}", parent.display())))?,
             }
             continue;
@@ -285,7 +331,7 @@ fn unpack_entries(
                 return Err(invalid(what, format!("bad whiteout entry {:?}", raw_path)));
             }
             match opts.whiteouts {
-                WhiteoutFormat::Overlay => {
+                WhiteoutFormat::Overlay | WhiteoutFormat::UserOverlay => {
                     let target = parent.join(hidden);
                     pool.settle(&target)?;
                     forget(&mut known, &target);
@@ -358,7 +404,7 @@ fn unpack_entries(
                     target: target.clone(),
                     data,
                     mode,
-                    owner: opts.privileged.then_some((uid as u32, gid as u32)),
+                    owner: opts.owners.then_some((uid as u32, gid as u32)),
                     mtime,
                     xattrs: collect_xattrs(&mut entry, opts),
                 })?;
@@ -385,9 +431,9 @@ fn unpack_entries(
                 }
                 // Metadata through the open file: no more path lookups for the
                 // commonest entry. Owner before mode (chown clears set-id bits).
-                if opts.privileged {
+                if opts.owners {
                     std::os::unix::fs::fchown(&file, Some(uid as u32), Some(gid as u32))
-                        .map_err(io_err(format!("setting the owner of {}", target.display())))?;
+                        .map_err(|e| owner_error(&target, uid, gid, e))?;
                 }
                 file.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(io_err(format!("setting the mode of {}", target.display())))?;
@@ -472,9 +518,9 @@ fn unpack_entries(
                 continue;
             }
         }
-        if opts.privileged {
+        if opts.owners {
             std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32))
-                .map_err(io_err(format!("setting the owner of {}", target.display())))?;
+                .map_err(|e| owner_error(&target, uid, gid, e))?;
         }
         if kind != tar::EntryType::Symlink {
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))
@@ -490,9 +536,9 @@ fn unpack_entries(
     let mut dirs: Vec<_> = dirs.into_iter().collect();
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (path, meta) in dirs {
-        if opts.privileged {
+        if opts.owners {
             std::os::unix::fs::lchown(&path, Some(meta.uid as u32), Some(meta.gid as u32))
-                .map_err(io_err(format!("setting the owner of {}", path.display())))?;
+                .map_err(|e| owner_error(&path, meta.uid, meta.gid, e))?;
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode))
             .map_err(io_err(format!("setting the mode of {}", path.display())))?;
@@ -501,6 +547,23 @@ fn unpack_entries(
             .map_err(io_err(format!("setting the times of {}", path.display())))?;
     }
     Ok(stats)
+}
+
+/// A failed chown. In a user namespace `EINVAL` means the owner is not mapped there:
+/// the image uses an id beyond the user's subordinate range.
+fn owner_error(path: &Path, uid: u64, gid: u64, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        return Error::io(
+            format!("setting the owner of {} to {uid}:{gid}", path.display()),
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "that id is beyond your subordinate ids (widen your ranges in /etc/subuid \
+                 and /etc/subgid, e.g. usermod --add-subuids 100000-165535 \
+                 --add-subgids 100000-165535 USER)",
+            ),
+        );
+    }
+    Error::io(format!("setting the owner of {}", path.display()), e)
 }
 
 fn invalid(what: &str, reason: String) -> Error {
@@ -653,6 +716,23 @@ pub(crate) fn make_writable(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// True when an image's attribute `name` may be set: never overlayfs' own (an image
+/// must not hide or redirect files through them), `trusted.*` only by root, and
+/// `security.*` (file capabilities) only where owners are applied (root, or root in a
+/// user namespace, where the kernel records them for that namespace).
+fn xattr_allowed(name: &str, opts: UnpackOptions) -> bool {
+    if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+        return false;
+    }
+    if name.starts_with("trusted.") {
+        return opts.privileged;
+    }
+    if name.starts_with("security.") {
+        return opts.owners;
+    }
+    true
+}
+
 /// The extended attributes an entry carries that may be set here.
 fn collect_xattrs<R: Read>(
     entry: &mut tar::Entry<'_, R>,
@@ -667,8 +747,7 @@ fn collect_xattrs<R: Read>(
         let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
             continue;
         };
-        let privileged_ns = name.starts_with("trusted.") || name.starts_with("security.");
-        if name.starts_with("trusted.overlay.") || (privileged_ns && !opts.privileged) {
+        if !xattr_allowed(name, opts) {
             continue;
         }
         out.push((name.to_owned(), ext.value_bytes().to_vec()));
@@ -691,8 +770,7 @@ fn apply_xattrs<R: Read>(
         let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
             continue;
         };
-        let privileged_ns = name.starts_with("trusted.") || name.starts_with("security.");
-        if name.starts_with("trusted.overlay.") || (privileged_ns && !opts.privileged) {
+        if !xattr_allowed(name, opts) {
             continue;
         }
         if let Err(e) = xattr::set(target, name, ext.value_bytes()) {
@@ -732,6 +810,7 @@ mod tests {
         // Runs without root: marker-form layers and a copied snapshot.
         let opts = UnpackOptions {
             whiteouts: WhiteoutFormat::Marker,
+            owners: false,
             privileged: false,
         };
         let dir = tempfile::tempdir().unwrap();
@@ -792,6 +871,7 @@ mod tests {
             .file("link", "replaced");
         let opts = UnpackOptions {
             whiteouts: WhiteoutFormat::Marker,
+            owners: false,
             privileged: false,
         };
         unpack(&layer.tar()[..], dir.path(), "l", opts).unwrap();

@@ -294,6 +294,8 @@ enum Entry {
     Dir {
         path: String,
         mode: u32,
+        /// Owner uid and gid.
+        owner: u64,
     },
     Symlink {
         path: String,
@@ -358,6 +360,7 @@ impl Layer {
         self.entries.push(Entry::Dir {
             path: path.into(),
             mode: 0o755,
+            owner: 0,
         });
         self
     }
@@ -366,6 +369,17 @@ impl Layer {
         self.entries.push(Entry::Dir {
             path: path.into(),
             mode,
+            owner: 0,
+        });
+        self
+    }
+
+    /// A directory owned by `owner` (as uid and gid).
+    pub fn dir_owned(mut self, path: &str, mode: u32, owner: u64) -> Layer {
+        self.entries.push(Entry::Dir {
+            path: path.into(),
+            mode,
+            owner,
         });
         self
     }
@@ -454,9 +468,11 @@ impl Layer {
                         h.set_size(data.len() as u64);
                         (path, data)
                     }
-                    Entry::Dir { path, mode } => {
+                    Entry::Dir { path, mode, owner } => {
                         h.set_entry_type(tar::EntryType::Directory);
                         h.set_mode(*mode);
+                        h.set_uid(*owner);
+                        h.set_gid(*owner);
                         h.set_size(0);
                         (path, &[])
                     }

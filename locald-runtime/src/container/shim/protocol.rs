@@ -56,9 +56,10 @@ pub(crate) struct ShimConfig {
     /// under a snapshot, never bind-mounted (even read-only).
     #[serde(default)]
     pub(crate) image: bool,
-    /// Some lower keeps whiteouts as marker files: stack them by copying.
-    #[serde(default)]
-    pub(crate) marker_whiteouts: bool,
+    /// How the lowers keep whiteouts (marker files are stacked by copying; the
+    /// `userxattr` form is mounted with that option).
+    #[serde(default = "crate::container::rootfs::overlay_form")]
+    pub(crate) whiteouts: crate::image::WhiteoutFormat,
     pub(crate) read_only: bool,
     /// Create the mount points the root lacks before the runtime library starts,
     /// because it runs as an unprivileged mapped root that could not (Safe Mode's user
