@@ -474,6 +474,7 @@ impl ContainerRuntime {
             name,
             dir,
             snapshot: resolved.snapshot,
+            rootless: resolved.rootless.clone(),
         })
     }
 
@@ -625,7 +626,11 @@ impl ContainerRuntime {
         let mut cmd = tokio::process::Command::new(&shim_program);
         cmd.kill_on_drop(false);
         cmd.arg(SHIM_ARG)
-            .arg("run")
+            .arg(if prepared.rootless.is_some() {
+                shim::RUN_IN_USERNS
+            } else {
+                "run"
+            })
             .arg(&prepared.dir)
             .env(rootfs::SNAPSHOT_ENV, prepared.snapshot.as_str())
             .stdin(std::process::Stdio::null())
@@ -637,10 +642,31 @@ impl ContainerRuntime {
             cmd.env(key, value);
         }
         let mapped = sys::map_fds(&mut cmd, fds, true)?;
-        let child = cmd.spawn().map_err(|e| Error::Spawn {
-            program: shim_program.display().to_string(),
-            source: e,
-        })?;
+        // Rootless: the shim starts inside its user namespace.
+        let mapper = match &prepared.rootless {
+            Some(ns) => Some(
+                rootless::spawn_into(&mut cmd, ns)
+                    .map_err(|e| Error::io("preparing the container's user namespace", e))?,
+            ),
+            None => None,
+        };
+        let child = cmd.spawn();
+        let mapped_ids = mapper.map(rootless::Mapper::finish);
+        let child = match (child, mapped_ids) {
+            (Ok(child), _) => child,
+            (Err(_), Some(Err(why))) => {
+                return Err(Error::io(
+                    "setting up the user namespace of a rootless container",
+                    io::Error::other(why),
+                ))
+            }
+            (Err(e), _) => {
+                return Err(Error::Spawn {
+                    program: shim_program.display().to_string(),
+                    source: e,
+                })
+            }
+        };
         drop(mapped);
         // From here on the shim owns the state directory: it cleans up after a failed
         // start itself, and a caller that gives up waiting must not pull the directory
@@ -902,6 +928,8 @@ struct Prepared<'a> {
     name: String,
     dir: PathBuf,
     snapshot: crate::image::SnapshotMode,
+    /// The user namespace the shim starts in (rootless).
+    rootless: Option<rootless::UserNs>,
 }
 
 /// A shim started on a state directory, and the caller's ends of its pipes.

@@ -185,6 +185,130 @@ pub(crate) fn enter(ns: &UserNs) -> io::Result<()> {
     Ok(())
 }
 
+/// A shim being started straight into its user namespace ([`spawn_into`]): the thread
+/// that maps the namespace's ids, and the caller's ends of the pipes it syncs on, to be
+/// dropped once the spawn returned.
+pub(crate) struct Mapper {
+    thread: std::thread::JoinHandle<Result<(), String>>,
+    parent_ends: [std::os::fd::OwnedFd; 2],
+}
+
+impl Mapper {
+    /// Waits for the mapping to end (call after the spawn returned, whatever it
+    /// returned); its error says why the spawn failed.
+    pub(crate) fn finish(self) -> Result<(), String> {
+        drop(self.parent_ends);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("the id mapper panicked".into()))
+    }
+}
+
+/// Makes `cmd` start in a new user namespace (with a mount and a cgroup namespace)
+/// mapped as `ns` says, as root there, with its mounts private and, on a cgroup v1
+/// host, its own cgroup2 over `/sys/fs/cgroup`: what [`enter`] does in the shim, done
+/// between fork and exec instead, so the shim is executed once, already inside (the
+/// kernel ties a process to the user namespace it ran `exec` in). The child unshares
+/// and waits while a thread of the caller maps its ids (`newuidmap`/`newgidmap`, or
+/// the caller's own ids written directly).
+pub(crate) fn spawn_into(cmd: &mut tokio::process::Command, ns: &UserNs) -> io::Result<Mapper> {
+    use nix::{
+        fcntl::{fcntl, FcntlArg},
+        mount::{mount, MsFlags},
+        sched::{unshare, CloneFlags},
+    };
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // High descriptors, out of the way of the ones the shim gets at fixed numbers
+    // (those are moved into place by an earlier pre-exec step).
+    let high = |fd: OwnedFd| -> io::Result<OwnedFd> {
+        let dup = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(200))?;
+        // SAFETY: `dup` was just returned by fcntl and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    };
+    let (ready_r, ready_w) = nix::unistd::pipe()?;
+    let (go_r, go_w) = nix::unistd::pipe()?;
+    let (ready_r, ready_w, go_r, go_w) = (high(ready_r)?, high(ready_w)?, high(go_r)?, high(go_w)?);
+    let (ready_w_fd, go_r_fd) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
+    let (ready_r_fd, go_w_fd) = (ready_r.as_raw_fd(), go_w.as_raw_fd());
+    let v1 = !unified_cgroups(Path::new("/sys/fs/cgroup"));
+    // SAFETY: the closure runs in the forked child before exec and makes only system
+    // calls through nix's thin wrappers, on descriptors numbered above, with paths
+    // short enough for nix's stack buffers: nothing allocates or takes a lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The caller's ends: without closing them here, the child would never see
+            // the end of the pipe when the mapper gives up.
+            let _ = nix::unistd::close(ready_r_fd);
+            let _ = nix::unistd::close(go_w_fd);
+            unshare(
+                CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP,
+            )?;
+            let pid = nix::unistd::getpid().as_raw().to_ne_bytes();
+            let ready = std::os::fd::BorrowedFd::borrow_raw(ready_w_fd);
+            if nix::unistd::write(ready, &pid)? != pid.len() {
+                return Err(io::Error::from_raw_os_error(libc::EPIPE));
+            }
+            let _ = nix::unistd::close(ready_w_fd);
+            let mut go = [0u8; 1];
+            if nix::unistd::read(go_r_fd, &mut go)? != 1 {
+                // The mapper failed; it says why.
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            let _ = nix::unistd::close(go_r_fd);
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into())?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into())?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            if v1 {
+                mount(
+                    Some("cgroup2"),
+                    "/sys/fs/cgroup",
+                    Some("cgroup2"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    None::<&str>,
+                )?;
+            }
+            Ok(())
+        });
+    }
+    let ns = ns.clone();
+    let thread = std::thread::spawn(move || {
+        let mut pid = [0u8; 4];
+        std::fs::File::from(ready_r)
+            .read_exact(&mut pid)
+            .map_err(|_| "the shim ended before its user namespace was made".to_owned())?;
+        let pid = i32::from_ne_bytes(pid);
+        let mapped = if ns.single_id() {
+            write_own_maps(pid, &ns)
+        } else {
+            run_mappers(pid, &ns)
+        };
+        if mapped.is_ok() {
+            let _ = nix::unistd::write(&go_w, b"1");
+        }
+        mapped
+    });
+    Ok(Mapper {
+        thread,
+        parent_ends: [ready_w, go_r],
+    })
+}
+
+/// Maps only the caller's own ids in the user namespace of `pid` (which the caller
+/// created): no helper needed, but `setgroups` must be denied first.
+fn write_own_maps(pid: i32, ns: &UserNs) -> Result<(), String> {
+    let line = |m: &[IdMap]| format!("{} {} {}\n", m[0].container, m[0].host, m[0].count);
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+        .and_then(|()| std::fs::write(format!("/proc/{pid}/uid_map"), line(&ns.uid)))
+        .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), line(&ns.gid)))
+        .map_err(|e| format!("writing the user namespace's id maps: {e}"))
+}
+
 /// Puts this (single-threaded) process into new namespaces (`flags`, a user namespace
 /// among them) mapped as `ns` says, as root there.
 fn become_root(ns: &UserNs, flags: nix::sched::CloneFlags) -> io::Result<()> {

@@ -329,7 +329,7 @@ struct Started {
 }
 
 /// `run` again, by the shim itself once it is in its user namespace.
-const RUN_IN_USERNS: &str = "run-in-userns";
+pub(crate) const RUN_IN_USERNS: &str = "run-in-userns";
 
 fn run(dir: &Path, in_userns: bool) -> i32 {
     crate::timing::since_spawn("shim: exec until main");
