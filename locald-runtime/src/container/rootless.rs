@@ -3,14 +3,17 @@
 //! The caller decides the id mappings ([`UserNs::for_caller`]): the caller's own uid
 //! and gid become root in the container, and the caller's subordinate ranges from
 //! `/etc/subuid` and `/etc/subgid` become ids 1 and up; with no range, root is the only
-//! id (a warning says what that cannot do). The shim, single-threaded before it does
-//! anything else, creates a user namespace (and a mount and cgroup namespace) for
-//! itself with those mappings ([`enter`]): `newuidmap`/`newgidmap` (Debian's `uidmap`)
-//! write them from a helper process outside it. From there on the shim is root in its
+//! id (a warning says what that cannot do). The shim starts in a user namespace (and a
+//! mount and cgroup namespace) with those mappings ([`spawn_into`]): its process
+//! unshares them between fork and exec, while `newuidmap`/`newgidmap` (Debian's
+//! `uidmap`), run by the caller, write the maps. From there on the shim is root in its
 //! namespace and does what it does as root: it mounts the overlay root (kernels since
 //! 5.11 allow it there), and the runtime library creates the container's own
 //! namespaces inside. The container's mounts live in the shim's mount namespace, so
 //! they go away with it, whatever happens.
+//!
+//! The image store of such a user is written in a user namespace with the same maps
+//! ([`unpack_layer`], [`remove_tree`]), by this executable run again as a helper.
 //!
 //! cgroups: on a cgroup v2 host the runtime library tries the container's cgroup and
 //! carries on without one where it may not write (no limits). On a cgroup v1 host an
@@ -153,38 +156,6 @@ pub(crate) fn delegated_cgroup(proc_root: &Path, cgroup_root: &Path) -> Result<P
     Ok(dir)
 }
 
-/// Puts this (single-threaded) process into a new user, mount and cgroup namespace
-/// mapped as `ns` says, as root there, with its mounts private and, on a cgroup v1
-/// host, its own cgroup2 over `/sys/fs/cgroup`.
-pub(crate) fn enter(ns: &UserNs) -> io::Result<()> {
-    use nix::sched::CloneFlags;
-    become_root(
-        ns,
-        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP,
-    )?;
-    use nix::mount::{mount, MsFlags};
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| ctx("making the shim's mounts private", e.into()))?;
-    let cgroup = Path::new("/sys/fs/cgroup");
-    if !unified_cgroups(cgroup) {
-        mount(
-            Some("cgroup2"),
-            cgroup,
-            Some("cgroup2"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(|e| ctx("mounting a cgroup2 over the host's cgroup v1", e.into()))?;
-    }
-    Ok(())
-}
-
 /// A shim being started straight into its user namespace ([`spawn_into`]): the thread
 /// that maps the namespace's ids, and the caller's ends of the pipes it syncs on, to be
 /// dropped once the spawn returned.
@@ -206,8 +177,8 @@ impl Mapper {
 
 /// Makes `cmd` start in a new user namespace (with a mount and a cgroup namespace)
 /// mapped as `ns` says, as root there, with its mounts private and, on a cgroup v1
-/// host, its own cgroup2 over `/sys/fs/cgroup`: what [`enter`] does in the shim, done
-/// between fork and exec instead, so the shim is executed once, already inside (the
+/// host, its own cgroup2 over `/sys/fs/cgroup`, between fork and exec, so the shim is
+/// executed once, already inside (the
 /// kernel ties a process to the user namespace it ran `exec` in). The child unshares
 /// and waits while a thread of the caller maps its ids (`newuidmap`/`newgidmap`, or
 /// the caller's own ids written directly).

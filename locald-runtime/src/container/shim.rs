@@ -336,20 +336,21 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
     // Take every inherited descriptor before opening anything: a descriptor number the
     // caller did not pass would otherwise be reused by the next file opened here.
     let cfg: std::io::Result<ShimConfig> = state::read_json(&dir.join("shim.json"));
-    // Rootless: enter the user namespace, then run this executable again inside it
-    // (with the inherited descriptors), so that the shim and every process it forks
-    // belong to that namespace (the kernel ties a process's memory to the user
+    // Rootless: the caller starts the shim inside the container's user namespace
+    // (`RUN_IN_USERNS`, see `rootless::spawn_into`), so that the shim and every
+    // process it forks belong to it (the kernel ties a process's memory to the user
     // namespace it ran `exec` in; the shim needs that to reach the container's
     // namespaces).
-    let entered = match (&cfg, in_userns) {
+    let misplaced = matches!(
+        (&cfg, in_userns),
         (
             Ok(ShimConfig {
-                rootless: Some(ns), ..
+                rootless: Some(_),
+                ..
             }),
-            false,
-        ) => Some(super::rootless::enter(ns).and_then(|()| reexec_in_userns(dir))),
-        _ => None,
-    };
+            false
+        )
+    );
     let sync = take_fd(fds::SYNC);
     let exit_fd = take_fd(fds::EXIT);
     let client_out = take_fd(fds::OUT);
@@ -371,8 +372,10 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(ShimError::ReadConfig(e)),
     };
-    if let Some(Err(e)) = entered {
-        return fail(ShimError::UserNamespace(e));
+    if misplaced {
+        return fail(ShimError::UserNamespace(io::Error::other(
+            "a rootless container's shim must be started in its user namespace",
+        )));
     }
     if let Err(e) = detach().and_then(|()| std::env::set_current_dir(dir)) {
         return fail(ShimError::Detach(e));
@@ -1108,18 +1111,4 @@ fn join_user_namespace(init: u32) -> io::Result<()> {
     nix::unistd::setresuid(0.into(), 0.into(), 0.into())?;
     join(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, "mount namespace")?;
     Ok(())
-}
-
-/// Runs this executable again as `RUN_IN_USERNS dir`; returns only on failure.
-fn reexec_in_userns(dir: &Path) -> io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let e = std::process::Command::new("/proc/self/exe")
-        .arg(SHIM_ARG)
-        .arg(RUN_IN_USERNS)
-        .arg(dir)
-        .exec();
-    Err(io::Error::new(
-        e.kind(),
-        format!("running the shim again in its user namespace: {e}"),
-    ))
 }
