@@ -718,9 +718,17 @@ fn run_interactive_tty_under_a_pty() {
         return;
     };
     // The size comes by a resize right after the start (API 1.41), as with dockerd.
+    typed_on_a_33x77_terminal(&d, &format!("docker run -it --rm {BUSYBOX}"), 5);
+    assert_eq!(d.containers(), Vec::<String>::new());
+}
+
+/// Runs `docker_command sh -c '…; exit CODE'` under `script` on a 33x77 terminal, types
+/// a word, and checks what a user would see: a terminal of that size, the word echoed
+/// back by the command, and the command's exit code.
+fn typed_on_a_33x77_terminal(d: &Docker, docker_command: &str, code: i32) {
     let line = format!(
         "stty rows 33 cols 77; \
-         docker run -it --rm {BUSYBOX} sh -c 'tty; sleep 1; stty size; read word; echo got $word; exit 5'"
+         {docker_command} sh -c 'tty; sleep 1; stty size; read word; echo got $word; exit {code}'"
     );
     let mut child = d
         .program("script", &["-qec", &line, "/dev/null"])
@@ -735,11 +743,10 @@ fn run_interactive_tty_under_a_pty() {
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(5), "{text}{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(code), "{text}{}", stderr(&out));
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("33 77"), "{text}");
     assert!(text.contains("got word"), "{text}");
-    assert_eq!(d.containers(), Vec::<String>::new());
 }
 
 /// `docker exec -it` under a pseudo-terminal: the command gets a terminal, the client's
@@ -756,25 +763,7 @@ fn exec_interactive_tty_under_a_pty() {
         return;
     };
     d.ok(&["run", "-d", "--name", "box", BUSYBOX, "sleep", "300"]);
-    let line = "stty rows 33 cols 77; \
-                docker exec -it box sh -c 'tty; sleep 1; stty size; read word; echo got $word; exit 4'";
-    let mut child = d
-        .program("script", &["-qec", line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    stdin.write_all(b"word\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    drop(stdin);
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(4), "{text}{}", stderr(&out));
-    assert!(text.contains("/dev/pts/"), "{text}");
-    assert!(text.contains("33 77"), "{text}");
-    assert!(text.contains("got word"), "{text}");
+    typed_on_a_33x77_terminal(&d, "docker exec -it box", 4);
     d.ok(&["rm", "-f", "box"]);
 }
 

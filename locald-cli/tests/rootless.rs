@@ -869,11 +869,7 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
     assert_ok(&out);
     let out = user.locald(&["image", "prune"]);
     assert_ok(&out);
-    let left: Vec<_> = std::fs::read_dir(&layers)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = names_in(&layers);
     assert!(left.is_empty(), "layers left after prune: {left:?}");
     // A file owned by an id beyond the user's subordinate range: a clear error, and
     // nothing of the failed unpack is left.
@@ -902,15 +898,19 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
         "{err}"
     );
     for sub in ["layers", "tmp"] {
-        let dir = user.home.path().join("data/images").join(sub);
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
+        let left = names_in(&user.home.path().join("data/images").join(sub));
         assert!(left.is_empty(), "{sub} left after a failed load: {left:?}");
     }
     user.assert_nothing_left();
+}
+
+/// The names of what `dir` holds.
+fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect()
 }
 
 /// The first `rel` under a directory of `dir`.

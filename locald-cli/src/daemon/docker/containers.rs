@@ -212,28 +212,17 @@ fn start_failed(s: &Shared, entry: &Arc<Entry>, err: locald::Error) -> DockerErr
     DockerError::new(err.status, format!("{}{hint}", err.message()))
 }
 
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct ResizeQuery {
-    h: u16,
-    w: u16,
-}
-
 /// `POST /containers/{id}/resize?h=&w=`: the size of the container's terminal (kept
 /// for its start when it has not started yet).
 pub(crate) async fn resize(
     State(s): State<Arc<Shared>>,
     IdParam { 0: key }: IdParam,
-    axum::extract::Query(q): axum::extract::Query<ResizeQuery>,
+    axum::extract::Query(q): axum::extract::Query<super::ResizeQuery>,
 ) -> DockerResult<StatusCode> {
     if let Target::Docker(entry) = resolve(&s, &key).await? {
-        let size = locald::TerminalSize::new(q.h, q.w);
         let mut live = entry.live();
-        match &live.resize {
-            Some(tx) => {
-                let _ = tx.send(size);
-            }
-            None => live.size = Some(size),
-        }
+        let live = &mut *live;
+        q.deliver(&live.resize, &mut live.size);
     }
     Ok(StatusCode::OK)
 }

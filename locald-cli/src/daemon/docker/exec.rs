@@ -137,27 +137,16 @@ struct StartBody {
     console_size: Option<[u16; 2]>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ResizeQuery {
-    h: u16,
-    w: u16,
-}
-
 /// `POST /exec/{id}/resize?h=&w=`: the size of the exec's terminal.
 pub(crate) async fn resize(
     State(s): State<Arc<Shared>>,
     IdParam { 0: id }: IdParam,
-    axum::extract::Query(q): axum::extract::Query<ResizeQuery>,
+    axum::extract::Query(q): axum::extract::Query<super::ResizeQuery>,
 ) -> DockerResult<StatusCode> {
     let exec = find(&s, &id)?;
-    let size = locald::TerminalSize::new(q.h, q.w);
     let mut st = lock(&exec);
-    match &st.resize {
-        Some(tx) => {
-            let _ = tx.send(size);
-        }
-        None => st.size = Some(size),
-    }
+    let st = &mut *st;
+    q.deliver(&st.resize, &mut st.size);
     Ok(StatusCode::OK)
 }
 

@@ -213,6 +213,31 @@ impl<S: Send + Sync, const N: usize> FromRequestParts<S> for Param<N> {
 
 /// True for a registry on loopback (`127.0.0.0/8`, `::1`, `localhost`), which docker
 /// clients get as insecure (plain HTTP or unverified TLS) by default, as with dockerd.
+/// The query of `POST /containers/{id}/resize` and `POST /exec/{id}/resize`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ResizeQuery {
+    h: u16,
+    w: u16,
+}
+
+impl ResizeQuery {
+    /// Sends the size to the running terminal's relay, or keeps it in `kept` for the
+    /// start (a client may size a terminal before starting it).
+    pub(crate) fn deliver(
+        &self,
+        relay: &Option<tokio::sync::mpsc::UnboundedSender<locald::TerminalSize>>,
+        kept: &mut Option<locald::TerminalSize>,
+    ) {
+        let size = locald::TerminalSize::new(self.h, self.w);
+        match relay {
+            Some(tx) => {
+                let _ = tx.send(size);
+            }
+            None => *kept = Some(size),
+        }
+    }
+}
+
 pub(crate) fn is_loopback_host(registry: &str) -> bool {
     let host = registry
         .trim_start_matches("https://")
