@@ -200,28 +200,71 @@ impl Proxy {
         &self.routes
     }
 
+    /// Serves HTTPS (with leaves from `ca`) on `https` and, when given, plain HTTP on
+    /// `http` (see [`Proxy::serve_http`]) from one thread per core, each with a
+    /// single-threaded async runtime of its own, until the process ends: nginx's
+    /// worker model. A task of the caller's runtime accepts and hands the connections
+    /// to the threads in turn (so they share the load evenly); a connection stays on
+    /// its thread, so no request wakes another thread, which on a small machine costs
+    /// more than the request itself.
+    pub fn serve_on_threads(
+        &self,
+        https: TcpListener,
+        ca: Arc<LocalCa>,
+        http: Option<(TcpListener, Option<u16>)>,
+    ) -> std::io::Result<()> {
+        type Conns = tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr, bool)>;
+        let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let https_port = http.as_ref().and_then(|(_, redirect)| *redirect);
+        let mut workers: Vec<Conns> = Vec::new();
+        for i in 0..loops {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            // Each thread's own pool: its connections belong to its runtime.
+            let proxy = Proxy::new(self.routes.clone());
+            let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("proxy-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        while let Some((tcp, peer, tls)) = rx.recv().await {
+                            let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) else {
+                                continue;
+                            };
+                            let proxy = proxy.clone();
+                            if tls {
+                                tokio::spawn(proxy.https_conn(acceptor.clone(), tcp, peer));
+                            } else {
+                                tokio::spawn(proxy.http_conn(tcp, peer, https_port));
+                            }
+                        }
+                    })
+                })?;
+            workers.push(tx);
+        }
+        let hand_out = |listener: TcpListener, tls: bool, workers: Vec<Conns>| async move {
+            for next in (0..workers.len()).cycle() {
+                let (tcp, peer) = accept(&listener).await;
+                if let Ok(tcp) = tcp.into_std() {
+                    let _ = workers[next].send((tcp, peer, tls));
+                }
+            }
+        };
+        if let Some((http, _)) = http {
+            tokio::spawn(hand_out(http, false, workers.clone()));
+        }
+        tokio::spawn(hand_out(https, true, workers));
+        Ok(())
+    }
+
     /// Serves HTTPS on `listener` with leaves from `ca`, until the task is dropped.
     pub async fn serve_https(self, listener: TcpListener, ca: Arc<LocalCa>) {
         let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
         loop {
             let (tcp, peer) = accept(&listener).await;
-            let acceptor = acceptor.clone();
-            let this = self.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-                let tls = match handshake.await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake with {peer}: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake with {peer}: timed out");
-                        return;
-                    }
-                };
-                this.serve_conn(TokioIo::new(tls), peer, "https").await;
-            });
+            tokio::spawn(self.clone().https_conn(acceptor.clone(), tcp, peer));
         }
     }
 
@@ -230,22 +273,45 @@ impl Proxy {
     pub async fn serve_http(self, listener: TcpListener, https_port: Option<u16>) {
         loop {
             let (tcp, peer) = accept(&listener).await;
-            let this = self.clone();
-            tokio::spawn(async move {
-                let io = TokioIo::new(tcp);
-                match https_port {
-                    Some(port) => {
-                        let svc =
-                            hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                                Ok::<_, Infallible>(redirect(&req, port))
-                            });
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await;
-                    }
-                    None => this.serve_conn(io, peer, "http").await,
-                }
-            });
+            tokio::spawn(self.clone().http_conn(tcp, peer, https_port));
+        }
+    }
+
+    /// One HTTPS connection: the TLS handshake (bounded in time), then its requests.
+    async fn https_conn(self, acceptor: TlsAcceptor, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+        let tls = match handshake.await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake with {peer}: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake with {peer}: timed out");
+                return;
+            }
+        };
+        self.serve_conn(TokioIo::new(tls), peer, "https").await;
+    }
+
+    /// One plain HTTP connection: redirected to HTTPS on `https_port`, or proxied.
+    async fn http_conn(
+        self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        https_port: Option<u16>,
+    ) {
+        let io = TokioIo::new(tcp);
+        match https_port {
+            Some(port) => {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(redirect(&req, port))
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            }
+            None => self.serve_conn(io, peer, "http").await,
         }
     }
 
@@ -253,9 +319,13 @@ impl Proxy {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        // The client connection's own connection to its service, as nginx keeps an
+        // upstream connection busy for one client request at a time.
+        let backend = Arc::new(tokio::sync::Mutex::new(None));
         let svc = hyper::service::service_fn(move |req| {
             let this = self.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, peer, proto).await) }
+            let backend = backend.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, peer, proto, &backend).await) }
         });
         if let Err(e) = auto::Builder::new(TokioExecutor::new())
             .serve_connection_with_upgrades(io, svc)
@@ -265,11 +335,54 @@ impl Proxy {
         }
     }
 
+    /// Sends `req` to the service at `addr`: over the client connection's own backend
+    /// connection when it is free (HTTP/1.1 clients send one request at a time), else
+    /// (an HTTP/2 client's concurrent streams, an upgrade) through the shared pool.
+    async fn send(
+        &self,
+        mut req: Request<Incoming>,
+        addr: SocketAddr,
+        backend: &Backend,
+    ) -> Result<Response<Incoming>, Box<dyn std::error::Error + Send + Sync>> {
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let mut slot = match backend.try_lock() {
+            Ok(slot) if !upgrade => slot,
+            _ => {
+                *req.uri_mut() = format!("http://{addr}{}", origin_form(req.uri())).parse()?;
+                return Ok(self.client.request(req).await?);
+            }
+        };
+        *req.uri_mut() = origin_form(req.uri()).parse()?;
+        if let Some((a, sender)) = slot.as_mut() {
+            if *a == addr && sender.is_ready() {
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    // The service closed the idle connection as the request left: the
+                    // request was not sent, so it goes again on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(e.into_error().into()),
+                    },
+                }
+            }
+        }
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let resp = sender.send_request(req).await;
+        *slot = Some((addr, sender));
+        Ok(resp?)
+    }
+
     async fn handle(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
         proto: &str,
+        backend: &Backend,
     ) -> Response<Body> {
         let host = req
             .uri()
@@ -319,24 +432,9 @@ impl Proxy {
                 );
             }
         };
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "bad request path",
-                &path,
-                &[],
-                false,
-            );
-        };
         let upgrade = req.headers().get(header::UPGRADE).cloned();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
         parts.version = hyper::Version::HTTP_11;
         let h = &mut parts.headers;
         let orig_host = h
@@ -365,10 +463,10 @@ impl Proxy {
             HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
         );
         let out = Request::from_parts(parts, body);
-        let mut resp = match self.client.request(out).await {
+        let mut resp = match self.send(out, addr, backend).await {
             Ok(r) => r,
             Err(e) => {
-                let cause = locald_runtime::util::error_chain(&e);
+                let cause = locald_runtime::util::error_chain(&*e);
                 return page(
                     StatusCode::BAD_GATEWAY,
                     &format!("{host}: nothing answers on {addr}"),
@@ -397,6 +495,19 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, body.boxed())
     }
+}
+
+/// A client connection's connection to its service, and where it goes.
+type Backend = tokio::sync::Mutex<
+    Option<(
+        SocketAddr,
+        hyper::client::conn::http1::SendRequest<Incoming>,
+    )>,
+>;
+
+/// The path and query of `uri`, as an origin server reads it.
+fn origin_form(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Body> {

@@ -99,8 +99,10 @@ async fn setup() -> Setup {
     let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let https = https_l.local_addr().unwrap();
     let http = http_l.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve_https(https_l, ca.clone()));
-    tokio::spawn(proxy.serve_http(http_l, Some(https.port())));
+    // The daemon's way: a runtime per core, connections handed out in turn.
+    proxy
+        .serve_on_threads(https_l, ca.clone(), Some((http_l, Some(https.port()))))
+        .unwrap();
     Setup {
         _dir: dir,
         ca,

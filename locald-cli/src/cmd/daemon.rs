@@ -313,15 +313,14 @@ async fn serve_proxy(server: &Server, addr: std::net::SocketAddr) -> anyhow::Res
     let https = crate::cmd::proxy::listen(addr).await?;
     let table = locald_proxy::RouteTable::new();
     let proxy = locald_proxy::Proxy::new(table.clone());
+    let mut http = None;
     if addr.port() == 443 {
         match crate::cmd::proxy::listen(std::net::SocketAddr::new(addr.ip(), 80)).await {
-            Ok(http) => {
-                tokio::spawn(proxy.clone().serve_http(http, Some(443)));
-            }
+            Ok(listener) => http = Some((listener, Some(443))),
             Err(err) => tracing::warn!(err = format!("{err:#}"), "no HTTP to HTTPS redirect"),
         }
     }
-    tokio::spawn(proxy.serve_https(https, ca));
+    proxy.serve_on_threads(https, ca, http)?;
     let helper = locald_proxy::privhelper::installed();
     tokio::spawn(crate::daemon::proxy::follow(
         server.projects().clone(),

@@ -101,12 +101,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let proxy = Proxy::new(routes);
     let https = listen(args.https).await?;
     let https_port = https.local_addr()?.port();
-    if let Some(addr) = args.http {
-        let http = listen(addr).await?;
-        let redirect = (!args.no_redirect).then_some(https_port);
-        tokio::spawn(proxy.clone().serve_http(http, redirect));
-    }
-    tokio::spawn(proxy.serve_https(https, ca));
+    let http = match args.http {
+        Some(addr) => Some((
+            listen(addr).await?,
+            (!args.no_redirect).then_some(https_port),
+        )),
+        None => None,
+    };
+    proxy.serve_on_threads(https, ca, http)?;
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)
 }
