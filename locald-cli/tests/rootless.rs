@@ -904,6 +904,66 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
     user.assert_nothing_left();
 }
 
+/// A failing `newuidmap` (a fake one first on `PATH`, saying what the real one says
+/// when a range is refused) is an error that names the step and carries its message,
+/// both for an image unpacked in the user's namespace and for a container's start, and
+/// nothing is left behind.
+#[test]
+fn a_failing_id_mapper_is_a_clear_error_that_leaves_nothing() {
+    let Some(user) = TestUser::get("a_failing_id_mapper_is_a_clear_error_that_leaves_nothing")
+    else {
+        return;
+    };
+    let fake = user.bin.path().join("fake");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(
+        fake.join("newuidmap"),
+        "#!/bin/sh\necho 'newuidmap: uid range [1-65537) -> [100000-165536) not allowed' >&2\nexit 1\n",
+    )
+    .unwrap();
+    for p in [&fake, &fake.join("newuidmap")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        fake.display()
+    );
+    let with_fake = |args: &[&str]| {
+        user.command(Path::new(env!("CARGO_BIN_EXE_locald")))
+            .env("PATH", &path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The built-in image is made on first use: its layer is unpacked in the namespace.
+    let out = with_fake(&["run", "--rm", IMAGE, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("in your user namespace") && err.contains("not allowed"),
+        "{err}"
+    );
+    let images = user.home.path().join("data/images");
+    for sub in ["layers", "tmp"] {
+        let left = names_in(&images.join(sub));
+        assert!(
+            left.is_empty(),
+            "{sub} left after a failed unpack: {left:?}"
+        );
+    }
+    // With the image made, a container's start.
+    assert_ok(&user.locald(&["run", "--rm", IMAGE, "true"]));
+    let out = with_fake(&["run", "--rm", IMAGE, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("setting up the user namespace of a rootless container: newuidmap failed")
+            && err.contains("not allowed"),
+        "{err}"
+    );
+    user.assert_nothing_left();
+}
+
 /// The names of what `dir` holds.
 fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
     std::fs::read_dir(dir)

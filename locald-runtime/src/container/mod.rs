@@ -660,6 +660,15 @@ impl ContainerRuntime {
                     io::Error::other(why),
                 ))
             }
+            // The child's own steps into the namespace (unshare, becoming root, its
+            // mounts) fail with a plain errno: say which step it was.
+            (Err(e), Some(Ok(()))) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io(
+                    "setting up the user namespace of a rootless container (can users \
+                     create user namespaces here? `locald info` says)",
+                    e,
+                ))
+            }
             (Err(e), _) => {
                 return Err(Error::Spawn {
                     program: shim_program.display().to_string(),

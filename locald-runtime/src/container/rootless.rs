@@ -160,18 +160,21 @@ pub(crate) fn delegated_cgroup(proc_root: &Path, cgroup_root: &Path) -> Result<P
 /// that maps the namespace's ids, and the caller's ends of the pipes it syncs on, to be
 /// dropped once the spawn returned.
 pub(crate) struct Mapper {
-    thread: std::thread::JoinHandle<Result<(), String>>,
+    /// `Ok(false)`: the child never got as far as its namespace (the spawn's own
+    /// error says why).
+    thread: std::thread::JoinHandle<Result<bool, String>>,
     parent_ends: [std::os::fd::OwnedFd; 2],
 }
 
 impl Mapper {
     /// Waits for the mapping to end (call after the spawn returned, whatever it
-    /// returned); its error says why the spawn failed.
+    /// returned): the mapping's error, which is why the spawn failed, if it failed.
     pub(crate) fn finish(self) -> Result<(), String> {
         drop(self.parent_ends);
         self.thread
             .join()
             .unwrap_or_else(|_| Err("the id mapper panicked".into()))
+            .map(drop)
     }
 }
 
@@ -250,9 +253,9 @@ pub(crate) fn spawn_into(cmd: &mut tokio::process::Command, ns: &UserNs) -> io::
     let ns = ns.clone();
     let thread = std::thread::spawn(move || {
         let mut pid = [0u8; 4];
-        std::fs::File::from(ready_r)
-            .read_exact(&mut pid)
-            .map_err(|_| "the shim ended before its user namespace was made".to_owned())?;
+        if std::fs::File::from(ready_r).read_exact(&mut pid).is_err() {
+            return Ok(false);
+        }
         let pid = i32::from_ne_bytes(pid);
         let mapped = if ns.single_id() {
             write_own_maps(pid, &ns)
@@ -262,7 +265,7 @@ pub(crate) fn spawn_into(cmd: &mut tokio::process::Command, ns: &UserNs) -> io::
         if mapped.is_ok() {
             let _ = nix::unistd::write(&go_w, b"1");
         }
-        mapped
+        mapped.map(|()| true)
     });
     Ok(Mapper {
         thread,
