@@ -398,6 +398,22 @@ fn without_subordinate_ids_only_root_is_mapped() {
         "{}",
         text(&out.stderr)
     );
+    // Layers unpacked by the user itself: every file is root's, and whiteouts and an
+    // opaque directory still hide lower files under the `userxattr` overlay.
+    let image = load_layered_image(&user);
+    let out = user.locald(&[
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        "stat -c '%u:%g' /data/f; ls /o; test -e /gone || echo hidden; grep ' / ' /proc/mounts",
+    ]);
+    let stdout = assert_ok(&out);
+    assert!(
+        stdout.starts_with("0:0\nnew\nhidden\noverlay / overlay ") && stdout.contains("userxattr"),
+        "{stdout}"
+    );
     user.assert_no_containers();
 }
 
@@ -808,37 +824,7 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
     let Some(user) = TestUser::get(TEST) else {
         return;
     };
-    let dir = user.bin.path().join("owners-layout");
-    let mut layout = Layout::new(&dir);
-    let base = Layer::from_dir(&conformance_rootfs()).unwrap();
-    let owned = Layer::new()
-        .dir_owned("data", 0o700, 1000)
-        .file_with("data/f", "mine", 0o600, 1000)
-        .file("gone", "x")
-        .dir("o")
-        .file("o/old", "o");
-    let upper = Layer::new().whiteout("gone").opaque("o").file("o/new", "n");
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let info = layout.image(
-        arch,
-        &[
-            (base, Compression::Gzip),
-            (owned, Compression::Gzip),
-            (upper, Compression::None),
-        ],
-        serde_json::json!({"Cmd": ["sh"]}),
-    );
-    let image = "localhost/owners:rootless";
-    layout.name_image(image, &info);
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    assert_ok(&user.locald(&["load", dir.to_str().unwrap()]));
+    let image = load_layered_image(&user);
     let out = user.locald(&[
         "run",
         "--rm",
@@ -876,7 +862,7 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
     let far = user.bin.path().join("far-layout");
     let mut layout = Layout::new(&far);
     let info = layout.image(
-        arch,
+        oci_arch(),
         &[(
             Layer::new()
                 .dir("d")
@@ -902,6 +888,49 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
         assert!(left.is_empty(), "{sub} left after a failed load: {left:?}");
     }
     user.assert_nothing_left();
+}
+
+/// Loads, as `user`, a three-layer image: busybox; a directory and a private file of
+/// uid 1000, a file `gone` and a directory `o` with `old`; then a whiteout of `gone`,
+/// `o` made opaque and `o/new`. Returns its name.
+fn load_layered_image(user: &TestUser) -> &'static str {
+    use locald_test_support::{Compression, Layer, Layout};
+    let dir = user.bin.path().join("owners-layout");
+    let mut layout = Layout::new(&dir);
+    let base = Layer::from_dir(&conformance_rootfs()).unwrap();
+    let owned = Layer::new()
+        .dir_owned("data", 0o700, 1000)
+        .file_with("data/f", "mine", 0o600, 1000)
+        .file("gone", "x")
+        .dir("o")
+        .file("o/old", "o");
+    let upper = Layer::new().whiteout("gone").opaque("o").file("o/new", "n");
+    let info = layout.image(
+        oci_arch(),
+        &[
+            (base, Compression::Gzip),
+            (owned, Compression::Gzip),
+            (upper, Compression::None),
+        ],
+        serde_json::json!({"Cmd": ["sh"]}),
+    );
+    let image = "localhost/owners:rootless";
+    layout.name_image(image, &info);
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    assert_ok(&user.locald(&["load", dir.to_str().unwrap()]));
+    image
+}
+
+/// This machine's architecture as OCI names it.
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 /// A failing `newuidmap` (a fake one first on `PATH`, saying what the real one says
