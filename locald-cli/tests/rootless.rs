@@ -401,14 +401,11 @@ fn without_subordinate_ids_only_root_is_mapped() {
     // Layers unpacked by the user itself: every file is root's, and whiteouts and an
     // opaque directory still hide lower files under the `userxattr` overlay.
     let image = load_layered_image(&user);
-    let out = user.locald(&[
-        "run",
-        "--rm",
+    let out = sh_in(
+        &user,
         image,
-        "sh",
-        "-c",
         "stat -c '%u:%g' /data/f; ls /o; test -e /gone || echo hidden; grep ' / ' /proc/mounts",
-    ]);
+    );
     let stdout = assert_ok(&out);
     assert!(
         stdout.starts_with("0:0\nnew\nhidden\noverlay / overlay ") && stdout.contains("userxattr"),
@@ -825,15 +822,12 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
         return;
     };
     let image = load_layered_image(&user);
-    let out = user.locald(&[
-        "run",
-        "--rm",
+    let out = sh_in(
+        &user,
         image,
-        "sh",
-        "-c",
         "stat -c '%u:%g %a' /data /data/f; ls /o; test -e /gone || echo hidden; \
          echo w > /o/w && ls /o",
-    ]);
+    );
     assert_eq!(
         assert_ok(&out),
         "1000:1000 700\n1000:0 600\nnew\nhidden\nnew\nw\n"
@@ -888,6 +882,11 @@ fn layers_keep_their_owners_and_whiteouts_rootless() {
         assert!(left.is_empty(), "{sub} left after a failed load: {left:?}");
     }
     user.assert_nothing_left();
+}
+
+/// `locald run --rm IMAGE sh -c SCRIPT` as the user.
+fn sh_in(user: &TestUser, image: &str, script: &str) -> std::process::Output {
+    user.locald(&["run", "--rm", image, "sh", "-c", script])
 }
 
 /// Loads, as `user`, a three-layer image: busybox; a directory and a private file of
