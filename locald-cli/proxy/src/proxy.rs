@@ -2,9 +2,11 @@
 //! service's port on 127.0.0.1, over HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with a plain
 //! HTTP listener that redirects to it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -39,13 +41,30 @@ pub enum Route {
 
 /// Host name → route, shared by the proxy and whoever knows the services (the daemon).
 /// Replacing the table takes effect for the next request; open connections stay open.
+///
+/// A change publishes a new snapshot and bumps a generation number; each proxy thread
+/// reads through its own [`RouteCache`], which takes the lock only when the generation
+/// moved. A request so writes nothing that the other threads read (a shared lock's
+/// reader count would bounce between the cores on every request).
 #[derive(Debug, Clone, Default)]
-pub struct RouteTable(Arc<RwLock<HashMap<String, Route>>>);
+pub struct RouteTable(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    routes: RwLock<Arc<HashMap<String, Route>>>,
+    generation: AtomicU64,
+}
 
 impl RouteTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut HashMap<String, Route>)) {
+        let mut routes = self.0.routes.write().expect("route table");
+        change(Arc::make_mut(&mut routes));
+        self.0.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Replaces all routes at once.
@@ -54,41 +73,71 @@ impl RouteTable {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
-        *self.0.write().expect("route table") = routes;
+        self.update(|table| *table = routes);
     }
 
     /// Sets one route.
     pub fn set(&self, host: &str, route: Route) {
-        self.0
-            .write()
-            .expect("route table")
-            .insert(host.to_ascii_lowercase(), route);
+        self.update(|table| {
+            table.insert(host.to_ascii_lowercase(), route);
+        });
     }
 
     /// Removes one route.
     pub fn remove(&self, host: &str) {
-        self.0
-            .write()
-            .expect("route table")
-            .remove(&host.to_ascii_lowercase());
+        self.update(|table| {
+            table.remove(&host.to_ascii_lowercase());
+        });
     }
 
     /// The route for `host` (a port suffix is ignored).
     pub fn get(&self, host: &str) -> Option<Route> {
-        let host = host_without_port(host).to_ascii_lowercase();
-        self.0.read().expect("route table").get(&host).cloned()
+        self.snapshot().1.get(&*lowercase(host_without_port(host))).cloned()
+    }
+
+    /// The generation and the table of that generation.
+    fn snapshot(&self) -> (u64, Arc<HashMap<String, Route>>) {
+        let routes = self.0.routes.read().expect("route table");
+        (self.0.generation.load(Ordering::Acquire), routes.clone())
     }
 
     fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .0
-            .read()
-            .expect("route table")
-            .keys()
-            .cloned()
-            .collect();
+        let mut v: Vec<String> = self.snapshot().1.keys().cloned().collect();
         v.sort();
         v
+    }
+}
+
+/// One proxy thread's view of a [`RouteTable`]: the snapshot it last read, refreshed
+/// when the table's generation moves.
+#[derive(Debug)]
+struct RouteCache {
+    table: RouteTable,
+    seen: std::sync::Mutex<(u64, Arc<HashMap<String, Route>>)>,
+}
+
+impl RouteCache {
+    fn new(table: RouteTable) -> Self {
+        let seen = std::sync::Mutex::new(table.snapshot());
+        RouteCache { table, seen }
+    }
+
+    /// The route for a lowercase `host` without a port.
+    fn get(&self, host: &str) -> Option<Route> {
+        let mut seen = self.seen.lock().expect("route cache");
+        if seen.0 != self.table.0.generation.load(Ordering::Acquire) {
+            *seen = self.table.snapshot();
+        }
+        seen.1.get(host).cloned()
+    }
+}
+
+/// `s` in lowercase, borrowed when it already is (as browsers and tools send hosts).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
@@ -150,22 +199,25 @@ fn page(
     r
 }
 
-/// The proxy: a route table and a pooled client to the services.
+/// The proxy: a route table and a pooled client to the services. Clones share both
+/// (one reference count), so a request's handler holds the proxy for one increment.
 #[derive(Debug, Clone)]
-pub struct Proxy {
-    routes: RouteTable,
+pub struct Proxy(Arc<ProxyInner>);
+
+#[derive(Debug)]
+struct ProxyInner {
+    routes: RouteCache,
     client: Client<HttpConnector, Incoming>,
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -178,9 +230,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
+    h.remove("keep-alive");
     h.remove("proxy-connection");
 }
 
@@ -192,12 +245,15 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
             .build(conn);
-        Proxy { routes, client }
+        Proxy(Arc::new(ProxyInner {
+            routes: RouteCache::new(routes),
+            client,
+        }))
     }
 
     /// The route table.
     pub fn routes(&self) -> &RouteTable {
-        &self.routes
+        &self.0.routes.table
     }
 
     /// Serves HTTPS (with leaves from `ca`) on `https` and, when given, plain HTTP on
@@ -220,7 +276,7 @@ impl Proxy {
         for i in 0..loops {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // Each thread's own pool: its connections belong to its runtime.
-            let proxy = Proxy::new(self.routes.clone());
+            let proxy = Proxy::new(self.routes().clone());
             let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -349,10 +405,15 @@ impl Proxy {
             Ok(slot) if !upgrade => slot,
             _ => {
                 *req.uri_mut() = format!("http://{addr}{}", origin_form(req.uri())).parse()?;
-                return Ok(self.client.request(req).await?);
+                return Ok(self.0.client.request(req).await?);
             }
         };
-        *req.uri_mut() = origin_form(req.uri()).parse()?;
+        if req.uri().authority().is_some() {
+            // An HTTP/2 request names the scheme and authority; the service gets the
+            // origin form an HTTP/1.1 client sends.
+            let path = req.uri().path_and_query().cloned();
+            *req.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
         if let Some((a, sender)) = slot.as_mut() {
             if *a == addr && sender.is_ready() {
                 match sender.try_send_request(req).await {
@@ -387,16 +448,15 @@ impl Proxy {
         let host = req
             .uri()
             .host()
-            .map(str::to_owned)
             .or_else(|| {
                 req.headers()
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
-                    .map(|h| host_without_port(h).to_owned())
+                    .map(host_without_port)
             })
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let addr = match self.routes.get(&host) {
+            .unwrap_or_default();
+        let host = lowercase(host).into_owned();
+        let addr = match self.0.routes.get(&host) {
             Some(Route::Up(addr)) => addr,
             Some(Route::Starting { logs }) => {
                 return page(
@@ -417,7 +477,7 @@ impl Proxy {
                 )
             }
             None => {
-                let names = self.routes.names();
+                let names = self.routes().names();
                 let known = if names.is_empty() {
                     "No services are routed.".to_owned()
                 } else {
