@@ -92,7 +92,10 @@ impl RouteTable {
 
     /// The route for `host` (a port suffix is ignored).
     pub fn get(&self, host: &str) -> Option<Route> {
-        self.snapshot().1.get(&*lowercase(host_without_port(host))).cloned()
+        self.snapshot()
+            .1
+            .get(&*lowercase(host_without_port(host)))
+            .cloned()
     }
 
     /// The generation and the table of that generation.

@@ -977,8 +977,9 @@ impl Drop for Cleanup<'_> {
 #[derive(Debug)]
 struct ContainerControl {
     dir: PathBuf,
-    /// The shim, this process's child: waited for after the exit, or reaped by tokio in
-    /// the background once dropped.
+    /// The shim, this process's child: waited for when it ends without an exit report,
+    /// otherwise reaped by tokio in the background once dropped (after its report, a
+    /// shim may still wait for pasta's end, holding the container's lock).
     shim: Option<tokio::process::Child>,
     pid: u32,
     pid_start: Option<u64>,
@@ -1002,18 +1003,30 @@ impl ProcessControl for ContainerControl {
             return Ok(s);
         }
         let _t = timing::phase("sdk: wait for the exit report");
+        let mut reported = false;
         if let Some(exit) = self.exit.as_mut() {
             let mut chunk = [0u8; 64];
             loop {
                 match exit.read(&mut chunk).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        self.buf.extend_from_slice(&chunk[..n]);
+                        // The exit report is the shim's last word: what it does after
+                        // (waiting for pasta's end) need not keep the caller waiting.
+                        reported = self.buf.ends_with(b"\n")
+                            && parse_status(&String::from_utf8_lossy(&self.buf)).is_some();
+                        if reported {
+                            break;
+                        }
+                    }
                 }
             }
             self.exit = None;
         }
-        if let Some(mut shim) = self.shim.take() {
-            let _ = shim.wait().await;
+        if !reported {
+            if let Some(mut shim) = self.shim.take() {
+                let _ = shim.wait().await;
+            }
         }
         let status = match parse_status(&String::from_utf8_lossy(&self.buf)) {
             Some(s) => s,

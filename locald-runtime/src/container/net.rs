@@ -204,8 +204,8 @@ pub(crate) async fn forward_udp(bound: OwnedFd, port: u16, ns: Rc<File>) {
     }
 }
 
-/// A `pasta` process serving a container's network namespace; killed (and reaped)
-/// when dropped.
+/// A `pasta` process serving a container's network namespace; killed and waited for
+/// (and reaped) when dropped.
 #[derive(Debug)]
 pub(crate) struct Pasta {
     pid: i32,
@@ -294,10 +294,12 @@ impl Pasta {
     }
 }
 
-impl Drop for Pasta {
-    fn drop(&mut self) {
-        // SIGKILL: pasta keeps no state worth a clean exit, and it takes seconds to
-        // act on SIGTERM.
+impl Pasta {
+    /// Tells pasta to end (SIGKILL: it keeps no state worth a clean exit, and it takes
+    /// seconds to act on SIGTERM) without waiting for it. Its end takes the kernel
+    /// tens of milliseconds (closing its tap device waits for an RCU barrier), which
+    /// the caller can spend on other work; dropping it waits.
+    pub(crate) fn kill(&self) {
         // SAFETY: pidfd_send_signal reads only its arguments; a null siginfo is allowed.
         let _ = unsafe {
             libc::syscall(
@@ -308,6 +310,12 @@ impl Drop for Pasta {
                 0,
             )
         };
+    }
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        self.kill();
         // The descriptor becomes readable when the process has ended.
         let mut fds = [nix::poll::PollFd::new(
             std::os::fd::AsFd::as_fd(&self.pidfd),
