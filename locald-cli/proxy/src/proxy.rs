@@ -275,12 +275,15 @@ impl Proxy {
         type Conns = tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr, bool)>;
         let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
         let https_port = http.as_ref().and_then(|(_, redirect)| *redirect);
+        // One TLS configuration for every thread: a client resumes its session
+        // whichever thread its next connection is handed to.
+        let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
         let mut workers: Vec<Conns> = Vec::new();
         for i in 0..loops {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // Each thread's own pool: its connections belong to its runtime.
             let proxy = Proxy::new(self.routes().clone());
-            let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()));
+            let acceptor = acceptor.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
