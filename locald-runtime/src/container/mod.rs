@@ -1003,32 +1003,31 @@ impl ProcessControl for ContainerControl {
             return Ok(s);
         }
         let _t = timing::phase("sdk: wait for the exit report");
-        let mut reported = false;
+        let mut reported = None;
         if let Some(exit) = self.exit.as_mut() {
             let mut chunk = [0u8; 64];
-            loop {
+            while reported.is_none() {
                 match exit.read(&mut chunk).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         self.buf.extend_from_slice(&chunk[..n]);
                         // The exit report is the shim's last word: what it does after
                         // (waiting for pasta's end) need not keep the caller waiting.
-                        reported = self.buf.ends_with(b"\n")
-                            && parse_status(&String::from_utf8_lossy(&self.buf)).is_some();
-                        if reported {
-                            break;
+                        if self.buf.ends_with(b"\n") {
+                            reported = parse_status(&String::from_utf8_lossy(&self.buf));
                         }
                     }
                 }
             }
             self.exit = None;
         }
-        if !reported {
+        if reported.is_none() {
             if let Some(mut shim) = self.shim.take() {
                 let _ = shim.wait().await;
             }
+            reported = parse_status(&String::from_utf8_lossy(&self.buf));
         }
-        let status = match parse_status(&String::from_utf8_lossy(&self.buf)) {
+        let status = match reported {
             Some(s) => s,
             None => match state::read_state(&self.dir).ok().and_then(|s| s.exit) {
                 Some(s) => s,
