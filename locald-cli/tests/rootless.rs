@@ -169,9 +169,8 @@ impl TestUser {
     /// Waits until no process of the user is left (shims end right after their
     /// containers); panics naming the ones that stay.
     fn assert_no_processes(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left: Vec<String> = std::fs::read_dir("/proc")
+        let processes = || -> Vec<String> {
+            std::fs::read_dir("/proc")
                 .unwrap()
                 .flatten()
                 .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
@@ -189,17 +188,10 @@ impl TestUser {
                         String::from_utf8_lossy(&cmd).replace('\0', " ")
                     )
                 })
-                .collect();
-            if left.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "processes of {} left: {left:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .collect()
+        };
+        let left = locald_test_support::settle(Duration::from_secs(10), processes, Vec::is_empty);
+        assert!(left.is_empty(), "processes of {} left: {left:?}", self.name);
     }
 
     /// Checks that the data home holds no container and the runtime dir nothing of

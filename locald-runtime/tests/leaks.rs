@@ -108,14 +108,11 @@ async fn three_hundred_runs_leave_nothing_behind() {
     // A container's exit is reported before its pasta has ended (the kernel takes
     // 20-30 ms to remove its tap device); its shim waits for that, then ends and is
     // reaped. Both get 5 s.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let (mentions, zombies) = loop {
-        let left = processes_mentioning(home_str);
-        if left == (0, 0) || std::time::Instant::now() > deadline {
-            break left;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let (mentions, zombies) = locald_test_support::settle(
+        std::time::Duration::from_secs(5),
+        || processes_mentioning(home_str),
+        |left| *left == (0, 0),
+    );
     assert_eq!(mentions, 0, "processes left");
     assert_eq!(zombies, 0, "zombies left");
     assert_eq!(open_fds(), fds_before, "descriptors leaked");

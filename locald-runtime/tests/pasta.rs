@@ -118,15 +118,12 @@ impl Env {
     /// [`Self::processes_left`] once they have had 5 s to end: a container's exit is
     /// reported before its pasta has ended (the kernel takes 20-30 ms to remove its
     /// tap device), and its shim waits for that before it exits.
-    async fn processes_ending(&self) -> Vec<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let left = self.processes_left();
-            if left.is_empty() || std::time::Instant::now() > deadline {
-                return left;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    fn processes_ending(&self) -> Vec<String> {
+        locald_test_support::settle(
+            std::time::Duration::from_secs(5),
+            || self.processes_left(),
+            Vec::is_empty,
+        )
     }
 }
 
@@ -237,7 +234,7 @@ async fn private_reaches_the_host_loopback_through_pasta_and_publishes() {
     drop(h);
     rt.remove_container(&id, false).await.unwrap();
     assert_eq!(
-        e.processes_ending().await,
+        e.processes_ending(),
         Vec::<String>::new(),
         "pasta left running"
     );
@@ -267,7 +264,7 @@ async fn none_and_private_without_pasta_have_only_loopback() {
         assert_eq!(status, ExitStatus::Exited(0));
         assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
     }
-    assert!(e.processes_ending().await.is_empty());
+    assert!(e.processes_ending().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +297,7 @@ async fn a_failing_pasta_fails_the_start_clearly_and_leaves_nothing() {
     assert!(!msg.contains("syslog"), "{msg}");
     assert_eq!(e.containers_left(), 0);
     assert_eq!(e.mounts_left(), 0);
-    let left = e.processes_ending().await;
+    let left = e.processes_ending();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -343,7 +340,7 @@ async fn safe_mode_gets_pasta_without_the_host_loopback() {
     for run in runs {
         assert!(run.contains("-t none -u none -T none -U none"), "{run}");
     }
-    assert!(e.processes_ending().await.is_empty());
+    assert!(e.processes_ending().is_empty());
     assert_eq!(e.mounts_left(), 0);
 }
 
@@ -386,7 +383,7 @@ async fn an_offline_host_runs_private_with_loopback_only() {
         .await;
     assert_eq!(status, ExitStatus::Exited(0), "{err}");
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
-    assert!(e.processes_ending().await.is_empty());
+    assert!(e.processes_ending().is_empty());
 }
 
 /// Set in the child that [`a_host_without_pasta_runs_private_with_loopback_only`]

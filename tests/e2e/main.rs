@@ -960,8 +960,7 @@ mod containers {
         // Cgroups are checked by id in locald-runtime's leak test. A run returns
         // once the container is gone; its shim may still wait some milliseconds for
         // its pasta's end (the kernel removing the tap device): 5 s for both.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
+        let processes = || {
             let mut left = Vec::new();
             for entry in std::fs::read_dir("/proc").unwrap().flatten() {
                 let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
@@ -969,15 +968,14 @@ mod containers {
                     left.push(entry.file_name());
                 }
             }
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "processes left: {left:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+            left
+        };
+        let left = locald_test_support::settle(
+            std::time::Duration::from_secs(5),
+            processes,
+            Vec::is_empty,
+        );
+        assert!(left.is_empty(), "processes left: {left:?}");
     }
 
     /// `LOCALD_PHASES` (what `scripts/bench-containers --phases` sets): the CLI, the

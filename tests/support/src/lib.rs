@@ -82,6 +82,24 @@ pub fn process_alive(pid: u32) -> bool {
     })
 }
 
+/// Calls `probe` until `done` accepts its answer or `within` has passed, and returns
+/// the last answer: for what ends shortly after the call that ended it (a helper
+/// process that finishes its own cleanup, a zombie the runtime reaps).
+pub fn settle<T>(
+    within: std::time::Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let answer = probe();
+        if done(&answer) || std::time::Instant::now() >= deadline {
+            return answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
