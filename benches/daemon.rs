@@ -94,6 +94,9 @@ fn daemon_round_trip(c: &mut Criterion) {
         Some(rootfs) if local.info().supports(Capability::Containers) => {
             let spec = ContainerSpec::builder_from_rootfs(rootfs.as_str())
                 .cmd(["/bin/true"])
+                // As benches/containers.rs: the container's own cost, without pasta's
+                // start, which would hide the transport's share.
+                .network(locald::NetworkMode::None)
                 .build()
                 .expect("a valid spec");
             let mut group = c.benchmark_group("container_true_daemon");
