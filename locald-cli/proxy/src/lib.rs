@@ -12,4 +12,4 @@ pub mod proxy;
 pub mod trust;
 
 pub use ca::{CaError, LocalCa};
-pub use proxy::{Proxy, Route, RouteTable};
+pub use proxy::{Proxy, Route, RouteTable, HEADER_TIMEOUT};

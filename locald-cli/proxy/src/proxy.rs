@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -15,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -154,7 +155,31 @@ fn host_without_port(host: &str) -> &str {
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A client gets this long to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2's connection preface, which a plain-HTTP client with prior knowledge sends.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, for at most `within`, until `tcp` holds enough bytes to tell HTTP/1 from
+/// HTTP/2: the whole preface, or a byte that differs from it. False when the client
+/// sent too little in time, or closed.
+async fn first_bytes(tcp: &tokio::net::TcpStream, within: Duration) -> bool {
+    let tell = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = match tcp.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
+                return true;
+            }
+            // A prefix of the preface: wait for more than these bytes.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(within, tell).await.unwrap_or(false)
+}
 
 fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
@@ -211,6 +236,23 @@ pub struct Proxy(Arc<ProxyInner>);
 struct ProxyInner {
     routes: RouteCache,
     client: Client<HttpConnector, Incoming>,
+    /// How long a client may take to send a request's head, and how long an idle
+    /// HTTP/1.1 connection stays open between requests.
+    header_timeout: Duration,
+}
+
+/// [`Proxy::header_timeout`]'s default, as nginx's `client_header_timeout` is of the
+/// same order (60 s) and its idle `keepalive_timeout` (75 s).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which HTTP a connection speaks.
+#[derive(Clone, Copy)]
+enum Speaks {
+    /// Chosen by ALPN during the TLS handshake (`h2` or HTTP/1.1), so nothing is sniffed.
+    Http1,
+    Http2,
+    /// Plain HTTP: HTTP/1.x, or HTTP/2 with prior knowledge, told by the first bytes.
+    Either,
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -251,6 +293,21 @@ impl Proxy {
         Proxy(Arc::new(ProxyInner {
             routes: RouteCache::new(routes),
             client,
+            header_timeout: HEADER_TIMEOUT,
+        }))
+    }
+
+    /// The proxy with another header timeout (default [`HEADER_TIMEOUT`]): a client
+    /// that opens a connection and sends nothing, or a request head slowly (a
+    /// slowloris), or leaves an HTTP/1.1 connection idle between requests, is
+    /// disconnected after it, so it cannot hold connections open for ever. (An
+    /// HTTP/2 connection chosen by ALPN is not bounded before its preface: hyper's
+    /// HTTP/2 server has no handshake timeout.)
+    pub fn header_timeout(self, timeout: Duration) -> Self {
+        Proxy(Arc::new(ProxyInner {
+            routes: RouteCache::new(self.routes().clone()),
+            client: self.0.client.clone(),
+            header_timeout: timeout,
         }))
     }
 
@@ -282,7 +339,7 @@ impl Proxy {
         for i in 0..loops {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // Each thread's own pool: its connections belong to its runtime.
-            let proxy = Proxy::new(self.routes().clone());
+            let proxy = Proxy::new(self.routes().clone()).header_timeout(self.0.header_timeout);
             let acceptor = acceptor.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -353,7 +410,12 @@ impl Proxy {
                 return;
             }
         };
-        self.serve_conn(TokioIo::new(tls), peer, "https").await;
+        let speaks = match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Speaks::Http2,
+            _ => Speaks::Http1,
+        };
+        self.serve_conn(TokioIo::new(tls), peer, "https", speaks)
+            .await;
     }
 
     /// One plain HTTP connection: redirected to HTTPS on `https_port`, or proxied.
@@ -363,36 +425,70 @@ impl Proxy {
         peer: SocketAddr,
         https_port: Option<u16>,
     ) {
+        // hyper tells HTTP/2 from HTTP/1 by the first bytes, with no time limit of its
+        // own: a client that connects and sends nothing is bounded here.
+        if !first_bytes(&tcp, self.0.header_timeout).await {
+            tracing::debug!("connection from {peer}: nothing sent in time");
+            return;
+        }
         let io = TokioIo::new(tcp);
         match https_port {
             Some(port) => {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
                     Ok::<_, Infallible>(redirect(&req, port))
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await;
+                let _ = self.conn_builder().serve_connection(io, svc).await;
             }
-            None => self.serve_conn(io, peer, "http").await,
+            None => self.serve_conn(io, peer, "http", Speaks::Either).await,
         }
     }
 
-    async fn serve_conn<I>(self, io: TokioIo<I>, peer: SocketAddr, proto: &'static str)
-    where
+    /// A connection builder with the proxy's timeouts. HTTP/1's header timeout also ends idle keep-alive connections: it
+    /// runs whenever the connection waits for a request's head.
+    fn conn_builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.0.header_timeout);
+        b
+    }
+
+    async fn serve_conn<I>(
+        self,
+        io: TokioIo<I>,
+        peer: SocketAddr,
+        proto: &'static str,
+        speaks: Speaks,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         // The client connection's own connection to its service, as nginx keeps an
         // upstream connection busy for one client request at a time.
         let backend = Arc::new(tokio::sync::Mutex::new(None));
+        let timeout = self.0.header_timeout;
+        let either = self.conn_builder();
         let svc = hyper::service::service_fn(move |req| {
             let this = self.clone();
             let backend = backend.clone();
             async move { Ok::<_, Infallible>(this.handle(req, peer, proto, &backend).await) }
         });
-        if let Err(e) = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(io, svc)
-            .await
-        {
+        // (hyper-util's `auto` builder sniffs the version even when told which one
+        // with upgrades on, so a protocol that ALPN chose goes to its own builder.)
+        let served: Result<(), Box<dyn std::error::Error + Send + Sync>> = match speaks {
+            Speaks::Http1 => hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(io, svc)
+                .with_upgrades()
+                .await
+                .map_err(Into::into),
+            Speaks::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, svc)
+                .await
+                .map_err(Into::into),
+            Speaks::Either => either.serve_connection_with_upgrades(io, svc).await,
+        };
+        if let Err(e) = served {
             tracing::debug!("connection from {peer}: {e}");
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -91,10 +91,14 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(locald_proxy::HEADER_TIMEOUT).await
+}
+
+async fn setup_with(header_timeout: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(LocalCa::open(&dir.path().join("ca"), &[]).unwrap());
     let routes = RouteTable::new();
-    let proxy = Proxy::new(routes.clone());
+    let proxy = Proxy::new(routes.clone()).header_timeout(header_timeout);
     let https_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let https = https_l.local_addr().unwrap();
@@ -123,6 +127,27 @@ fn client(s: &Setup, http1: bool) -> reqwest::Client {
         b = b.http1_only();
     }
     b.build().unwrap()
+}
+
+/// A TLS connection to the proxy that trusts only its CA and offers HTTP/1.1 by ALPN.
+async fn tls_http1(s: &Setup) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(s.ca.root_pem().as_bytes()).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(s.https).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 fn url(s: &Setup, path: &str) -> String {
@@ -300,23 +325,7 @@ async fn http_redirects_to_https_and_foreign_names_get_no_certificate() {
 async fn websocket_upgrade_is_relayed_both_ways() {
     let s = setup().await;
     s.routes.set(HOST, Route::Up(backend("ws").await));
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(s.ca.root_pem().as_bytes()).unwrap())
-        .unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(s.https).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from(HOST).unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_http1(&s).await;
     tls.write_all(
         format!(
             "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -341,4 +350,98 @@ async fn websocket_upgrade_is_relayed_both_ways() {
         tls.read_exact(&mut got).await.unwrap();
         assert_eq!(got, msg.as_bytes());
     }
+}
+
+/// Reads what `conn` sends until the proxy closes it, for at most 5 s: what it sent,
+/// and how long after `since` it closed (None: still open after 5 s).
+async fn until_closed(
+    conn: &mut (impl tokio::io::AsyncRead + Unpin),
+    since: Instant,
+) -> (String, Option<Duration>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(since.elapsed()),
+                )
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+        }
+    }
+}
+
+/// A slowloris and idle connections cannot hold the proxy's connections: a client that
+/// sends nothing, or only part of a request head, or stays idle after a request, is
+/// disconnected once the header timeout has passed, over plain HTTP and over TLS; a
+/// head sent in pieces within the timeout is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_clients_are_disconnected_after_the_header_timeout() {
+    let timeout = Duration::from_millis(800);
+    let s = setup_with(timeout).await;
+    s.routes.set(HOST, Route::Up(backend("one").await));
+    let closed_in_time = |what: &str, closed: Option<Duration>| {
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after 5 s"));
+        assert!(
+            closed >= timeout.mul_f32(0.9),
+            "{what}: closed after {closed:?}, before the timeout"
+        );
+    };
+
+    // Plain HTTP: nothing at all.
+    let mut c = TcpStream::connect(s.http).await.unwrap();
+    let (got, closed) = until_closed(&mut c, Instant::now()).await;
+    closed_in_time("nothing sent", closed);
+    assert_eq!(got, "", "an answer to nothing");
+
+    // Plain HTTP: part of a head.
+    let mut c = TcpStream::connect(s.http).await.unwrap();
+    let since = Instant::now();
+    c.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nUser-Ag").as_bytes())
+        .await
+        .unwrap();
+    let (got, closed) = until_closed(&mut c, since).await;
+    closed_in_time("part of a head", closed);
+    assert!(!got.contains("308"), "a half head was answered: {got}");
+
+    // Plain HTTP: a head in three pieces within the timeout is answered (the redirect),
+    // then the idle keep-alive connection is closed after the timeout.
+    let mut c = TcpStream::connect(s.http).await.unwrap();
+    let pieces = [
+        "GET /a HTTP/1.1\r\n".to_owned(),
+        format!("Host: {HOST}\r\n"),
+        "\r\n".to_owned(),
+    ];
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(timeout / 4).await;
+        }
+        c.write_all(piece.as_bytes()).await.unwrap();
+    }
+    let answered = Instant::now();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 308");
+    let (_, closed) = until_closed(&mut c, answered).await;
+    closed_in_time("idle after a request", closed);
+
+    // TLS: a finished handshake, then nothing.
+    let mut tls = tls_http1(&s).await;
+    let (got, closed) = until_closed(&mut tls, Instant::now()).await;
+    closed_in_time("nothing sent over TLS", closed);
+    assert_eq!(got, "");
+
+    // TLS: a request still reaches the service after all that.
+    let mut tls = tls_http1(&s).await;
+    tls.write_all(
+        format!("GET /x HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (got, _) = until_closed(&mut tls, Instant::now()).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("backend=one"), "{got}");
 }
