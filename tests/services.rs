@@ -236,10 +236,22 @@ restart = "no"
     let rotated = log.with_extension("log.1");
     let current = std::fs::read_to_string(&log).unwrap();
     let old = std::fs::read_to_string(&rotated).unwrap();
-    assert!(current.ends_with("line 300\n"), "{current}");
+    assert!(current.ends_with(" stdout F line 300\n"), "{current}");
+    // Each file holds whole records (a line with its time and stream, about 50 bytes),
+    // up to the limit: the rotated one is full to within a record.
     assert!(std::fs::metadata(&log).unwrap().len() <= 1000);
-    assert_eq!(std::fs::metadata(&rotated).unwrap().len(), 1000);
+    let old_len = std::fs::metadata(&rotated).unwrap().len();
+    assert!((900..=1000).contains(&old_len), "{old_len}");
     assert!(!old.contains("line 300\n"), "{old}");
+    for text in [&current, &old] {
+        assert!(
+            text.lines().all(|l| l.contains(" stdout F line ")),
+            "a record was split: {text}"
+        );
+    }
+    // Read back as lines, the current log ends with the last one.
+    let tail = locald::services::logfile::read_tail(&log, Some(1));
+    assert_eq!(tail[0].line, "line 300");
 }
 
 #[tokio::test]
@@ -296,4 +308,33 @@ depends_on = ["web"]
         .unwrap_err()
         .to_string()
         .contains("is down"));
+}
+
+#[tokio::test]
+async fn a_long_line_is_kept_in_parts_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = project(
+        dir.path(),
+        r#"
+[services.long]
+command = "head -c 40000 /dev/zero | tr '\\0' a; echo; echo short"
+restart = "no"
+"#,
+    )
+    .up(
+        Arc::new(ProcessRuntime::new()),
+        UpOptions::new(dir.path().join("logs")),
+    )
+    .await
+    .unwrap();
+    settled(&s, "long", |st| *st == ServiceState::Completed).await;
+    s.down().await;
+    let log = s.log_file("long");
+    let text = std::fs::read_to_string(&log).unwrap();
+    // 16 KiB parts: two partial records and the last part.
+    assert_eq!(text.matches(" stdout P ").count(), 2, "{}", text.len());
+    let lines = locald::services::logfile::read_tail(&log, None);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0].line, "a".repeat(40000));
+    assert_eq!(lines[1].line, "short");
 }

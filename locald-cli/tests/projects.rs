@@ -275,3 +275,69 @@ fn the_dashboard_link_from_the_cli_works_once() {
     let mut daemon = daemon;
     let _ = daemon.wait();
 }
+
+/// `locald logs` of a project interleaves its services' lines in the order they were
+/// written, as `docker compose logs` does (it printed them service by service), with
+/// `-n` counted per service; `-t` shows each line's time; stderr lines are kept.
+#[test]
+fn logs_of_several_services_come_in_the_order_they_were_written() {
+    // ping and pong take turns through files, so the order of their lines is known,
+    // and 0.2 s apart, more than the daemon may take to read a line.
+    let home = Home::new(
+        r#"
+name = "turns"
+
+[services.ping]
+command = "for i in 1 2 3; do echo ping $i; touch ping.$i; while [ ! -e pong.$i ]; do sleep 0.02; done; sleep 0.2; done; echo ping done >&2; exec sleep 1003"
+
+[services.pong]
+command = "for i in 1 2 3; do while [ ! -e ping.$i ]; do sleep 0.02; done; sleep 0.2; echo pong $i; touch pong.$i; done; exec sleep 1003"
+"#,
+    );
+    home.ok(&["up", "-d"]);
+    let want = "ping | ping 1\npong | pong 1\nping | ping 2\npong | pong 2\nping | ping 3\npong | pong 3\nping | ping done\n";
+    let started = Instant::now();
+    let mut logs = home.ok(&["logs"]);
+    while logs != want && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+        logs = home.ok(&["logs"]);
+    }
+    assert_eq!(logs, want);
+
+    // The last line of each service, still in the order written.
+    assert_eq!(home.ok(&["logs", "-n", "1"]), "pong | pong 3\nping | ping done\n");
+
+    // -t: the time each line was written, in order, and recent.
+    let timed = home.ok(&["logs", "-t", "ping"]);
+    let times: Vec<std::time::SystemTime> = timed
+        .lines()
+        .map(|l| {
+            let rest = l.strip_prefix("ping | ").expect(l);
+            let (time, line) = rest.split_once(' ').expect(l);
+            assert!(line.trim_start().starts_with("ping "), "{l}");
+            humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"))
+        })
+        .collect();
+    assert_eq!(times.len(), 4, "{timed}");
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{timed}");
+    let age = std::time::SystemTime::now().duration_since(times[0]).unwrap();
+    assert!(age < Duration::from_secs(60), "{timed}");
+
+    // The log file keeps the stream of each line.
+    let log = home
+        .dir
+        .path()
+        .join("home/projects/turns/logs/ping.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stderr F ping done\n"), "{text}");
+    assert!(text.contains(" stdout F ping 1\n"), "{text}");
+
+    // Containers keep no times: -t on one is refused, saying so.
+    let out = home.locald(&["logs", "-t", "no-such-container"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps no times"),
+        "{out:?}"
+    );
+    home.ok(&["down"]);
+}

@@ -48,6 +48,7 @@
 //! output in its own log, and [`Supervisor::down`] stopping them in reverse order.
 
 mod config;
+pub mod logfile;
 #[cfg(unix)]
 mod postgres;
 mod supervisor;

@@ -8,7 +8,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use locald_core::{
@@ -92,8 +92,11 @@ pub struct LogLine {
     pub service: String,
     /// Which stream.
     pub stream: LogStream,
-    /// The line, without its newline (invalid UTF-8 replaced).
+    /// The line, without its newline (invalid UTF-8 replaced). A line longer than
+    /// [`super::logfile::MAX_LINE`] comes in parts.
     pub line: String,
+    /// When it arrived.
+    pub time: SystemTime,
 }
 
 /// Options of [`Project::up`].
@@ -841,7 +844,8 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// Splits a stream's output into lines for [`Supervisor::logs`].
+/// Splits a stream's output into lines, for the log file (as records, see
+/// [`super::logfile`]) and for [`Supervisor::logs`].
 struct Lines {
     service: String,
     stream: LogStream,
@@ -850,71 +854,137 @@ struct Lines {
 }
 
 impl Lines {
-    fn feed(&mut self, chunk: &[u8]) {
+    /// Takes `chunk`'s complete lines (and a line that grew past the limit) as records
+    /// into `out`.
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         self.pending.extend_from_slice(chunk);
-        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            self.send(&line[..line.len() - 1]);
+        let time = SystemTime::now();
+        let mut from = 0;
+        while let Some(end) = self.pending[from..].iter().position(|b| *b == b'\n') {
+            let line = &self.pending[from..from + end];
+            from += end + 1;
+            emit(&self.service, self.stream, &self.sender, time, line, out);
+        }
+        self.pending.drain(..from);
+        // A line with no end in sight is written in parts.
+        while self.pending.len() >= super::logfile::MAX_LINE {
+            let cut = utf8_boundary(&self.pending, super::logfile::MAX_LINE);
+            let part: Vec<u8> = self.pending.drain(..cut).collect();
+            let text = String::from_utf8_lossy(&part);
+            super::logfile::write_record(out, time, self.stream, &text, true);
+            self.send(time, text.into_owned());
         }
     }
 
-    fn finish(&mut self) {
+    /// The rest, a last line without a newline, into `out`.
+    fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
-            self.send(&rest);
+            emit(&self.service, self.stream, &self.sender, SystemTime::now(), &rest, out);
         }
     }
 
-    fn send(&self, line: &[u8]) {
+    fn send(&self, time: SystemTime, line: String) {
         // Nobody listening is fine: the log file keeps it.
         let _ = self.sender.send(LogLine {
             service: self.service.clone(),
             stream: self.stream,
-            line: String::from_utf8_lossy(line).into_owned(),
+            line,
+            time,
         });
     }
 }
 
-/// Appends a service's output to its log, rotating it to `.1` past `limit` bytes,
-/// and hands its lines to `lines`.
+/// One whole line: its record into `out`, and to the live listeners.
+fn emit(
+    service: &str,
+    stream: LogStream,
+    sender: &broadcast::Sender<LogLine>,
+    time: SystemTime,
+    line: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let text = String::from_utf8_lossy(line);
+    super::logfile::write_record(out, time, stream, &text, false);
+    let _ = sender.send(LogLine {
+        service: service.to_owned(),
+        stream,
+        line: text.into_owned(),
+        time,
+    });
+}
+
+/// The largest cut at or below `max` that does not split a UTF-8 character of
+/// `bytes` (at `max` when the bytes are not UTF-8 there anyway).
+fn utf8_boundary(bytes: &[u8], max: usize) -> usize {
+    (max.saturating_sub(3)..=max)
+        .rev()
+        .find(|&i| i >= bytes.len() || (bytes[i] as i8) >= -0x40)
+        .unwrap_or(max)
+}
+
+/// Appends a service's output to its log as records, rotating the log to `.1` before
+/// it would pass `limit` bytes, and hands its lines to `lines`.
 async fn copy_to_log(mut output: ProcessOutput, log: PathBuf, limit: u64, mut lines: Lines) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
-        let n = match output.read(&mut buf).await {
+        let mut records = Vec::new();
+        let done = match output.read(&mut buf).await {
             Ok(0) | Err(_) => {
-                lines.finish();
-                return;
+                lines.finish(&mut records);
+                true
             }
-            Ok(n) => n,
+            Ok(n) => {
+                lines.feed(&buf[..n], &mut records);
+                false
+            }
         };
-        lines.feed(&buf[..n]);
-        let chunk = buf[..n].to_vec();
-        let path = log.clone();
-        let written = tokio::task::spawn_blocking(move || append(&path, &chunk, limit)).await;
-        if !matches!(written, Ok(Ok(()))) {
-            tracing::warn!(log = %log.display(), "cannot write a service log");
+        if !records.is_empty() {
+            let path = log.clone();
+            let written =
+                tokio::task::spawn_blocking(move || append(&path, &records, limit)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::warn!(log = %log.display(), "cannot write a service log");
+            }
+        }
+        if done {
+            return;
         }
     }
 }
 
-fn append(log: &Path, mut chunk: &[u8], limit: u64) -> std::io::Result<()> {
+/// Appends `records` to `log`, rotating it to `.1` before a record that would take
+/// it past `limit` bytes (between records: a rotation never splits one).
+fn append(log: &Path, mut records: &[u8], limit: u64) -> std::io::Result<()> {
     let limit = limit.max(1);
-    while !chunk.is_empty() {
-        let mut len = std::fs::metadata(log).map_or(0, |m| m.len());
-        if len >= limit {
+    let mut len = std::fs::metadata(log).map_or(0, |m| m.len());
+    while !records.is_empty() {
+        // As many whole records as fit, at least one.
+        let mut take = 0;
+        for (i, b) in records.iter().enumerate() {
+            if *b == b'\n' {
+                if take > 0 && len + i as u64 + 1 > limit {
+                    break;
+                }
+                take = i + 1;
+            }
+        }
+        let take = if take == 0 { records.len() } else { take };
+        if len > 0 && len + take as u64 > limit {
             let mut rotated = log.as_os_str().to_owned();
             rotated.push(".1");
             std::fs::rename(log, rotated)?;
             len = 0;
+            continue;
         }
-        let room = usize::try_from(limit - len).unwrap_or(usize::MAX);
-        let (now, rest) = chunk.split_at(room.min(chunk.len()));
+        let (now, rest) = records.split_at(take);
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?
             .write_all(now)?;
-        chunk = rest;
+        len += now.len() as u64;
+        records = rest;
     }
     Ok(())
 }

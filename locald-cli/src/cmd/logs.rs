@@ -11,9 +11,12 @@ pub(crate) struct Args {
     /// Keep printing new output until the container exits.
     #[arg(short, long)]
     follow: bool,
-    /// Only the last N lines.
+    /// Only the last N lines (of each service, in a project).
     #[arg(short = 'n', long)]
     tail: Option<usize>,
+    /// Show when each line was written (services' logs keep the time of each line).
+    #[arg(short, long)]
+    timestamps: bool,
     /// The container (id, id prefix or name), or, in a project (a `locald.toml` here
     /// or above, `-f` or `-p`), one of its services; none: all its services.
     name: Option<String>,
@@ -30,11 +33,18 @@ pub(crate) async fn run(args: Args, host: Option<&str>) -> anyhow::Result<ExitCo
                 service.as_deref(),
                 args.tail,
                 args.follow,
+                args.timestamps,
                 host,
             )
             .await
         }
     };
+    if args.timestamps {
+        anyhow::bail!(
+            "--timestamps is for the services of a project: a container's log keeps no \
+             times (leave out -t to see {container}'s output)"
+        );
+    }
     let runtime = crate::cli::runtime(host).await?;
     let mut options = LogOptions::default();
     options.follow = args.follow;

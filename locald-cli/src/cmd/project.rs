@@ -321,13 +321,15 @@ pub(crate) async fn start(args: ServiceArgs, host: Option<&str>) -> anyhow::Resu
     act(&args.which, &args.services, "start", host).await
 }
 
-/// `locald logs [-f] [-n N] [SERVICE]` in a project: each service's lines prefixed
-/// with its name.
+/// `locald logs [-f] [-n N] [-t] [SERVICE]` in a project: each service's lines
+/// prefixed with its name (and, with `-t`, the time it was written), all services'
+/// lines in the order they were written.
 pub(crate) async fn logs(
     which: &Which,
     service: Option<&str>,
     tail: Option<usize>,
     follow: bool,
+    timestamps: bool,
     host: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let name = which.name()?;
@@ -350,7 +352,12 @@ pub(crate) async fn logs(
         let Some(entry) = entry else { break };
         let entry = entry?;
         width = width.max(entry.service.len());
-        let prefix = format!("{:<width$} | ", entry.service);
+        let mut prefix = format!("{:<width$} | ", entry.service);
+        if timestamps {
+            // A line of a log from before times were kept has none: blank, aligned.
+            let time = entry.time.as_deref().unwrap_or("");
+            prefix.push_str(&format!("{time:<30} "));
+        }
         let mut out = std::io::stdout().lock();
         if colour {
             let _ = writeln!(out, "\x1b[36m{prefix}\x1b[0m{}", entry.line);

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use locald::services::logfile::{read_tail, LogRecord};
 use locald::services::{LogLine, Project, Run, ServiceStatus, Supervisor, UpOptions};
 use locald::{Error, LogStream, Result, Runtime};
 use serde::{Deserialize, Serialize};
@@ -58,11 +59,14 @@ pub struct ProjectStatus {
 pub struct LogEntry {
     /// The service.
     pub service: String,
-    /// `stdout` or `stderr` (`log` for lines from the log file, whose stream is not
-    /// kept).
+    /// `stdout` or `stderr` (`log` for a line of a log file written before lines
+    /// kept their stream).
     pub stream: String,
     /// The line.
     pub line: String,
+    /// When the service wrote it (RFC 3339), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// What the daemon (`daemon.json`), or an attached `locald up` (`attached.json`),
@@ -401,16 +405,31 @@ impl Projects {
             .map(|s| (s.clone(), supervisor.log_file(s)))
             .collect();
         tokio::spawn(async move {
-            for (service, file) in files {
-                for line in last_lines(&file, tail) {
-                    let entry = LogEntry {
-                        service: service.clone(),
-                        stream: "log".into(),
-                        line,
-                    };
-                    if tx.send(entry).await.is_err() {
-                        return;
+            // Each service's last lines, then all of them in the order they were
+            // written, as `docker compose logs` interleaves its containers.
+            let mut history: Vec<(String, LogRecord)> = files
+                .into_iter()
+                .flat_map(|(service, file)| {
+                    read_tail(&file, tail)
+                        .into_iter()
+                        .map(move |record| (service.clone(), record))
+                })
+                .collect();
+            history.sort_by_key(|(_, record)| record.time);
+            for (service, record) in history {
+                let entry = LogEntry {
+                    service,
+                    stream: match record.stream {
+                        Some(LogStream::Stderr) => "stderr",
+                        Some(_) => "stdout",
+                        None => "log",
                     }
+                    .into(),
+                    line: record.line,
+                    time: record.time.map(rfc3339),
+                };
+                if tx.send(entry).await.is_err() {
+                    return;
                 }
             }
             let Some(live) = live.as_mut() else { return };
@@ -514,7 +533,13 @@ fn entry_of(line: LogLine) -> LogEntry {
         }
         .into(),
         line: line.line,
+        time: Some(rfc3339(line.time)),
     }
+}
+
+/// `time` as RFC 3339 in UTC, to the nanosecond, as the log files keep it.
+fn rfc3339(time: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_nanos(time).to_string()
 }
 
 pub(crate) fn write_record(path: &Path, record: &Record) -> Result<()> {
@@ -550,17 +575,6 @@ pub(crate) async fn record_changes(path: PathBuf, mut record: Record, supervisor
             return;
         }
     }
-}
-
-/// The last `n` lines of `path` (all of them without `n`).
-pub(crate) fn last_lines(path: &Path, n: Option<usize>) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    let from = n.map_or(0, |n| lines.len().saturating_sub(n));
-    lines[from..].iter().map(|l| (*l).to_owned()).collect()
 }
 
 /// SIGKILL to the process group led by `pid` (services lead their own group), and

@@ -476,7 +476,7 @@ async fn logs(
     // Subscribe before reading the file, so no line falls between the two.
     let live = supervisor.subscribe_logs();
     let history =
-        crate::daemon::projects::last_lines(&supervisor.log_file(&service), Some(HISTORY_LINES));
+        locald::services::logfile::read_tail(&supervisor.log_file(&service), Some(HISTORY_LINES));
     Sse::new(log_events(service, history, live))
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -484,7 +484,7 @@ async fn logs(
 
 fn log_events(
     service: String,
-    history: Vec<String>,
+    history: Vec<locald::services::logfile::LogRecord>,
     mut live: tokio::sync::broadcast::Receiver<LogLine>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     fn event(stream: &str, line: &str) -> Event {
@@ -494,8 +494,12 @@ fn log_events(
             .unwrap_or_default()
     }
     async_stream(move |tx| async move {
-        for line in history {
-            if tx.send(event("stdout", &line)).await.is_err() {
+        for record in history {
+            let stream = match record.stream {
+                Some(locald::LogStream::Stderr) => "stderr",
+                _ => "stdout",
+            };
+            if tx.send(event(stream, &record.line)).await.is_err() {
                 return;
             }
         }
