@@ -146,8 +146,23 @@ stop_grace = "2s"
 #[test]
 fn up_detached_then_status_logs_restart_stop_start_down() {
     let home = Home::new(PROJECT);
-    let out = home.ok(&["up", "-d"]);
+    let up = home.locald(&["up", "-d"]);
+    assert!(up.status.success(), "{up:?}");
+    let out = String::from_utf8_lossy(&up.stdout);
     assert!(out.contains("web") && out.contains("healthy"), "{out}");
+    // On stderr, the states each service went through while `up -d` waited, in order,
+    // with the seconds since it started: worker ran once web was healthy.
+    let progress = String::from_utf8_lossy(&up.stderr);
+    let at = |service: &str, state: &str| {
+        progress
+            .lines()
+            .position(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.len() == 3 && words[..2] == [service, state] && words[2].ends_with('s')
+            })
+            .unwrap_or_else(|| panic!("no `{service} {state}` in:\n{progress}"))
+    };
+    assert!(at("web", "healthy") < at("worker", "running"), "{progress}");
 
     // The CLI has exited; the daemon supervises the services.
     let status = home.status();

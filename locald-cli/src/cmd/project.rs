@@ -165,9 +165,58 @@ pub(crate) async fn up_detached(
         services,
         wait_ms: 60_000,
     };
-    let status: ProjectStatus = daemon.post_json("/projects/up", &request).await?;
+    let up = daemon.post_json::<ProjectStatus>("/projects/up", &request);
+    let status = with_progress(up, &daemon, &project.name).await?;
     print_table(&status);
     Ok(exit_for(&status))
+}
+
+/// Runs `up` (the daemon's answer once the services have settled) while saying on
+/// stderr each state a service reaches, with the time since the start, as `docker
+/// compose up -d` shows its containers' progress: a database's first start can take
+/// seconds.
+#[allow(clippy::print_stderr)]
+async fn with_progress(
+    up: impl std::future::Future<Output = locald::Result<ProjectStatus>>,
+    daemon: &RemoteRuntime,
+    name: &str,
+) -> anyhow::Result<ProjectStatus> {
+    let started = std::time::Instant::now();
+    let path = format!("/projects/{}", segment(name));
+    let mut said: std::collections::BTreeMap<String, String> = Default::default();
+    let mut say = |status: &ProjectStatus| {
+        for s in &status.services {
+            let state = s.state.to_string();
+            if said.get(&s.name) != Some(&state) {
+                eprintln!(
+                    " {:<16} {:<10} {:>5.1}s",
+                    s.name,
+                    state,
+                    started.elapsed().as_secs_f64()
+                );
+                said.insert(s.name.clone(), state);
+            }
+        }
+    };
+    tokio::pin!(up);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            status = &mut up => {
+                let status = status?;
+                say(&status);
+                return Ok(status);
+            }
+            _ = tick.tick() => {
+                // The project is there once the daemon has started its services.
+                if let Ok(status) = daemon.get_json::<ProjectStatus>(&path).await {
+                    say(&status);
+                }
+            }
+        }
+    }
 }
 
 fn exit_for(status: &ProjectStatus) -> ExitCode {
