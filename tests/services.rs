@@ -313,7 +313,7 @@ depends_on = ["web"]
 #[tokio::test]
 async fn a_long_line_is_kept_in_parts_and_read_back_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let s = project(
+    let s = up(
         dir.path(),
         r#"
 [services.long]
@@ -321,12 +321,7 @@ command = "head -c 40000 /dev/zero | tr '\\0' a; echo; echo short"
 restart = "no"
 "#,
     )
-    .up(
-        Arc::new(ProcessRuntime::new()),
-        UpOptions::new(dir.path().join("logs")),
-    )
-    .await
-    .unwrap();
+    .await;
     settled(&s, "long", |st| *st == ServiceState::Completed).await;
     s.down().await;
     let log = s.log_file("long");
