@@ -320,7 +320,10 @@ command = "for i in 1 2 3; do while [ ! -e ping.$i ]; do sleep 0.02; done; sleep
     assert_eq!(logs, want);
 
     // The last line of each service, still in the order written.
-    assert_eq!(home.ok(&["logs", "-n", "1"]), "pong | pong 3\nping | ping done\n");
+    assert_eq!(
+        home.ok(&["logs", "-n", "1"]),
+        "pong | pong 3\nping | ping done\n"
+    );
 
     // -t: the time each line was written, in order, and recent.
     let timed = home.ok(&["logs", "-t", "ping"]);
@@ -335,14 +338,13 @@ command = "for i in 1 2 3; do while [ ! -e ping.$i ]; do sleep 0.02; done; sleep
         .collect();
     assert_eq!(times.len(), 4, "{timed}");
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{timed}");
-    let age = std::time::SystemTime::now().duration_since(times[0]).unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(times[0])
+        .unwrap();
     assert!(age < Duration::from_secs(60), "{timed}");
 
     // The log file keeps the stream of each line.
-    let log = home
-        .dir
-        .path()
-        .join("home/projects/turns/logs/ping.log");
+    let log = home.dir.path().join("home/projects/turns/logs/ping.log");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(" stderr F ping done\n"), "{text}");
     assert!(text.contains(" stdout F ping 1\n"), "{text}");

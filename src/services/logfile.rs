@@ -44,11 +44,7 @@ pub(crate) fn write_record(
     };
     let tag = if partial { 'P' } else { 'F' };
     out.extend_from_slice(
-        format!(
-            "{} {stream} {tag} ",
-            humantime::format_rfc3339_nanos(time)
-        )
-        .as_bytes(),
+        format!("{} {stream} {tag} ", humantime::format_rfc3339_nanos(time)).as_bytes(),
     );
     out.extend_from_slice(line.as_bytes());
     out.push(b'\n');
@@ -60,7 +56,9 @@ fn parse_record(line: &str) -> Option<(SystemTime, LogStream, bool, &str)> {
     let (time, rest) = line.split_once(' ')?;
     let (stream, rest) = rest.split_once(' ')?;
     let (tag, text) = rest.split_at_checked(1)?;
-    let text = text.strip_prefix(' ').or_else(|| text.is_empty().then_some(""))?;
+    let text = text
+        .strip_prefix(' ')
+        .or_else(|| text.is_empty().then_some(""))?;
     let stream = match stream {
         "stdout" => LogStream::Stdout,
         "stderr" => LogStream::Stderr,

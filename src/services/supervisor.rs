@@ -880,7 +880,14 @@ impl Lines {
     fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
-            emit(&self.service, self.stream, &self.sender, SystemTime::now(), &rest, out);
+            emit(
+                &self.service,
+                self.stream,
+                &self.sender,
+                SystemTime::now(),
+                &rest,
+                out,
+            );
         }
     }
 
@@ -941,8 +948,7 @@ async fn copy_to_log(mut output: ProcessOutput, log: PathBuf, limit: u64, mut li
         };
         if !records.is_empty() {
             let path = log.clone();
-            let written =
-                tokio::task::spawn_blocking(move || append(&path, &records, limit)).await;
+            let written = tokio::task::spawn_blocking(move || append(&path, &records, limit)).await;
             if !matches!(written, Ok(Ok(()))) {
                 tracing::warn!(log = %log.display(), "cannot write a service log");
             }
