@@ -645,7 +645,7 @@ impl ContainerRuntime {
         // Rootless: the shim starts inside its user namespace.
         let mapper = match &prepared.rootless {
             Some(ns) => Some(
-                rootless::spawn_into(&mut cmd, ns)
+                rootless::spawn_into(cmd.as_std_mut(), ns, rootless::Scope::Shim)
                     .map_err(|e| Error::io("preparing the container's user namespace", e))?,
             ),
             None => None,

@@ -13,7 +13,8 @@
 //! they go away with it, whatever happens.
 //!
 //! The image store of such a user is written in a user namespace with the same maps
-//! ([`unpack_layer`], [`remove_tree`]), by this executable run again as a helper.
+//! ([`unpack_layer`], [`remove_tree`]), by this executable run again as a helper,
+//! started into the namespace the same way ([`spawn_into`] with [`Scope::Store`]).
 //!
 //! cgroups: on a cgroup v2 host the runtime library tries the container's cgroup and
 //! carries on without one where it may not write (no limits). On a cgroup v1 host an
@@ -178,20 +179,34 @@ impl Mapper {
     }
 }
 
-/// Makes `cmd` start in a new user namespace (with a mount and a cgroup namespace)
-/// mapped as `ns` says, as root there, with its mounts private and, on a cgroup v1
-/// host, its own cgroup2 over `/sys/fs/cgroup`, between fork and exec, so the shim is
-/// executed once, already inside (the
-/// kernel ties a process to the user namespace it ran `exec` in). The child unshares
-/// and waits while a thread of the caller maps its ids (`newuidmap`/`newgidmap`, or
-/// the caller's own ids written directly).
-pub(crate) fn spawn_into(cmd: &mut tokio::process::Command, ns: &UserNs) -> io::Result<Mapper> {
+/// What a process started by [`spawn_into`] gets besides its user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// A container's shim: a mount namespace with its mounts private and, on a cgroup
+    /// v1 host, its own cgroup2 over `/sys/fs/cgroup` (in a cgroup namespace).
+    Shim,
+    /// An image store helper: the user namespace only.
+    Store,
+}
+
+/// Makes `cmd` start in a new user namespace mapped as `ns` says, as root there, with
+/// what `scope` adds, between fork and exec, so the program is executed once, already
+/// inside (the kernel ties a process to the user namespace it ran `exec` in). The
+/// child unshares and waits while a thread of the caller maps its ids
+/// (`newuidmap`/`newgidmap`, or the caller's own ids written directly). The one way
+/// into a user's namespace, for the shim and for the store's helpers alike.
+pub(crate) fn spawn_into(
+    cmd: &mut std::process::Command,
+    ns: &UserNs,
+    scope: Scope,
+) -> io::Result<Mapper> {
     use nix::{
         fcntl::{fcntl, FcntlArg},
         mount::{mount, MsFlags},
         sched::{unshare, CloneFlags},
     };
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
     // High descriptors, out of the way of the ones the shim gets at fixed numbers
     // (those are moved into place by an earlier pre-exec step).
     let high = |fd: OwnedFd| -> io::Result<OwnedFd> {
@@ -204,7 +219,13 @@ pub(crate) fn spawn_into(cmd: &mut tokio::process::Command, ns: &UserNs) -> io::
     let (ready_r, ready_w, go_r, go_w) = (high(ready_r)?, high(ready_w)?, high(go_r)?, high(go_w)?);
     let (ready_w_fd, go_r_fd) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
     let (ready_r_fd, go_w_fd) = (ready_r.as_raw_fd(), go_w.as_raw_fd());
-    let v1 = !unified_cgroups(Path::new("/sys/fs/cgroup"));
+    let shim = scope == Scope::Shim;
+    let v1 = shim && !unified_cgroups(Path::new("/sys/fs/cgroup"));
+    let flags = if shim {
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP
+    } else {
+        CloneFlags::CLONE_NEWUSER
+    };
     // SAFETY: the closure runs in the forked child before exec and makes only system
     // calls through nix's thin wrappers, on descriptors numbered above, with paths
     // short enough for nix's stack buffers: nothing allocates or takes a lock.
@@ -214,9 +235,7 @@ pub(crate) fn spawn_into(cmd: &mut tokio::process::Command, ns: &UserNs) -> io::
             // the end of the pipe when the mapper gives up.
             let _ = nix::unistd::close(ready_r_fd);
             let _ = nix::unistd::close(go_w_fd);
-            unshare(
-                CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP,
-            )?;
+            unshare(flags)?;
             let pid = nix::unistd::getpid().as_raw().to_ne_bytes();
             let ready = std::os::fd::BorrowedFd::borrow_raw(ready_w_fd);
             if nix::unistd::write(ready, &pid)? != pid.len() {
@@ -231,6 +250,9 @@ pub(crate) fn spawn_into(cmd: &mut tokio::process::Command, ns: &UserNs) -> io::
             let _ = nix::unistd::close(go_r_fd);
             nix::unistd::setresgid(0.into(), 0.into(), 0.into())?;
             nix::unistd::setresuid(0.into(), 0.into(), 0.into())?;
+            if !shim {
+                return Ok(());
+            }
             mount(
                 None::<&str>,
                 "/",
@@ -281,79 +303,6 @@ fn write_own_maps(pid: i32, ns: &UserNs) -> Result<(), String> {
         .and_then(|()| std::fs::write(format!("/proc/{pid}/uid_map"), line(&ns.uid)))
         .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), line(&ns.gid)))
         .map_err(|e| format!("writing the user namespace's id maps: {e}"))
-}
-
-/// Puts this (single-threaded) process into new namespaces (`flags`, a user namespace
-/// among them) mapped as `ns` says, as root there.
-fn become_root(ns: &UserNs, flags: nix::sched::CloneFlags) -> io::Result<()> {
-    if ns.uid.len() == 1 && ns.gid.len() == 1 {
-        nix::sched::unshare(flags).map_err(|e| ctx("creating a user namespace", e.into()))?;
-        let line = |m: &[IdMap]| format!("{} {} {}\n", m[0].container, m[0].host, m[0].count);
-        std::fs::write("/proc/self/setgroups", "deny")
-            .and_then(|()| std::fs::write("/proc/self/uid_map", line(&ns.uid)))
-            .and_then(|()| std::fs::write("/proc/self/gid_map", line(&ns.gid)))
-            .map_err(|e| ctx("writing the user namespace's id maps", e))?;
-    } else {
-        map_with_helpers(ns, flags)?;
-    }
-    nix::unistd::setresgid(0.into(), 0.into(), 0.into())
-        .and_then(|()| nix::unistd::setresuid(0.into(), 0.into(), 0.into()))
-        .map_err(|e| ctx("becoming root in the user namespace", e.into()))
-}
-
-fn ctx(what: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-/// Unshares with `flags` while a child, still outside, runs `newuidmap` and
-/// `newgidmap` on this process; returns what they said when they failed.
-fn map_with_helpers(ns: &UserNs, flags: nix::sched::CloneFlags) -> io::Result<()> {
-    let (go_r, go_w) = nix::unistd::pipe()?;
-    let (said_r, said_w) = nix::unistd::pipe()?;
-    let parent = nix::unistd::getpid().as_raw();
-    // SAFETY: the shim is single-threaded here (it runs before `main`, before any
-    // thread exists), so the child may run ordinary code until it exits.
-    match unsafe { nix::unistd::fork() }.map_err(|e| ctx("forking the id mapper", e.into()))? {
-        nix::unistd::ForkResult::Child => {
-            drop(go_w);
-            drop(said_r);
-            let mut go = [0u8; 1];
-            let code = match std::fs::File::from(go_r).read(&mut go) {
-                Ok(1) => match run_mappers(parent, ns) {
-                    Ok(()) => 0,
-                    Err(msg) => {
-                        let _ = std::fs::File::from(said_w).write_all(msg.as_bytes());
-                        1
-                    }
-                },
-                // The parent could not unshare: nothing to map.
-                _ => 1,
-            };
-            // SAFETY: ends the forked child without running the parent's exit handlers.
-            unsafe { libc::_exit(code) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(go_r);
-            drop(said_w);
-            let unshared = nix::sched::unshare(flags);
-            if unshared.is_ok() {
-                let _ = nix::unistd::write(&go_w, b"1");
-            }
-            drop(go_w);
-            let mut said = String::new();
-            let _ = std::fs::File::from(said_r).read_to_string(&mut said);
-            let status = nix::sys::wait::waitpid(child, None);
-            unshared.map_err(|e| ctx("creating a user namespace", e.into()))?;
-            match status {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-                _ => Err(io::Error::other(if said.is_empty() {
-                    "mapping the user namespace's ids failed".to_owned()
-                } else {
-                    said
-                })),
-            }
-        }
-    }
 }
 
 /// Runs `newuidmap PID ...` and `newgidmap PID ...` side by side (each is a setuid
@@ -591,7 +540,6 @@ pub(crate) const REMOVE_VERB: &str = "remove-tree";
 /// What the unpack helper is asked (its first argument, as JSON).
 #[derive(Debug, Serialize, Deserialize)]
 struct UnpackRequest {
-    ns: UserNs,
     what: String,
     opts: crate::image::unpack::UnpackOptions,
 }
@@ -638,14 +586,15 @@ fn helper_program() -> PathBuf {
 /// its reply. A helper that ends without one is an error with its status and stderr.
 fn run_helper(
     step: &str,
+    ns: &UserNs,
     args: &[&std::ffi::OsStr],
     input: Option<&mut dyn Read>,
 ) -> locald_core::Result<HelperReply> {
     use locald_core::Error;
     use std::process::Stdio;
     let program = helper_program();
-    let mut child = std::process::Command::new(&program)
-        .arg(super::shim::SHIM_ARG)
+    let mut cmd = std::process::Command::new(&program);
+    cmd.arg(super::shim::SHIM_ARG)
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -653,14 +602,26 @@ fn run_helper(
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            Error::io(
+        .stderr(Stdio::piped());
+    let mapper = spawn_into(&mut cmd, ns, Scope::Store)
+        .map_err(|e| Error::io(format!("{step}: preparing your user namespace"), e))?;
+    let child = cmd.spawn();
+    let mapped = mapper.finish();
+    let mut child = match (child, mapped) {
+        (Ok(child), _) => child,
+        (Err(_), Err(why)) => {
+            return Err(Error::io(
+                format!("{step}: mapping your user namespace's ids"),
+                io::Error::other(why),
+            ))
+        }
+        (Err(e), Ok(())) => {
+            return Err(Error::io(
                 format!("{step}: starting the helper {}", program.display()),
                 e,
-            )
-        })?;
+            ))
+        }
+    };
     let stdin = child.stdin.take();
     // The helper's output is read on a thread of its own while this one feeds it.
     let waiter = std::thread::spawn(move || child.wait_with_output());
@@ -715,8 +676,9 @@ fn run_helper(
 }
 
 /// Unpacks the layer tar `reader` into the directory `dir` inside the user namespace
-/// `ns`, as root there (through the helper: this process may have threads, and only a
-/// single-threaded process can enter a new user namespace).
+/// `ns`, as root there (through the helper, started into the namespace by
+/// [`spawn_into`]: this process may have threads, and only a single-threaded process
+/// can enter a new user namespace).
 pub(crate) fn unpack_layer(
     reader: &mut dyn Read,
     dir: &Path,
@@ -725,7 +687,6 @@ pub(crate) fn unpack_layer(
     ns: &UserNs,
 ) -> locald_core::Result<crate::image::unpack::UnpackStats> {
     let request = serde_json::to_string(&UnpackRequest {
-        ns: ns.clone(),
         what: what.to_owned(),
         opts,
     })
@@ -733,6 +694,7 @@ pub(crate) fn unpack_layer(
     let step = format!("unpacking {what} in your user namespace");
     match run_helper(
         &step,
+        ns,
         &[UNPACK_VERB.as_ref(), request.as_ref(), dir.as_os_str()],
         Some(reader),
     )? {
@@ -756,18 +718,13 @@ pub(crate) fn unpack_layer(
 /// store's unpacked layers hold may belong to the user's subordinate ids, which the
 /// user cannot remove as itself.
 pub(crate) fn remove_tree(path: &Path, ns: &UserNs) -> locald_core::Result<()> {
-    let ns_json = serde_json::to_string(ns).expect("id maps serialize");
     let step = format!("removing {} in your user namespace", path.display());
-    run_helper(
-        &step,
-        &[REMOVE_VERB.as_ref(), ns_json.as_ref(), path.as_os_str()],
-        None,
-    )
-    .map(drop)
+    run_helper(&step, ns, &[REMOVE_VERB.as_ref(), path.as_os_str()], None).map(drop)
 }
 
-/// The helper's side of [`unpack_layer`] and [`remove_tree`]: `args` are the verb, its
-/// JSON argument and the path. Runs single-threaded, before `main`.
+/// The helper's side of [`unpack_layer`] and [`remove_tree`]: `args` are the verb,
+/// (to unpack) its JSON request, and the path. Started by [`spawn_into`] as root in
+/// the user's namespace.
 pub(crate) fn serve(args: &[String]) -> i32 {
     use locald_core::Error;
     let reply = |reply: HelperReply| {
@@ -780,44 +737,40 @@ pub(crate) fn serve(args: &[String]) -> i32 {
         }
     };
     let failed = |e: &Error| reply(HelperReply::failed(e));
-    let [verb, arg, path] = args else {
-        return 2;
-    };
-    let path = Path::new(path);
-    if verb == UNPACK_VERB {
-        let req: UnpackRequest = match serde_json::from_str(arg) {
-            Ok(r) => r,
-            Err(e) => {
-                return failed(&Error::io(
-                    "reading the unpack request",
-                    io::Error::other(e),
-                ))
+    if !nix::unistd::geteuid().is_root() {
+        return failed(&Error::io(
+            "the image store helper",
+            io::Error::other("it must be started in the user's namespace, as root there"),
+        ));
+    }
+    match args {
+        [verb, request, path] if verb == UNPACK_VERB => {
+            let req: UnpackRequest = match serde_json::from_str(request) {
+                Ok(r) => r,
+                Err(e) => {
+                    return failed(&Error::io(
+                        "reading the unpack request",
+                        io::Error::other(e),
+                    ))
+                }
+            };
+            let path = Path::new(path);
+            match crate::image::unpack::unpack(io::stdin().lock(), path, &req.what, req.opts) {
+                Ok(stats) => reply(HelperReply::Unpacked {
+                    entries: stats.entries,
+                    bytes: stats.bytes,
+                    whiteouts: stats.whiteouts,
+                }),
+                Err(e) => failed(&e),
             }
-        };
-        if let Err(e) = become_root(&req.ns, nix::sched::CloneFlags::CLONE_NEWUSER) {
-            return failed(&Error::io("setting up the user namespace to unpack in", e));
         }
-        match crate::image::unpack::unpack(io::stdin().lock(), path, &req.what, req.opts) {
-            Ok(stats) => reply(HelperReply::Unpacked {
-                entries: stats.entries,
-                bytes: stats.bytes,
-                whiteouts: stats.whiteouts,
-            }),
-            Err(e) => failed(&e),
+        [verb, path] if verb == REMOVE_VERB => {
+            let path = Path::new(path);
+            match crate::image::unpack::remove_existing(path) {
+                Ok(()) => reply(HelperReply::Removed),
+                Err(e) => failed(&Error::io(format!("removing {}", path.display()), e)),
+            }
         }
-    } else if verb == REMOVE_VERB {
-        let ns: UserNs = match serde_json::from_str(arg) {
-            Ok(ns) => ns,
-            Err(e) => return failed(&Error::io("reading the id maps", io::Error::other(e))),
-        };
-        if let Err(e) = become_root(&ns, nix::sched::CloneFlags::CLONE_NEWUSER) {
-            return failed(&Error::io("setting up the user namespace to remove in", e));
-        }
-        match crate::image::unpack::remove_existing(path) {
-            Ok(()) => reply(HelperReply::Removed),
-            Err(e) => failed(&Error::io(format!("removing {}", path.display()), e)),
-        }
-    } else {
-        2
+        _ => 2,
     }
 }
