@@ -1001,3 +1001,23 @@ fn walk_find(dir: &Path, rel: &str) -> Option<PathBuf> {
         .map(|e| e.path().join(rel))
         .find(|p| p.symlink_metadata().is_ok())
 }
+
+/// The image store's helper works only when locald starts it into the user's
+/// namespace: run by hand as the user, it refuses and removes nothing.
+#[test]
+fn the_store_helper_run_by_hand_refuses_and_removes_nothing() {
+    let Some(user) = TestUser::get("the_store_helper_run_by_hand_refuses_and_removes_nothing")
+    else {
+        return;
+    };
+    let keep = user.dir("keep", 0o755);
+    std::fs::write(keep.join("file"), "mine\n").unwrap();
+    let out = user.locald(&["__locald-shim", "remove-tree", keep.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = text(&out.stdout);
+    assert!(said.contains("started in the user's namespace"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(keep.join("file")).unwrap(),
+        "mine\n"
+    );
+}
