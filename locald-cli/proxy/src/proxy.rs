@@ -443,8 +443,9 @@ impl Proxy {
         }
     }
 
-    /// A connection builder with the proxy's timeouts. HTTP/1's header timeout also ends idle keep-alive connections: it
-    /// runs whenever the connection waits for a request's head.
+    /// A connection builder with the proxy's timeouts. HTTP/1's header timeout also
+    /// ends idle keep-alive connections: it runs whenever the connection waits for a
+    /// request's head.
     fn conn_builder(&self) -> auto::Builder<TokioExecutor> {
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http1()
