@@ -854,26 +854,39 @@ struct Lines {
 }
 
 impl Lines {
-    /// Takes `chunk`'s complete lines (and a line that grew past the limit) as records
-    /// into `out`.
+    /// Takes `chunk`'s complete lines as records into `out`, and a line longer than
+    /// [`super::logfile::MAX_LINE`] (ended or not) in parts of that size.
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        const MAX: usize = super::logfile::MAX_LINE;
         self.pending.extend_from_slice(chunk);
         let time = SystemTime::now();
         let mut from = 0;
-        while let Some(end) = self.pending[from..].iter().position(|b| *b == b'\n') {
-            let line = &self.pending[from..from + end];
-            from += end + 1;
-            emit(&self.service, self.stream, &self.sender, time, line, out);
+        loop {
+            let rest = &self.pending[from..];
+            match rest.iter().take(MAX + 1).position(|b| *b == b'\n') {
+                Some(end) => {
+                    emit(
+                        &self.service,
+                        self.stream,
+                        &self.sender,
+                        time,
+                        &rest[..end],
+                        out,
+                    );
+                    from += end + 1;
+                }
+                None if rest.len() >= MAX => {
+                    // The next part of a line too long for one record.
+                    let cut = utf8_boundary(rest, MAX);
+                    let text = String::from_utf8_lossy(&rest[..cut]).into_owned();
+                    super::logfile::write_record(out, time, self.stream, &text, true);
+                    self.send(time, text);
+                    from += cut;
+                }
+                None => break,
+            }
         }
         self.pending.drain(..from);
-        // A line with no end in sight is written in parts.
-        while self.pending.len() >= super::logfile::MAX_LINE {
-            let cut = utf8_boundary(&self.pending, super::logfile::MAX_LINE);
-            let part: Vec<u8> = self.pending.drain(..cut).collect();
-            let text = String::from_utf8_lossy(&part);
-            super::logfile::write_record(out, time, self.stream, &text, true);
-            self.send(time, text.into_owned());
-        }
     }
 
     /// The rest, a last line without a newline, into `out`.
@@ -1111,5 +1124,43 @@ mod tests {
             met(Condition::Healthy, true, &S::Failed("x".into())),
             Some(Err(_))
         ));
+    }
+
+    /// However a long line arrives (one read, pipe-sized pieces, pieces that end
+    /// with the newline past the limit), it is kept as the same parts.
+    #[test]
+    fn a_long_line_is_cut_into_the_same_parts_however_it_arrives() {
+        let max = super::super::logfile::MAX_LINE;
+        let mut line = vec![b'a'; 2 * max + 7232];
+        line.push(b'\n');
+        line.extend_from_slice(b"short\n");
+        for pieces in [line.len(), 4096, 12000, 7, max + 1] {
+            let (sender, mut live) = broadcast::channel(64);
+            let mut lines = Lines {
+                service: "s".into(),
+                stream: LogStream::Stdout,
+                pending: Vec::new(),
+                sender,
+            };
+            let mut out = Vec::new();
+            for chunk in line.chunks(pieces) {
+                lines.feed(chunk, &mut out);
+            }
+            lines.finish(&mut out);
+            let text = String::from_utf8(out).unwrap();
+            let tags: Vec<&str> = text.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
+            assert_eq!(tags, ["P", "P", "F", "F"], "pieces of {pieces}");
+            let lens: Vec<usize> = text
+                .lines()
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap().len())
+                .collect();
+            assert_eq!(lens, [max, max, 7232, 5], "pieces of {pieces}");
+            let mut parts = 0;
+            while let Ok(l) = live.try_recv() {
+                parts += 1;
+                assert!(l.line.len() <= max);
+            }
+            assert_eq!(parts, 4);
+        }
     }
 }
