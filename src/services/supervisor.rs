@@ -865,22 +865,13 @@ impl Lines {
             let rest = &self.pending[from..];
             match rest.iter().take(MAX + 1).position(|b| *b == b'\n') {
                 Some(end) => {
-                    emit(
-                        &self.service,
-                        self.stream,
-                        &self.sender,
-                        time,
-                        &rest[..end],
-                        out,
-                    );
+                    self.record(time, &rest[..end], false, out);
                     from += end + 1;
                 }
                 None if rest.len() >= MAX => {
                     // The next part of a line too long for one record.
                     let cut = utf8_boundary(rest, MAX);
-                    let text = String::from_utf8_lossy(&rest[..cut]).into_owned();
-                    super::logfile::write_record(out, time, self.stream, &text, true);
-                    self.send(time, text);
+                    self.record(time, &rest[..cut], true, out);
                     from += cut;
                 }
                 None => break,
@@ -892,46 +883,23 @@ impl Lines {
     /// The rest, a last line without a newline, into `out`.
     fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            emit(
-                &self.service,
-                self.stream,
-                &self.sender,
-                SystemTime::now(),
-                &rest,
-                out,
-            );
+            self.record(SystemTime::now(), &self.pending, false, out);
+            self.pending.clear();
         }
     }
 
-    fn send(&self, time: SystemTime, line: String) {
-        // Nobody listening is fine: the log file keeps it.
+    /// One line, or one part of a long line (`partial`): its record into `out`, and
+    /// the line to the live listeners (nobody listening is fine: the file keeps it).
+    fn record(&self, time: SystemTime, line: &[u8], partial: bool, out: &mut Vec<u8>) {
+        let text = String::from_utf8_lossy(line);
+        super::logfile::write_record(out, time, self.stream, &text, partial);
         let _ = self.sender.send(LogLine {
             service: self.service.clone(),
             stream: self.stream,
-            line,
+            line: text.into_owned(),
             time,
         });
     }
-}
-
-/// One whole line: its record into `out`, and to the live listeners.
-fn emit(
-    service: &str,
-    stream: LogStream,
-    sender: &broadcast::Sender<LogLine>,
-    time: SystemTime,
-    line: &[u8],
-    out: &mut Vec<u8>,
-) {
-    let text = String::from_utf8_lossy(line);
-    super::logfile::write_record(out, time, stream, &text, false);
-    let _ = sender.send(LogLine {
-        service: service.to_owned(),
-        stream,
-        line: text.into_owned(),
-        time,
-    });
 }
 
 /// The largest cut at or below `max` that does not split a UTF-8 character of
