@@ -38,10 +38,7 @@ pub(crate) fn write_record(
     line: &str,
     partial: bool,
 ) {
-    let stream = match stream {
-        LogStream::Stderr => "stderr",
-        _ => "stdout",
-    };
+    let stream = stream.as_str();
     let tag = if partial { 'P' } else { 'F' };
     out.extend_from_slice(
         format!("{} {stream} {tag} ", humantime::format_rfc3339_nanos(time)).as_bytes(),

@@ -419,12 +419,7 @@ impl Projects {
             for (service, record) in history {
                 let entry = LogEntry {
                     service,
-                    stream: match record.stream {
-                        Some(LogStream::Stderr) => "stderr",
-                        Some(_) => "stdout",
-                        None => "log",
-                    }
-                    .into(),
+                    stream: record.stream.map_or("log", LogStream::as_str).into(),
                     line: record.line,
                     time: record.time.map(rfc3339),
                 };
@@ -527,11 +522,7 @@ fn hosts_of(project: &Project) -> BTreeMap<String, Vec<String>> {
 fn entry_of(line: LogLine) -> LogEntry {
     LogEntry {
         service: line.service,
-        stream: match line.stream {
-            LogStream::Stderr => "stderr",
-            _ => "stdout",
-        }
-        .into(),
+        stream: line.stream.as_str().into(),
         line: line.line,
         time: Some(rfc3339(line.time)),
     }

@@ -139,3 +139,13 @@ pub enum LogStream {
     /// The container's stderr.
     Stderr,
 }
+
+impl LogStream {
+    /// `stdout` or `stderr`, as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}

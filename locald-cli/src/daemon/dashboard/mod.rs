@@ -495,10 +495,7 @@ fn log_events(
     }
     async_stream(move |tx| async move {
         for record in history {
-            let stream = match record.stream {
-                Some(locald::LogStream::Stderr) => "stderr",
-                _ => "stdout",
-            };
+            let stream = record.stream.map_or("stdout", locald::LogStream::as_str);
             if tx.send(event(stream, &record.line)).await.is_err() {
                 return;
             }
@@ -506,11 +503,11 @@ fn log_events(
         loop {
             match live.recv().await {
                 Ok(line) if line.service == service => {
-                    let stream = match line.stream {
-                        locald::LogStream::Stderr => "stderr",
-                        _ => "stdout",
-                    };
-                    if tx.send(event(stream, &line.line)).await.is_err() {
+                    if tx
+                        .send(event(line.stream.as_str(), &line.line))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
