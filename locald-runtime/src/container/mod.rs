@@ -650,26 +650,27 @@ impl ContainerRuntime {
             ),
             None => None,
         };
-        let child = cmd.spawn();
-        let mapped_ids = mapper.map(rootless::Mapper::finish);
-        let child = match (child, mapped_ids) {
-            (Ok(child), _) => child,
-            (Err(_), Some(Err(why))) => {
+        let spawned = cmd.spawn();
+        let child = match mapper {
+            Some(mapper) => mapper.finish(spawned),
+            None => spawned.map_err(rootless::SpawnFailure::Exec),
+        };
+        let child = match child {
+            Ok(child) => child,
+            Err(rootless::SpawnFailure::Mapping(why)) => {
                 return Err(Error::io(
                     "setting up the user namespace of a rootless container",
                     io::Error::other(why),
                 ))
             }
-            // The child's own steps into the namespace (unshare, becoming root, its
-            // mounts) fail with a plain errno: say which step it was.
-            (Err(e), Some(Ok(()))) if e.kind() != io::ErrorKind::NotFound => {
+            Err(rootless::SpawnFailure::Entering(e)) => {
                 return Err(Error::io(
                     "setting up the user namespace of a rootless container (can users \
                      create user namespaces here? `locald info` says)",
                     e,
                 ))
             }
-            (Err(e), _) => {
+            Err(rootless::SpawnFailure::Exec(e)) => {
                 return Err(Error::Spawn {
                     program: shim_program.display().to_string(),
                     source: e,

@@ -167,15 +167,35 @@ pub(crate) struct Mapper {
     parent_ends: [std::os::fd::OwnedFd; 2],
 }
 
+/// Why a process started through [`spawn_into`] did not start.
+#[derive(Debug)]
+pub(crate) enum SpawnFailure {
+    /// Mapping its ids failed (what `newuidmap`/`newgidmap` said): the child gave up.
+    Mapping(String),
+    /// One of the child's own steps into the namespace (unshare, becoming root, its
+    /// mounts) failed, with a plain errno.
+    Entering(io::Error),
+    /// The program could not be executed.
+    Exec(io::Error),
+}
+
 impl Mapper {
-    /// Waits for the mapping to end (call after the spawn returned, whatever it
-    /// returned): the mapping's error, which is why the spawn failed, if it failed.
-    pub(crate) fn finish(self) -> Result<(), String> {
+    /// Waits for the mapping to end and tells why `spawned` (the spawn's result, once
+    /// it returned, whatever it returned) failed, if it failed.
+    pub(crate) fn finish<C>(self, spawned: io::Result<C>) -> Result<C, SpawnFailure> {
         drop(self.parent_ends);
-        self.thread
+        let mapped = self
+            .thread
             .join()
-            .unwrap_or_else(|_| Err("the id mapper panicked".into()))
-            .map(drop)
+            .unwrap_or_else(|_| Err("the id mapper panicked".into()));
+        match (spawned, mapped) {
+            (Ok(child), _) => Ok(child),
+            (Err(_), Err(why)) => Err(SpawnFailure::Mapping(why)),
+            (Err(e), Ok(_)) if e.kind() != io::ErrorKind::NotFound => {
+                Err(SpawnFailure::Entering(e))
+            }
+            (Err(e), Ok(_)) => Err(SpawnFailure::Exec(e)),
+        }
     }
 }
 
@@ -605,17 +625,21 @@ fn run_helper(
         .stderr(Stdio::piped());
     let mapper = spawn_into(&mut cmd, ns, Scope::Store)
         .map_err(|e| Error::io(format!("{step}: preparing your user namespace"), e))?;
-    let child = cmd.spawn();
-    let mapped = mapper.finish();
-    let mut child = match (child, mapped) {
-        (Ok(child), _) => child,
-        (Err(_), Err(why)) => {
+    let mut child = match mapper.finish(cmd.spawn()) {
+        Ok(child) => child,
+        Err(SpawnFailure::Mapping(why)) => {
             return Err(Error::io(
                 format!("{step}: mapping your user namespace's ids"),
                 io::Error::other(why),
             ))
         }
-        (Err(e), Ok(())) => {
+        Err(SpawnFailure::Entering(e)) => {
+            return Err(Error::io(
+                format!("{step}: entering your user namespace"),
+                e,
+            ))
+        }
+        Err(SpawnFailure::Exec(e)) => {
             return Err(Error::io(
                 format!("{step}: starting the helper {}", program.display()),
                 e,
