@@ -292,9 +292,7 @@ impl Pasta {
         );
         Ok(Pasta { pid, pidfd })
     }
-}
 
-impl Pasta {
     /// Tells pasta to end (SIGKILL: it keeps no state worth a clean exit, and it takes
     /// seconds to act on SIGTERM) without waiting for it. Its end takes the kernel
     /// tens of milliseconds (closing its tap device waits for an RCU barrier), which
