@@ -12,7 +12,7 @@ use std::{
     io::{Read, Write},
     net::{Ipv4Addr, TcpListener},
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use locald_core::{ContainerSpec, ContainerSpecBuilder, ExitStatus, Runtime};
@@ -112,7 +112,7 @@ impl Env {
     /// Processes whose command line mentions this test's home (pasta's does: its
     /// netns and pid file paths are in the container's state directory).
     fn processes_left(&self) -> Vec<String> {
-        processes_mentioning(self.home.path())
+        locald_test_support::processes_mentioning(self.home.path().to_str().unwrap())
     }
 
     /// [`Self::processes_left`] once they have had 5 s to end: a container's exit is
@@ -125,23 +125,6 @@ impl Env {
             Vec::is_empty,
         )
     }
-}
-
-fn processes_mentioning(path: &Path) -> Vec<String> {
-    let needle = path.to_str().unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(needle))
-        .collect()
 }
 
 /// Removes the container (force) when dropped, so a failing test leaves no server

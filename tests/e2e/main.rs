@@ -960,19 +960,9 @@ mod containers {
         // Cgroups are checked by id in locald-runtime's leak test. A run returns
         // once the container is gone; its shim may still wait some milliseconds for
         // its pasta's end (the kernel removing the tap device): 5 s for both.
-        let processes = || {
-            let mut left = Vec::new();
-            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmdline).contains(&home) {
-                    left.push(entry.file_name());
-                }
-            }
-            left
-        };
         let left = locald_test_support::settle(
             std::time::Duration::from_secs(5),
-            processes,
+            || locald_test_support::processes_mentioning(&home),
             Vec::is_empty,
         );
         assert!(left.is_empty(), "processes left: {left:?}");

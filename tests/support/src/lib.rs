@@ -82,6 +82,26 @@ pub fn process_alive(pid: u32) -> bool {
     })
 }
 
+/// The command lines (arguments joined by spaces) of the processes whose command line
+/// mentions `needle`, as a leak check looks for what a test left running.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.contains(needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Calls `probe` until `done` accepts its answer or `within` has passed, and returns
 /// the last answer: for what ends shortly after the call that ended it (a helper
 /// process that finishes its own cleanup, a zombie the runtime reaps).
