@@ -93,12 +93,8 @@ depends_on = {{ web = "healthy" }}
     s.down().await;
     let port = checks.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
     assert_eq!(runtime.list_containers(true).await.unwrap(), vec![]);
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let home_path = home.path().display().to_string();
-    assert!(
-        !mounts.lines().any(|l| l.contains(&home_path)),
-        "a mount is left under {home_path}"
-    );
+    let mounts = locald_test_support::mounts_under_home(home.path());
+    assert!(mounts.is_empty(), "mounts left under the home: {mounts:#?}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "port {port} still answers after down"

@@ -67,18 +67,11 @@ impl Env {
     }
 
     fn containers_left(&self) -> usize {
-        std::fs::read_dir(self.home.path().join("containers"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        locald_test_support::container_dirs_left(self.home.path()).len()
     }
 
     fn mounts_left(&self) -> usize {
-        let home = self.home.path().to_str().unwrap().to_owned();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&home))
-            .count()
+        locald_test_support::mounts_under_home(self.home.path()).len()
     }
 }
 

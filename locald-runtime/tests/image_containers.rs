@@ -75,15 +75,8 @@ impl Env {
     }
 
     fn left(&self) -> (usize, usize) {
-        let containers = std::fs::read_dir(self.home.path().join("containers"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        let home = self.home.path().to_str().unwrap().to_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&home))
-            .count();
+        let containers = locald_test_support::container_dirs_left(self.home.path()).len();
+        let mounts = locald_test_support::mounts_under_home(self.home.path()).len();
         (containers, mounts)
     }
 }

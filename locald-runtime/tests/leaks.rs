@@ -77,9 +77,8 @@ async fn three_hundred_runs_leave_nothing_behind() {
         rt.remove_container(&id, false).await.unwrap();
         ids.push(id);
     }
-    let home_str = home.path().to_str().unwrap();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(home_str), "mounts left:\n{mounts}");
+    let mounts = locald_test_support::mounts_under_home(home.path());
+    assert!(mounts.is_empty(), "mounts left:\n{mounts:#?}");
     for id in &ids {
         for root in [
             "/sys/fs/cgroup/memory/locald",
@@ -94,10 +93,8 @@ async fn three_hundred_runs_leave_nothing_behind() {
         }
     }
     assert_eq!(
-        std::fs::read_dir(home.path().join("containers"))
-            .unwrap()
-            .count(),
-        0
+        locald_test_support::container_dirs_left(home.path()),
+        Vec::<String>::new()
     );
     assert_eq!(
         std::fs::read_dir(home.path().join("container-names"))
@@ -110,7 +107,7 @@ async fn three_hundred_runs_leave_nothing_behind() {
     // reaped. Both get 5 s.
     let (mentions, zombies) = locald_test_support::settle(
         std::time::Duration::from_secs(5),
-        || processes_mentioning(home_str),
+        || processes_mentioning(home.path().to_str().unwrap()),
         |left| *left == (0, 0),
     );
     assert_eq!(mentions, 0, "processes left");

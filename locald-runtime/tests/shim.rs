@@ -106,16 +106,20 @@ async fn run() {
     assert!(meta.file_type().is_file());
     assert_eq!(
         std::fs::read(&copy).unwrap(),
-        std::fs::read(dir.join("config.json")).unwrap()
+        std::fs::read(
+            home.path()
+                .join("container-run")
+                .join(&all[0].id)
+                .join("config.json")
+        )
+        .unwrap()
     );
 
     // Removing it removes everything, the name included.
     runtime.remove_container(&all[0].id, false).await.unwrap();
     assert_eq!(
-        std::fs::read_dir(home.path().join("containers"))
-            .unwrap()
-            .count(),
-        0
+        locald_test_support::container_dirs_left(home.path()),
+        Vec::<String>::new()
     );
     assert!(std::fs::read_dir(home.path().join("container-names"))
         .unwrap()

@@ -756,9 +756,7 @@ mod containers {
 
     impl Locald {
         fn containers_left(&self) -> usize {
-            std::fs::read_dir(self.home.path().join("containers"))
-                .map(|d| d.count())
-                .unwrap_or(0)
+            locald_test_support::container_dirs_left(self.home.path()).len()
         }
     }
 
@@ -955,8 +953,8 @@ mod containers {
             .unwrap()
             .count();
         assert_eq!(names, 0);
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(&home), "mounts left");
+        let mounts = locald_test_support::mounts_under_home(l.home.path());
+        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
         // Cgroups are checked by id in locald-runtime's leak test. A run returns
         // once the container is gone; its shim may still wait some milliseconds for
         // its pasta's end (the kernel removing the tap device): 5 s for both.
@@ -1163,10 +1161,8 @@ fn run_an_image_pulled_from_a_registry_and_the_builtin_image() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&l.run(&["images"])).contains("localhost/locald/busybox"));
     assert_eq!(
-        std::fs::read_dir(l.home.path().join("containers"))
-            .unwrap()
-            .count(),
-        0,
+        locald_test_support::container_dirs_left(l.home.path()),
+        Vec::<String>::new(),
         "--rm left a container"
     );
 }

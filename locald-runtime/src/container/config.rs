@@ -163,10 +163,10 @@ pub(crate) fn image_stop_signal(image: &ImageConfig, what: &str) -> Result<Optio
     }
 }
 
-/// The signal that stops the container whose bundle is `state_dir`: the image's stop
-/// signal recorded in its `config.json`, else SIGTERM (as docker does).
-pub(crate) fn recorded_stop_signal(state_dir: &Path) -> Signal {
-    super::state::read_json::<oci_spec::runtime::Spec>(&state_dir.join("config.json"))
+/// The signal that stops the container in `dirs`: the image's stop signal recorded in
+/// its `config.json`, else SIGTERM (as docker does).
+pub(crate) fn recorded_stop_signal(dirs: &super::state::Dirs) -> Signal {
+    super::state::read_json::<oci_spec::runtime::Spec>(&dirs.config_file())
         .ok()
         .and_then(|spec| spec.annotations().clone())
         .and_then(|a| a.get(STOP_SIGNAL_ANNOTATION).and_then(|s| s.parse().ok()))
@@ -357,7 +357,8 @@ pub(crate) struct BundleInputs<'a> {
     pub(crate) id: &'a str,
     pub(crate) process: &'a ProcessPlan,
     pub(crate) rootfs: &'a Path,
-    pub(crate) state_dir: &'a Path,
+    /// The runtime directory, with the `/etc` files bind-mounted from it.
+    pub(crate) run_dir: &'a Path,
     pub(crate) volumes_dir: &'a Path,
     pub(crate) nofile_hard: u64,
     pub(crate) user_namespace: bool,
@@ -543,7 +544,7 @@ fn mounts(spec: &ContainerSpec, b: &BundleInputs<'_>) -> Result<Vec<Mount>> {
         mounts.push(mount(
             dest,
             "bind",
-            b.state_dir.join(file),
+            b.run_dir.join(file),
             &["rbind", "rprivate"],
         )?);
     }
@@ -867,7 +868,7 @@ mod tests {
             id: "id1",
             process: &p,
             rootfs: Path::new("/state/rootfs"),
-            state_dir: Path::new("/state"),
+            run_dir: Path::new("/state"),
             volumes_dir: Path::new("/vols"),
             nofile_hard: 20_000,
             user_namespace: true,

@@ -51,7 +51,7 @@ pub use rootless::{rootless_readiness, RootlessCheck};
 
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
-use state::{Layout, Phase};
+use state::{Dirs, Layout, Phase};
 
 /// Runs host commands and OCI containers on this Linux host, as root or, for a caller
 /// that is not root, rootless in a user namespace mapped from its subordinate ids.
@@ -305,10 +305,10 @@ impl ContainerRuntime {
         Ok(PathBuf::from("/proc/self/exe"))
     }
 
-    fn dir(&self, key: &str) -> Result<(String, PathBuf)> {
+    fn dirs(&self, key: &str) -> Result<(String, Dirs)> {
         let id = state::lookup(&self.layout, key)?;
-        let dir = self.layout.container(&id);
-        Ok((id, dir))
+        let dirs = self.layout.dirs(&id);
+        Ok((id, dirs))
     }
 
     /// Starts a container: resolve its source, check what can be checked, prepare its
@@ -450,16 +450,19 @@ impl ContainerRuntime {
             .clone()
             .unwrap_or_else(|| format!("c-{}", &id[..12]));
         state::claim_name(&self.layout, &name, id)?;
-        let dir = self.layout.container(id);
+        let dirs = self.layout.dirs(id);
         let guard = Cleanup {
             layout: &self.layout,
-            dir: dir.clone(),
+            dirs: dirs.clone(),
             name: name.clone(),
             id: id.clone(),
             armed: true,
         };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dirs.data)
+            .map_err(|e| Error::io(format!("creating {}", dirs.data.display()), e))?;
+        self.layout
+            .create_run_dir(&dirs)
+            .map_err(|e| Error::io(format!("creating {}", dirs.run.display()), e))?;
         for m in &spec.mounts {
             if let MountSource::Volume(v) = &m.source {
                 let data = self.layout.volumes().join(v).join("_data");
@@ -467,18 +470,18 @@ impl ContainerRuntime {
                     .map_err(|e| Error::io(format!("creating volume {v}"), e))?;
             }
         }
-        self.write_state_dir(spec, resolved, &name, &dir, ports)?;
+        self.write_state_dir(spec, resolved, &name, &dirs, ports)?;
         Ok(Prepared {
             guard,
             id: id.clone(),
             name,
-            dir,
+            dirs,
             snapshot: resolved.snapshot,
             rootless: resolved.rootless.clone(),
         })
     }
 
-    /// Writes the state directory `dir`: the `/etc` files, the OCI bundle's
+    /// Writes the container's directories: the `/etc` files, the OCI bundle's
     /// `config.json`, `shim.json` and `state.json` (last: it makes the container
     /// visible).
     fn write_state_dir(
@@ -486,17 +489,18 @@ impl ContainerRuntime {
         spec: &ContainerSpec,
         resolved: &Resolved,
         name: &str,
-        dir: &Path,
+        dirs: &Dirs,
         ports: Vec<locald_core::PortMapping>,
     ) -> Result<()> {
         let Resolved {
             source, id, plan, ..
         } = resolved;
+        let dir = &dirs.run;
         let io_err = |what: &str| {
             let what = format!("{what} in {}", dir.display());
             move |e: io::Error| Error::io(what, e)
         };
-        let oci = self.bundle_config(spec, resolved, dir)?;
+        let oci = self.bundle_config(spec, resolved, dirs)?;
         std::fs::write(dir.join("hosts"), config::hosts_file(&plan.hostname))
             .map_err(io_err("writing hosts"))?;
         std::fs::write(dir.join("hostname"), format!("{}\n", plan.hostname))
@@ -562,28 +566,29 @@ impl ContainerRuntime {
             spec: recorded,
             error: None,
         };
-        state::write_json(&dir.join("state.json"), &st).map_err(io_err("writing state.json"))?;
+        state::write_json(&dirs.state_file(), &st)
+            .map_err(|e| Error::io(format!("writing state.json in {}", dirs.data.display()), e))?;
         Ok(())
     }
 
-    /// The OCI runtime configuration for the container in `dir`.
+    /// The OCI runtime configuration for the container in `dirs`.
     fn bundle_config(
         &self,
         spec: &ContainerSpec,
         resolved: &Resolved,
-        dir: &Path,
+        dirs: &Dirs,
     ) -> Result<oci_spec::runtime::Spec> {
         // Rootless, container root is already an unprivileged host id.
         let user_namespace = spec.isolation == Isolation::Safe
             && resolved.rootless.is_none()
-            && sys::user_namespaces_usable(&[dir], &resolved.source.lowers);
+            && sys::user_namespaces_usable(&[&dirs.data, &dirs.run], &resolved.source.lowers);
         config::oci_config(
             spec,
             &config::BundleInputs {
                 id: &resolved.id,
                 process: &resolved.plan,
-                rootfs: &dir.join("rootfs"),
-                state_dir: dir,
+                rootfs: &dirs.rootfs(),
+                run_dir: &dirs.run,
                 volumes_dir: &self.layout.volumes(),
                 nofile_hard: sys::nofile_hard_limit(),
                 user_namespace,
@@ -631,7 +636,8 @@ impl ContainerRuntime {
             } else {
                 "run"
             })
-            .arg(&prepared.dir)
+            .arg(&prepared.dirs.data)
+            .arg(&prepared.dirs.run)
             .env(rootfs::SNAPSHOT_ENV, prepared.snapshot.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -685,7 +691,7 @@ impl ContainerRuntime {
         Ok(Launched {
             id: prepared.id,
             name: prepared.name,
-            dir: prepared.dir,
+            dirs: prepared.dirs,
             program: shim_program,
             child,
             sync: sync_r,
@@ -702,7 +708,7 @@ impl ContainerRuntime {
         let Launched {
             id,
             name,
-            dir,
+            dirs,
             program,
             mut child,
             sync,
@@ -724,9 +730,9 @@ impl ContainerRuntime {
             if why.is_empty() {
                 why = silent_shim_error(&program, status, diag).await;
             }
-            wait_shim_gone(&dir).await;
+            wait_shim_gone(&dirs).await;
             if !shim::keep_failed() {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = dirs.remove();
                 state::release_name(&self.layout, &name, &id);
             }
             return Err(Error::io(
@@ -735,7 +741,7 @@ impl ContainerRuntime {
             ));
         };
         let control = ContainerControl {
-            dir,
+            dirs,
             shim: Some(child),
             pid,
             pid_start: state::process_start_time(pid),
@@ -772,15 +778,15 @@ impl ContainerRuntime {
         store.pull(image, spec.pull_options()).await.map(drop)
     }
 
-    async fn wait_id(&self, dir: &Path) -> Result<ExitStatus> {
-        wait_shim_gone(dir).await;
-        let st = state::read_state(dir).map_err(|e| Error::io("reading container state", e))?;
+    async fn wait_id(&self, dirs: &Dirs) -> Result<ExitStatus> {
+        wait_shim_gone(dirs).await;
+        let st = state::read_state(dirs).map_err(|e| Error::io("reading container state", e))?;
         Ok(st.exit.unwrap_or(ExitStatus::Exited(-1)))
     }
 
-    fn signal(&self, dir: &Path, signal: Signal) -> Result<()> {
-        let st = state::read_state(dir).map_err(|e| Error::io("reading container state", e))?;
-        if st.phase != Phase::Running || !state::shim_alive(dir) {
+    fn signal(&self, dirs: &Dirs, signal: Signal) -> Result<()> {
+        let st = state::read_state(dirs).map_err(|e| Error::io("reading container state", e))?;
+        if st.phase != Phase::Running || !state::shim_alive(dirs) {
             return Err(Error::invalid("container", st.name, "is not running"));
         }
         if let (Some(pid), Some(start)) = (st.pid, st.pid_start) {
@@ -827,9 +833,9 @@ async fn silent_shim_error(
 }
 
 /// Waits until no shim holds the container's lock.
-async fn wait_shim_gone(dir: &Path) {
+async fn wait_shim_gone(dirs: &Dirs) {
     let mut delay = Duration::from_millis(1);
-    while state::shim_alive(dir) {
+    while state::shim_alive(dirs) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(25));
     }
@@ -936,7 +942,7 @@ struct Prepared<'a> {
     guard: Cleanup<'a>,
     id: String,
     name: String,
-    dir: PathBuf,
+    dirs: Dirs,
     snapshot: crate::image::SnapshotMode,
     /// The user namespace the shim starts in (rootless).
     rootless: Option<rootless::UserNs>,
@@ -946,7 +952,7 @@ struct Prepared<'a> {
 struct Launched {
     id: String,
     name: String,
-    dir: PathBuf,
+    dirs: Dirs,
     program: PathBuf,
     child: tokio::process::Child,
     sync: OwnedFd,
@@ -959,7 +965,7 @@ struct Launched {
 /// Removes a half-made container unless disarmed.
 struct Cleanup<'a> {
     layout: &'a Layout,
-    dir: PathBuf,
+    dirs: Dirs,
     name: String,
     id: String,
     armed: bool,
@@ -968,7 +974,7 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = self.dirs.remove();
             state::release_name(self.layout, &self.name, &self.id);
         }
     }
@@ -977,7 +983,7 @@ impl Drop for Cleanup<'_> {
 /// The main process of a container started by this runtime.
 #[derive(Debug)]
 struct ContainerControl {
-    dir: PathBuf,
+    dirs: Dirs,
     /// The shim, this process's child: waited for when it ends without an exit report,
     /// otherwise reaped by tokio in the background once dropped (after its report, a
     /// shim may still wait for pasta's end, holding the container's lock).
@@ -1030,7 +1036,7 @@ impl ProcessControl for ContainerControl {
         }
         let status = match reported {
             Some(s) => s,
-            None => match state::read_state(&self.dir).ok().and_then(|s| s.exit) {
+            None => match state::read_state(&self.dirs).ok().and_then(|s| s.exit) {
                 Some(s) => s,
                 None => {
                     return Err(Error::io(
@@ -1038,7 +1044,7 @@ impl ProcessControl for ContainerControl {
                         io::Error::other(format!(
                             "the container helper ended without reporting the exit \
                              status (its log: {})",
-                            self.dir.join("shim.log").display()
+                            self.dirs.data.join("shim.log").display()
                         )),
                     ))
                 }
@@ -1060,11 +1066,12 @@ impl ProcessControl for ContainerControl {
     }
 
     async fn resize(&mut self, size: locald_core::TerminalSize) -> Result<()> {
-        resize_container(&self.dir, size).await
+        resize_container(&self.dirs.run, size).await
     }
 }
 
-/// Asks the shim of the container in `dir` to resize its terminal.
+/// Asks the shim of the container whose runtime directory is `dir` to resize its
+/// terminal.
 async fn resize_container(dir: &Path, size: locald_core::TerminalSize) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let err = |e: io::Error| Error::io("resizing the container's terminal", e);
@@ -1268,11 +1275,11 @@ impl Runtime for ContainerRuntime {
     async fn list_containers(&self, all: bool) -> Result<Vec<ContainerSummary>> {
         let mut out = Vec::new();
         for id in state::list_ids(&self.layout) {
-            let dir = self.layout.container(&id);
-            let Ok(st) = state::read_state(&dir) else {
+            let dirs = self.layout.dirs(&id);
+            let Ok(st) = state::read_state(&dirs) else {
                 continue;
             };
-            let summary = st.summary(state::shim_alive(&dir));
+            let summary = st.summary(state::shim_alive(&dirs));
             if all || matches!(summary.state, ContainerState::Running) {
                 out.push(summary);
             }
@@ -1282,21 +1289,21 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn inspect_container(&self, id: &str) -> Result<ContainerSummary> {
-        let (_, dir) = self.dir(id)?;
-        let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
-        Ok(st.summary(state::shim_alive(&dir)))
+        let (_, dirs) = self.dirs(id)?;
+        let st = state::read_state(&dirs).map_err(|e| Error::io("reading container state", e))?;
+        Ok(st.summary(state::shim_alive(&dirs)))
     }
 
     async fn wait_container(&self, id: &str) -> Result<ExitStatus> {
-        let (_, dir) = self.dir(id)?;
-        self.wait_id(&dir).await
+        let (_, dirs) = self.dirs(id)?;
+        self.wait_id(&dirs).await
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
-        let (_, dir) = self.dir(id)?;
-        if !state::shim_alive(&dir) {
+        let (_, dirs) = self.dirs(id)?;
+        if !state::shim_alive(&dirs) {
             // No supervisor: if its init outlived it, end that.
-            if let Ok(st) = state::read_state(&dir) {
+            if let Ok(st) = state::read_state(&dirs) {
                 if let (Phase::Running, Some(pid), Some(start)) = (st.phase, st.pid, st.pid_start) {
                     if state::process_start_time(pid) == Some(start) {
                         let _ = sys::kill(pid, Signal::KILL);
@@ -1306,27 +1313,27 @@ impl Runtime for ContainerRuntime {
             return Ok(());
         }
         // Docker's rule: the image's stop signal (default SIGTERM), then SIGKILL.
-        let _ = self.signal(&dir, config::recorded_stop_signal(&dir));
-        if tokio::time::timeout(grace, wait_shim_gone(&dir))
+        let _ = self.signal(&dirs, config::recorded_stop_signal(&dirs));
+        if tokio::time::timeout(grace, wait_shim_gone(&dirs))
             .await
             .is_err()
         {
-            let _ = self.signal(&dir, Signal::KILL);
-            wait_shim_gone(&dir).await;
+            let _ = self.signal(&dirs, Signal::KILL);
+            wait_shim_gone(&dirs).await;
         }
         Ok(())
     }
 
     async fn kill_container(&self, id: &str, signal: Signal) -> Result<()> {
-        let (_, dir) = self.dir(id)?;
-        self.signal(&dir, signal)
+        let (_, dirs) = self.dirs(id)?;
+        self.signal(&dirs, signal)
     }
 
     async fn remove_container(&self, id: &str, force: bool) -> Result<()> {
         let _t = timing::phase("sdk: remove_container");
-        let (id, dir) = self.dir(id)?;
-        let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
-        if state::shim_alive(&dir) {
+        let (id, dirs) = self.dirs(id)?;
+        let st = state::read_state(&dirs).map_err(|e| Error::io("reading container state", e))?;
+        if state::shim_alive(&dirs) {
             if !force && st.phase != Phase::Exited {
                 return Err(Error::invalid(
                     "container",
@@ -1334,8 +1341,8 @@ impl Runtime for ContainerRuntime {
                     "is running; stop it first or remove it with force",
                 ));
             }
-            let _ = self.signal(&dir, Signal::KILL);
-            wait_shim_gone(&dir).await;
+            let _ = self.signal(&dirs, Signal::KILL);
+            wait_shim_gone(&dirs).await;
         } else if st.phase == Phase::Running {
             // The shim died without cleaning up: do its part.
             if let (Some(pid), Some(start)) = (st.pid, st.pid_start) {
@@ -1343,21 +1350,19 @@ impl Runtime for ContainerRuntime {
                     let _ = sys::kill(pid, Signal::KILL);
                 }
             }
-            rootfs::unmount_rootfs(&dir);
+            rootfs::unmount_rootfs(&dirs.data);
             cgroups::remove(&id);
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
-        }
+        dirs.remove()
+            .map_err(|e| Error::io(format!("removing {}", dirs.data.display()), e))?;
         state::release_name(&self.layout, &st.name, &id);
         Ok(())
     }
 
     async fn container_logs(&self, id: &str, options: LogOptions) -> Result<LogChunks> {
-        let (_, dir) = self.dir(id)?;
+        let (_, dirs) = self.dirs(id)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let path = dir.join("container.log");
+        let path = dirs.log_file();
         // Opened now and read through this descriptor: a container removed while its
         // log is followed (docker-py reads the log after removing the container) still
         // gives everything it wrote.
@@ -1369,7 +1374,7 @@ impl Runtime for ContainerRuntime {
             loop {
                 // Sampled before reading: a read made once the shim is gone has
                 // everything it wrote.
-                let alive = state::shim_alive(&dir);
+                let alive = state::shim_alive(&dirs);
                 if file.is_none() {
                     file = tokio::fs::File::open(&path).await.ok();
                 }
@@ -1398,9 +1403,9 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn exec(&self, id: &str, command: Command) -> Result<Process> {
-        let (id, dir) = self.dir(id)?;
-        let st = state::read_state(&dir).map_err(|e| Error::io("reading container state", e))?;
-        if st.phase != Phase::Running || !state::shim_alive(&dir) {
+        let (id, dirs) = self.dirs(id)?;
+        let st = state::read_state(&dirs).map_err(|e| Error::io("reading container state", e))?;
+        if st.phase != Phase::Running || !state::shim_alive(&dirs) {
             return Err(Error::invalid("container", st.name, "is not running"));
         }
         command.validate()?;
@@ -1424,7 +1429,7 @@ impl Runtime for ContainerRuntime {
         // look at it through its init's root, when this user may.
         let rootless = !nix::unistd::geteuid().is_root();
         let root = match (rootless, st.pid) {
-            (false, _) => Some(dir.join("rootfs")),
+            (false, _) => Some(dirs.rootfs()),
             (true, Some(pid)) => Some(PathBuf::from(format!("/proc/{pid}/root")))
                 .filter(|r| std::fs::read_dir(r).is_ok()),
             (true, None) => None,
@@ -1448,7 +1453,11 @@ impl Runtime for ContainerRuntime {
         let shim_program = self.find_shim()?;
         let (status_r, status_w) = sys::pipe()?;
         let mut cmd = tokio::process::Command::new(&shim_program);
-        cmd.arg(SHIM_ARG).arg("exec").arg(&dir).arg(request);
+        cmd.arg(SHIM_ARG)
+            .arg("exec")
+            .arg(&dirs.data)
+            .arg(&dirs.run)
+            .arg(request);
         cmd.stdin(match command.get_stdin() {
             Stdin::Inherit => std::process::Stdio::inherit(),
             Stdin::Bytes(_) | Stdin::Piped => std::process::Stdio::piped(),

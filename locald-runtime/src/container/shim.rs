@@ -44,7 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub(crate) use protocol::{fds, ExecRequest, Message, ShimConfig};
 
-use super::{logs, rootfs, state};
+use super::{logs, rootfs, state, state::Dirs};
 use crate::timing;
 
 /// Why the shim could not start a container or an exec. Its display, with its causes
@@ -222,15 +222,20 @@ pub fn main_with(args: &[String]) -> i32 {
             shim_log_in(dir, &format!("panic: {info}"));
         }
     }));
+    let dirs = |data: &String, run: &String| Dirs {
+        data: PathBuf::from(data),
+        run: PathBuf::from(run),
+    };
     match args {
-        [cmd, dir] if cmd == "run" => run(Path::new(dir), false),
-        [cmd, dir] if cmd == RUN_IN_USERNS => run(Path::new(dir), true),
-        [cmd, dir, request] if cmd == "exec" => exec(Path::new(dir), request),
+        [cmd, data, run_dir] if cmd == "run" => run(&dirs(data, run_dir), false),
+        [cmd, data, run_dir] if cmd == RUN_IN_USERNS => run(&dirs(data, run_dir), true),
+        [cmd, data, run_dir, request] if cmd == "exec" => exec(&dirs(data, run_dir), request),
         _ => 2,
     }
 }
 
-/// The state directory of the container this shim serves.
+/// The data directory of the container this shim serves (its first argument), where
+/// `shim.log` goes.
 static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 fn shim_log(msg: &str) {
@@ -331,11 +336,11 @@ struct Started {
 /// `run` again, by the shim itself once it is in its user namespace.
 pub(crate) const RUN_IN_USERNS: &str = "run-in-userns";
 
-fn run(dir: &Path, in_userns: bool) -> i32 {
+fn run(dirs: &Dirs, in_userns: bool) -> i32 {
     crate::timing::since_spawn("shim: exec until main");
     // Take every inherited descriptor before opening anything: a descriptor number the
     // caller did not pass would otherwise be reused by the next file opened here.
-    let cfg: std::io::Result<ShimConfig> = state::read_json(&dir.join("shim.json"));
+    let cfg: std::io::Result<ShimConfig> = state::read_json(&dirs.run.join("shim.json"));
     // Rootless: the caller starts the shim inside the container's user namespace
     // (`RUN_IN_USERNS`, see `rootless::spawn_into`), so that the shim and every
     // process it forks belong to it (the kernel ties a process's memory to the user
@@ -377,32 +382,34 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
             "a rootless container's shim must be started in its user namespace",
         )));
     }
-    if let Err(e) = detach().and_then(|()| std::env::set_current_dir(dir)) {
+    // The working directory is the runtime directory: sockets are bound there by
+    // relative names, which a socket address's length limit cannot refuse.
+    if let Err(e) = detach().and_then(|()| std::env::set_current_dir(&dirs.run)) {
         return fail(ShimError::Detach(e));
     }
-    let lock = match lock(dir) {
+    let lock = match lock(&dirs.run) {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
     let t = timing::phase("shim: mount + create + start (total)");
-    let started = start(dir, &cfg, stdin);
+    let started = start(dirs, &cfg, stdin);
     t.end();
     // The runtime library changes the working directory: come back.
-    let _ = std::env::set_current_dir(dir);
+    let _ = std::env::set_current_dir(&dirs.run);
     let started = match started {
         Ok(s) => s,
         Err(e) => {
             let msg = e.report();
             shim_log(&format!("start failed: {msg}"));
             if keep_failed() {
-                keep_failed_config(dir);
+                keep_failed_config(dirs);
             }
-            cleanup(dir, &cfg);
-            let mut st = state::read_state(dir).ok();
+            cleanup(dirs, &cfg);
+            let mut st = state::read_state(dirs).ok();
             if let Some(st) = st.as_mut() {
                 st.phase = state::Phase::Exited;
                 st.error = Some(msg.clone());
-                let _ = state::write_json(&dir.join("state.json"), st);
+                let _ = state::write_json(&dirs.state_file(), st);
             }
             if let Some(s) = &sync {
                 send(s, &Message::Failed { error: msg });
@@ -411,11 +418,11 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
         }
     };
     let t = timing::phase("shim: state.json running");
-    if let Ok(mut st) = state::read_state(dir) {
+    if let Ok(mut st) = state::read_state(dirs) {
         st.phase = state::Phase::Running;
         st.pid = Some(started.init as u32);
         st.pid_start = state::process_start_time(started.init as u32);
-        let _ = state::write_json(&dir.join("state.json"), &st);
+        let _ = state::write_json(&dirs.state_file(), &st);
     }
     t.end();
     if let Some(s) = sync {
@@ -428,19 +435,26 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
         );
     }
     let t = timing::phase("shim: container runs (wait)");
-    let (status, pasta) = supervise(&cfg, started, client_out, client_err, listeners);
+    let (status, pasta) = supervise(
+        &cfg,
+        &dirs.log_file(),
+        started,
+        client_out,
+        client_err,
+        listeners,
+    );
     t.end();
     let t = timing::phase("shim: oom check + state.json exited");
     let oom = oom_killed(&cfg.id);
-    if let Ok(mut st) = state::read_state(dir) {
+    if let Ok(mut st) = state::read_state(dirs) {
         st.phase = state::Phase::Exited;
         st.exit = Some(status);
         st.oom_killed = oom && status == ExitStatus::Signaled(locald_core::Signal::KILL);
         st.finished = Some(state::now());
-        let _ = state::write_json(&dir.join("state.json"), &st);
+        let _ = state::write_json(&dirs.state_file(), &st);
     }
     t.end();
-    cleanup(dir, &cfg);
+    cleanup(dirs, &cfg);
     let t = timing::phase("shim: state removal (--rm)");
     if cfg.auto_remove {
         let layout = state::Layout {
@@ -452,7 +466,7 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
         };
         state::release_name(&layout, &cfg.name, &cfg.id);
         let _ = std::env::set_current_dir("/");
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = dirs.remove();
     }
     t.end();
     // Let go of the container before telling the caller, so that a removal right after
@@ -467,6 +481,12 @@ fn run(dir: &Path, in_userns: bool) -> i32 {
     let t = timing::phase("shim: pasta's end (after the exit report)");
     drop(pasta);
     t.end();
+    // The runtime directory serves no one once the container has ended (its data
+    // directory stays for inspect, logs and removal).
+    if !cfg.auto_remove {
+        let _ = std::env::set_current_dir("/");
+        let _ = std::fs::remove_dir_all(&dirs.run);
+    }
     0
 }
 
@@ -491,14 +511,15 @@ pub(crate) fn keep_failed() -> bool {
     std::env::var_os(KEEP_FAILED_ENV).is_some()
 }
 
-/// Copies `config.json` to `failed-config.json` in the state directory, for debugging.
-/// Only ever inside `dir` (root-owned, not writable by others), and through a new file
-/// renamed into place, so no link planted there could redirect the write.
-fn keep_failed_config(dir: &Path) {
-    let result = std::fs::read(dir.join("config.json"))
+/// Copies `config.json` to `failed-config.json` in the data directory, for debugging.
+/// Only ever inside the container's directories (the user's own, not writable by
+/// others), and through a new file renamed into place, so no link planted there could
+/// redirect the write.
+fn keep_failed_config(dirs: &Dirs) {
+    let result = std::fs::read(dirs.config_file())
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
-            crate::util::write_atomic(&dir.join("failed-config.json"), &bytes)
+            crate::util::write_atomic(&dirs.data.join("failed-config.json"), &bytes)
                 .map_err(|e| format!("{e}: {}", e.io_error()))
         });
     if let Err(e) = result {
@@ -507,8 +528,8 @@ fn keep_failed_config(dir: &Path) {
 }
 
 /// Removes the runtime library's container (its cgroup), unmounts the root.
-fn cleanup(dir: &Path, cfg: &ShimConfig) {
-    let lc = dir.join("lc").join(&cfg.id);
+fn cleanup(dirs: &Dirs, cfg: &ShimConfig) {
+    let lc = dirs.lc_root().join(&cfg.id);
     let t = timing::phase("shim: libcontainer delete");
     if lc.exists() {
         match libcontainer::container::Container::load(lc.clone()) {
@@ -526,7 +547,7 @@ fn cleanup(dir: &Path, cfg: &ShimConfig) {
     super::cgroups::remove(&cfg.id);
     t.end();
     let _t = timing::phase("shim: unmount");
-    rootfs::unmount_rootfs(dir);
+    rootfs::unmount_rootfs(&dirs.data);
 }
 
 /// True when the container's memory cgroup saw an OOM kill.
@@ -534,9 +555,9 @@ fn oom_killed(id: &str) -> bool {
     super::cgroups::oom_kills(id) > 0
 }
 
-fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, ShimError> {
+fn start(dirs: &Dirs, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, ShimError> {
     let t = timing::phase("shim: read config.json");
-    let spec = oci_spec::runtime::Spec::load(dir.join("config.json")).map_err(|e| {
+    let spec = oci_spec::runtime::Spec::load(dirs.config_file()).map_err(|e| {
         ShimError::MountRootfs(locald_core::Error::io(
             "reading config.json",
             io::Error::other(e),
@@ -547,8 +568,8 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     let t = timing::phase("shim: overlay mount");
     let mounted = rootfs::mount_rootfs(
         &cfg.lowers,
-        dir,
-        &dir.join("rootfs"),
+        &dirs.data,
+        &dirs.rootfs(),
         cfg.read_only,
         cfg.image,
         cfg.whiteouts,
@@ -558,17 +579,17 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     t.end();
     // Only ever in the container's own snapshot, never in a caller's directory.
     if cfg.create_mount_points && mounted == rootfs::MountedRoot::Snapshot {
-        rootfs::create_mount_points(&dir.join("rootfs"), mounts).map_err(ShimError::MountPoints)?;
+        rootfs::create_mount_points(&dirs.rootfs(), mounts).map_err(ShimError::MountPoints)?;
     }
     if !cfg.read_only {
-        let cwd = dir
-            .join("rootfs")
+        let cwd = dirs
+            .rootfs()
             .join(cfg.workdir.strip_prefix("/").unwrap_or(&cfg.workdir));
         if !cwd.exists() {
             std::fs::create_dir_all(&cwd).map_err(ShimError::Workdir)?;
         }
     }
-    let lc_root = dir.join("lc");
+    let lc_root = dirs.lc_root();
     std::fs::create_dir_all(&lc_root).map_err(|source| ShimError::CreateDir {
         path: lc_root.clone(),
         source,
@@ -580,7 +601,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     let mut err = None;
     let mut tty_input = None;
     let console = if cfg.tty {
-        let path = dir.join("console.sock");
+        let path = dirs.run.join("console.sock");
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind("console.sock")
             .map_err(ShimError::ConsoleSocket)?;
@@ -607,7 +628,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     };
     let t = timing::phase("shim: libcontainer build (create)");
     let built = builder
-        .as_init(dir)
+        .as_init(&dirs.run)
         .with_systemd(false)
         .with_detach(true)
         .build();
@@ -649,7 +670,7 @@ fn start(dir: &Path, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started
     };
     let pasta = match (&cfg.pasta, cfg.network) {
         (Some(program), NetworkMode::Private) => {
-            match super::net::Pasta::start(program, init, dir, cfg.map_host_loopback) {
+            match super::net::Pasta::start(program, init, &dirs.run, cfg.map_host_loopback) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     abandon(&mut container, init);
@@ -750,6 +771,7 @@ fn pipe_sender(fd: OwnedFd) -> io::Result<tokio::net::unix::pipe::Sender> {
 
 fn supervise(
     cfg: &ShimConfig,
+    log_file: &Path,
     started: Started,
     client_out: Option<OwnedFd>,
     client_err: Option<OwnedFd>,
@@ -772,7 +794,7 @@ fn supervise(
         let log: SharedLog = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open("container.log")
+            .open(log_file)
         {
             Ok(f) => Rc::new(RefCell::new(f)),
             Err(_) => Rc::new(RefCell::new(File::create("/dev/null").expect("/dev/null"))),
@@ -890,12 +912,12 @@ fn wait_blocking(init: i32) -> ExitStatus {
 /// Runs one command in a running container: stdio are the caller's (inherited as
 /// 0, 1, 2); fd 3 gets [`Message::Started`] then [`Message::Exited`], or
 /// [`Message::Failed`].
-fn exec(dir: &Path, request: &str) -> i32 {
+fn exec(dirs: &Dirs, request: &str) -> i32 {
     let Some(status_fd) = take_fd(fds::SYNC) else {
         return 2;
     };
     ignore_sigpipe();
-    let (pid, pty) = match exec_start(dir, request) {
+    let (pid, pty) = match exec_start(&dirs.run, request) {
         Ok(started) => started,
         Err(e) => {
             send(&status_fd, &Message::Failed { error: e.report() });

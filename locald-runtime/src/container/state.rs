@@ -1,19 +1,33 @@
-//! Container state on disk, shared by every locald process on the machine.
+//! Container state, shared by every locald process on the machine.
+//!
+//! Each container has two directories. Its **data directory**, on disk, holds what
+//! outlives a reboot: what `list` and `inspect` report, the logs and the writable
+//! layer. Its **runtime directory** holds what only a running container needs, on a
+//! tmpfs when there is one (as crun keeps its state under `/run/crun`): each file made
+//! and removed on a journaled disk costs a container run time, the more so when the
+//! disk is mounted with `discard`.
 //!
 //! ```text
-//! $LOCALD_HOME/containers/<id>/
+//! $LOCALD_HOME/containers/<id>/       the data directory
 //!     state.json      what list/inspect report (written with temp + rename)
-//!     config.json     the OCI runtime configuration (the state dir is the bundle)
-//!     shim.json       what the shim needs to start and supervise the container
-//!     hosts, hostname, resolv.conf   bind-mounted into the container
 //!     rootfs/         the overlay mount point; upper/ and work/ beside it
 //!     container.log   stdout and stderr, framed (see `logs`)
 //!     shim.log        the shim's own diagnostics (never the container's output)
+//! $LOCALD_HOME/container-run/<id>/    the runtime directory
+//!     config.json     the OCI runtime configuration (this directory is the bundle)
+//!     shim.json       what the shim needs to start and supervise the container
+//!     hosts, hostname, resolv.conf   bind-mounted into the container
 //!     lock            flock-ed by the shim for as long as it supervises
 //!     lc/             the runtime library's own state
 //! $LOCALD_HOME/container-names/<name>   the id, created exclusively: names are unique
 //! $LOCALD_HOME/volumes/<name>/_data     named volumes
 //! ```
+//!
+//! `$LOCALD_HOME/container-run` is made on first use: a symbolic link to a private directory on
+//! a tmpfs (`/run/locald/<home>` as root, `$XDG_RUNTIME_DIR/locald/<home>` for a user,
+//! else `/dev/shm/locald-<uid>/<home>`), or a plain directory when none is usable. The
+//! link makes every process that shares the home agree on the place, whatever its
+//! environment; after a reboot emptied the tmpfs, the target is made again.
 
 use std::{
     fs, io,
@@ -47,6 +61,187 @@ impl Layout {
     pub(crate) fn volumes(&self) -> PathBuf {
         self.home.join("volumes")
     }
+    /// Where the runtime directories are: see the module's documentation.
+    pub(crate) fn run(&self) -> PathBuf {
+        self.home.join("container-run")
+    }
+    /// The two directories of container `id`.
+    pub(crate) fn dirs(&self, id: &str) -> Dirs {
+        Dirs {
+            data: self.container(id),
+            run: self.run().join(id),
+        }
+    }
+
+    /// Creates the runtime directory of `dirs` (mode 0711: a Safe Mode container's
+    /// mapped root must reach the files bind-mounted from it), setting up
+    /// `$LOCALD_HOME/container-run` first when it is missing or its tmpfs target was emptied.
+    pub(crate) fn create_run_dir(&self, dirs: &Dirs) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        // The link's target is checked each time: after a reboot, a tmpfs place could
+        // have been made again by another user, who must not get this user's files.
+        if !self.run_is_private() {
+            self.prepare_run()?;
+        }
+        let mkdir = || fs::DirBuilder::new().mode(0o711).create(&dirs.run);
+        match mkdir() {
+            // Emptied by a reboot since the check.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.prepare_run()?;
+                mkdir()
+            }
+            other => other,
+        }
+    }
+
+    /// True when `$LOCALD_HOME/container-run` is a private directory of this user, or a link to
+    /// one whose parent is private too.
+    fn run_is_private(&self) -> bool {
+        let link = self.run();
+        match fs::read_link(&link) {
+            Ok(target) => {
+                target
+                    .parent()
+                    .is_some_and(|base| is_private(base).unwrap_or(false))
+                    && is_private(&target).unwrap_or(false)
+            }
+            Err(_) => is_private(&link).unwrap_or(false),
+        }
+    }
+
+    /// Makes `$LOCALD_HOME/container-run` usable: see the module's documentation.
+    fn prepare_run(&self) -> io::Result<()> {
+        let link = self.run();
+        match fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&link)?;
+                if target
+                    .parent()
+                    .is_some_and(|base| private_dir(base).is_ok())
+                    && private_dir(&target).is_ok()
+                {
+                    return Ok(());
+                }
+                // Its tmpfs place is taken by someone else now: choose again.
+                fs::remove_file(&link)?;
+            }
+            Ok(_) => return private_dir(&link),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        fs::create_dir_all(&self.home)?;
+        let target = tmpfs_base().and_then(|base| {
+            let target = base.join(home_key(&self.home));
+            private_dir(&target).is_ok().then_some(target)
+        });
+        let made = match &target {
+            Some(target) => std::os::unix::fs::symlink(target, &link),
+            None => private_dir(&link),
+        };
+        match made {
+            // Another process made it first.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// A container's data directory (on disk) and runtime directory (on a tmpfs when
+/// there is one): see the module's documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Dirs {
+    pub(crate) data: PathBuf,
+    pub(crate) run: PathBuf,
+}
+
+impl Dirs {
+    pub(crate) fn state_file(&self) -> PathBuf {
+        self.data.join("state.json")
+    }
+    /// The OCI bundle's configuration.
+    pub(crate) fn config_file(&self) -> PathBuf {
+        self.run.join("config.json")
+    }
+    pub(crate) fn rootfs(&self) -> PathBuf {
+        self.data.join("rootfs")
+    }
+    pub(crate) fn log_file(&self) -> PathBuf {
+        self.data.join("container.log")
+    }
+    /// The runtime library's state root.
+    pub(crate) fn lc_root(&self) -> PathBuf {
+        self.run.join("lc")
+    }
+
+    /// Removes both directories; a missing one is not an error.
+    pub(crate) fn remove(&self) -> io::Result<()> {
+        let mut result = Ok(());
+        for dir in [&self.run, &self.data] {
+            match fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => result = Err(e),
+                _ => {}
+            }
+        }
+        result
+    }
+}
+
+/// Where runtime directories go: `/run/locald` as root, `$XDG_RUNTIME_DIR/locald`
+/// otherwise, then `/dev/shm/locald-<uid>`; the first on a tmpfs that is, or can be
+/// made, a private directory of this user.
+fn tmpfs_base() -> Option<PathBuf> {
+    let uid = nix::unistd::geteuid();
+    let mut candidates = Vec::new();
+    if uid.is_root() {
+        candidates.push(PathBuf::from("/run/locald"));
+    } else if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        if run.is_absolute() {
+            candidates.push(run.join("locald"));
+        }
+    }
+    candidates.push(PathBuf::from(format!("/dev/shm/locald-{uid}")));
+    candidates
+        .into_iter()
+        .find(|base| base.parent().is_some_and(is_tmpfs) && private_dir(base).is_ok())
+}
+
+fn is_tmpfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+/// Creates `dir` with mode 0711 or accepts it when it is already a private directory
+/// of this user (see [`is_private`]).
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o711).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if !is_private(dir)? {
+                return Err(io::Error::other(format!(
+                    "{} is not a private directory of this user",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// True when `dir` is a directory (not a link) of this user that nobody else can
+/// write to.
+fn is_private(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(dir)?;
+    Ok(m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0)
+}
+
+/// A short name for a home, so that homes sharing one tmpfs stay apart.
+fn home_key(home: &Path) -> String {
+    use sha2::Digest;
+    let home = std::path::absolute(home).unwrap_or_else(|_| home.to_owned());
+    let digest = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..8])
 }
 
 /// The life-cycle phase recorded in `state.json`.
@@ -130,13 +325,13 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result
 }
 
 /// Reads a container's `state.json`.
-pub(crate) fn read_state(dir: &Path) -> io::Result<State> {
-    read_json(&dir.join("state.json"))
+pub(crate) fn read_state(dirs: &Dirs) -> io::Result<State> {
+    read_json(&dirs.state_file())
 }
 
 /// True while a shim holds the container's lock.
-pub(crate) fn shim_alive(dir: &Path) -> bool {
-    let Ok(file) = fs::File::open(dir.join("lock")) else {
+pub(crate) fn shim_alive(dirs: &Dirs) -> bool {
+    let Ok(file) = fs::File::open(dirs.run.join("lock")) else {
         return false;
     };
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
@@ -246,3 +441,80 @@ pub(crate) fn release_name(layout: &Layout, name: &str, id: &str) {
 }
 
 pub(crate) use crate::util::process_start_time;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> String {
+        new_id().unwrap()
+    }
+
+    #[test]
+    fn runtime_directories_are_on_a_tmpfs_and_made_again_after_a_reboot() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            home: home.path().join("locald"),
+        };
+        let dirs = layout.dirs(&id());
+        layout.create_run_dir(&dirs).unwrap();
+        assert!(dirs.run.is_dir());
+        let link = layout.run();
+        let Ok(target) = fs::read_link(&link) else {
+            // No tmpfs this user may use: the directory is on disk, in the home.
+            assert!(fs::symlink_metadata(&link).unwrap().is_dir());
+            eprintln!("SKIP (part): no usable tmpfs here, runtime directories stay on disk");
+            return;
+        };
+        assert!(is_tmpfs(&target), "{} is not on a tmpfs", target.display());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&target).unwrap().mode() & 0o777, 0o711);
+
+        // A reboot empties the tmpfs: the next container makes the target again.
+        fs::remove_dir_all(&target).unwrap();
+        let next = layout.dirs(&id());
+        layout.create_run_dir(&next).unwrap();
+        assert!(next.run.is_dir());
+        assert_eq!(fs::read_link(&link).unwrap(), target);
+
+        // Removing a container removes both of its directories, and only those.
+        fs::create_dir_all(&next.data).unwrap();
+        next.remove().unwrap();
+        assert!(!next.run.exists() && !next.data.exists());
+        assert!(target.is_dir());
+        // A container with neither directory left is removed without an error.
+        next.remove().unwrap();
+        fs::remove_dir(&target).unwrap();
+    }
+
+    #[test]
+    fn a_tmpfs_place_that_someone_else_can_write_to_is_not_used() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            home: home.path().join("locald"),
+        };
+        let first = layout.dirs(&id());
+        layout.create_run_dir(&first).unwrap();
+        let Ok(target) = fs::read_link(layout.run()) else {
+            eprintln!("SKIP: no usable tmpfs here, runtime directories stay on disk");
+            return;
+        };
+        // After a reboot, someone else made the home's place first, open to all.
+        fs::remove_dir_all(&target).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).unwrap();
+        let next = layout.dirs(&id());
+        layout.create_run_dir(&next).unwrap();
+        // The home's runtime directories are on disk now, in the home itself.
+        let run = fs::symlink_metadata(layout.run()).unwrap();
+        assert!(run.is_dir(), "run is still a link");
+        assert!(next.run.is_dir());
+        assert_eq!(
+            fs::read_dir(&target).unwrap().count(),
+            0,
+            "the open place was used"
+        );
+        fs::remove_dir(&target).unwrap();
+    }
+}

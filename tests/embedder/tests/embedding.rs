@@ -134,14 +134,11 @@ fn failed_start(home: &Path, shim: &Path) -> String {
     assert_eq!(out.status.code(), Some(125), "stderr {stderr:?}");
     assert!(out.stdout.is_empty(), "{:?}", out.stdout);
     // Nothing is left behind: no container directory, no claimed name.
-    let containers = home.join("containers");
-    let left: Vec<_> = std::fs::read_dir(&containers)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = locald_test_support::container_dirs_left(home);
     assert!(
-        left.iter().all(|n| n == "names"),
+        left.is_empty(),
         "left behind in {}: {left:?}",
-        containers.display()
+        home.display()
     );
     stderr
 }

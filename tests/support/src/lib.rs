@@ -102,6 +102,39 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The container directories a locald home still has: the entries of its
+/// `containers/` (data directories) and of its `container-run/` (runtime directories, on a tmpfs
+/// through that link), as a leak check counts what removed containers left.
+pub fn container_dirs_left(home: &Path) -> Vec<String> {
+    ["containers", "container-run"]
+        .iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(home.join(sub))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| format!("{sub}/{}", e.file_name().to_string_lossy()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The lines of this process's mount table under a locald home: below the home itself
+/// or below the tmpfs directory its `container-run` link points to.
+pub fn mounts_under_home(home: &Path) -> Vec<String> {
+    let mut places = vec![home.to_string_lossy().into_owned()];
+    if let Ok(run) = std::fs::canonicalize(home.join("container-run")) {
+        places.push(run.to_string_lossy().into_owned());
+    }
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| places.iter().any(|p| l.contains(p.as_str())))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Calls `probe` until `done` accepts its answer or `within` has passed, and returns
 /// the last answer: for what ends shortly after the call that ended it (a helper
 /// process that finishes its own cleanup, a zombie the runtime reaps).

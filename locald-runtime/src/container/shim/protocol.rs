@@ -1,12 +1,13 @@
 //! What the shim and its caller exchange.
 //!
-//! * The caller writes `shim.json` ([`ShimConfig`]) in the state directory and starts
-//!   `<shim> __locald-shim run <state dir>` with the descriptors of [`fds`].
+//! * The caller writes `shim.json` ([`ShimConfig`]) in the container's runtime
+//!   directory and starts `<shim> __locald-shim run <data dir> <runtime dir>` with the
+//!   descriptors of [`fds`] (the two directories: see `state`).
 //! * The shim answers on [`fds::SYNC`] with one [`Message`]: [`Message::Started`] or
 //!   [`Message::Failed`], and closes it.
 //! * When the container has ended and everything is cleaned up, the shim writes
 //!   [`Message::Exited`] on [`fds::EXIT`] and exits.
-//! * `exec` is `<shim> __locald-shim exec <state dir> <ExecRequest as JSON>` with the
+//! * `exec` is `<shim> __locald-shim exec <data dir> <runtime dir> <ExecRequest as JSON>` with the
 //!   caller's stdio as 0, 1, 2; on [`fds::SYNC`] it writes [`Message::Started`] (or
 //!   [`Message::Failed`]), then [`Message::Exited`].
 //!
