@@ -809,3 +809,89 @@ async fn tty_and_stdin() {
     let id = h.id().to_owned();
     e.rt.remove_container(&id, false).await.unwrap();
 }
+
+/// The parent pid of `pid`, from `/proc`.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit(')').next().unwrap();
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn cmdline_of(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
+/// From its second container on, a runtime has its shims forked by a resident forker
+/// instead of executing each. A forker killed while containers run takes none of them
+/// down: they run on, report their exit and are removed as usual, and the next
+/// containers start (the runtime makes a new forker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shims_from_the_second_container_on_are_forked_and_outlive_their_forker() {
+    let Some(e) = env() else { return };
+    let me = std::process::id();
+    async fn start(e: &Env) -> locald_core::ContainerHandle {
+        let spec = e.spec().cmd(["sleep", "30"]).network(NetworkMode::None);
+        e.rt.run_container(spec.build().unwrap()).await.unwrap()
+    }
+    let mut first = start(&e).await;
+    let shim_of = |h: &mut locald_core::ContainerHandle| parent_of(h.process().id().unwrap());
+    let first_shim = shim_of(&mut first);
+    assert_eq!(
+        parent_of(first_shim),
+        me,
+        "the first shim is spawned by the runtime"
+    );
+
+    let mut second = start(&e).await;
+    let forker = parent_of(shim_of(&mut second));
+    assert_ne!(forker, me);
+    assert!(
+        cmdline_of(forker).contains("__locald-shim forker"),
+        "the second shim's parent is {:?}",
+        cmdline_of(forker)
+    );
+    let mut third = start(&e).await;
+    assert_eq!(
+        parent_of(shim_of(&mut third)),
+        forker,
+        "one forker serves on"
+    );
+
+    // The forker dies: its shims and their containers do not.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(forker as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let gone = locald_test_support::settle(
+        Duration::from_secs(5),
+        || locald_test_support::process_alive(forker),
+        |alive| !alive,
+    );
+    assert!(!gone, "the forker did not end");
+    let listed = e.rt.list_containers(false).await.unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    // The runtime finds its forker gone: it spawns this shim itself, and makes a new
+    // forker for the next.
+    let mut fourth = start(&e).await;
+    assert_eq!(parent_of(shim_of(&mut fourth)), me);
+    let mut fifth = start(&e).await;
+    let new_forker = parent_of(shim_of(&mut fifth));
+    assert!(
+        cmdline_of(new_forker).contains("__locald-shim forker") && new_forker != forker,
+        "the fifth shim's parent is {:?}",
+        cmdline_of(new_forker)
+    );
+    for mut h in [first, second, third, fourth, fifth] {
+        h.process().kill(Signal::KILL).await.unwrap();
+        assert_eq!(h.wait().await.unwrap(), ExitStatus::Signaled(Signal::KILL));
+        let id = h.id().to_owned();
+        e.rt.remove_container(&id, false).await.unwrap();
+    }
+    assert_eq!(e.containers_left(), 0);
+    assert_eq!(e.mounts_left(), 0);
+    // The forker ends with the runtime.
+    drop(e);
+    assert!(!locald_test_support::process_alive(new_forker));
+}

@@ -19,6 +19,7 @@
 
 pub(crate) mod cgroups;
 pub(crate) mod config;
+mod forker;
 pub(crate) mod logs;
 pub(crate) mod net;
 pub(crate) mod rootfs;
@@ -185,6 +186,8 @@ pub struct ContainerRuntime {
     snapshot: Option<crate::image::SnapshotMode>,
     /// `None`: find `pasta` on `PATH`; `Some(None)`: no pasta.
     pasta: Option<Option<PathBuf>>,
+    /// Forks the shims from this runtime's second container on (clones share it).
+    forker: std::sync::Arc<forker::Forker>,
 }
 
 impl Default for ContainerRuntime {
@@ -217,6 +220,7 @@ impl ContainerRuntime {
             images: std::sync::OnceLock::new(),
             snapshot: None,
             pasta: None,
+            forker: Default::default(),
         }
     }
 
@@ -628,7 +632,64 @@ impl ContainerRuntime {
         for (i, l) in listeners.into_iter().enumerate() {
             fds.push((l, shim::fds::FIRST_LISTENER + i as i32));
         }
-        let mut cmd = tokio::process::Command::new(&shim_program);
+        let child = match self.fork_shim(&shim_program, &prepared, &fds)? {
+            Some(forked) => forked,
+            None => self.spawn_shim(&shim_program, &prepared, fds)?,
+        };
+        // From here on the shim owns the state directory: it cleans up after a failed
+        // start itself, and a caller that gives up waiting must not pull the directory
+        // from under it.
+        prepared.guard.armed = false;
+        Ok(Launched {
+            id: prepared.id,
+            name: prepared.name,
+            dirs: prepared.dirs,
+            program: shim_program,
+            child,
+            sync: sync_r,
+            exit: exit_r,
+            out: out_r,
+            err: err_r,
+            stdin: stdin_w,
+        })
+    }
+
+    /// Has the forker fork the shim, when it serves this runtime (root): `None` when
+    /// the shim is to be spawned instead.
+    fn fork_shim(
+        &self,
+        program: &Path,
+        prepared: &Prepared<'_>,
+        fds: &[(OwnedFd, i32)],
+    ) -> Result<Option<ShimProcess>> {
+        if prepared.rootless.is_some() {
+            return Ok(None);
+        }
+        // What the shim says before it detaches, as a spawned shim's stderr.
+        let (diag_r, diag_w) = sys::pipe()?;
+        let mut all: Vec<(&OwnedFd, i32)> = fds.iter().map(|(fd, n)| (fd, *n)).collect();
+        all.push((&diag_w, 2));
+        let mut env = vec![(rootfs::SNAPSHOT_ENV, prepared.snapshot.as_str().to_owned())];
+        env.extend(timing::spawned_at());
+        let Some(pid) = self.forker.fork_shim(program, &prepared.dirs, &all, &env) else {
+            return Ok(None);
+        };
+        drop(diag_w);
+        Ok(Some(ShimProcess::Forked {
+            pid,
+            start: state::process_start_time(pid),
+            diag: Some(diag_r),
+        }))
+    }
+
+    /// Spawns the shim: `program __locald-shim run DATA RUN` with `fds`.
+    fn spawn_shim(
+        &self,
+        shim_program: &Path,
+        prepared: &Prepared<'_>,
+        fds: Vec<(OwnedFd, i32)>,
+    ) -> Result<ShimProcess> {
+        let mut cmd = tokio::process::Command::new(shim_program);
         cmd.kill_on_drop(false);
         cmd.arg(SHIM_ARG)
             .arg(if prepared.rootless.is_some() {
@@ -684,22 +745,7 @@ impl ContainerRuntime {
             }
         };
         drop(mapped);
-        // From here on the shim owns the state directory: it cleans up after a failed
-        // start itself, and a caller that gives up waiting must not pull the directory
-        // from under it.
-        prepared.guard.armed = false;
-        Ok(Launched {
-            id: prepared.id,
-            name: prepared.name,
-            dirs: prepared.dirs,
-            program: shim_program,
-            child,
-            sync: sync_r,
-            exit: exit_r,
-            out: out_r,
-            err: err_r,
-            stdin: stdin_w,
-        })
+        Ok(ShimProcess::Spawned(child))
     }
 
     /// Waits for the shim's `ok <pid>` or `err <why>`; on an error, waits for the shim
@@ -721,7 +767,7 @@ impl ContainerRuntime {
         let mut reply = String::new();
         let _ = sync.read_to_string(&mut reply).await;
         let started = shim::protocol::started(&reply, "");
-        let diag = child.stderr.take();
+        let diag = child.take_diag();
         let Ok(pid) = started else {
             let mut why = started.unwrap_err();
             // The shim has unmounted and removed what it created; wait until it has
@@ -804,8 +850,8 @@ impl ContainerRuntime {
 /// it detached (a loader error, a panic).
 async fn silent_shim_error(
     program: &Path,
-    status: io::Result<std::process::ExitStatus>,
-    diag: Option<tokio::process::ChildStderr>,
+    status: Option<io::Result<std::process::ExitStatus>>,
+    diag: Option<Diag>,
 ) -> String {
     let mut said = Vec::new();
     if let Some(mut d) = diag {
@@ -818,8 +864,9 @@ async fn silent_shim_error(
     let said = String::from_utf8_lossy(&said);
     let said = said.trim();
     let status = match status {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("an unknown status ({e})"),
+        Some(Ok(s)) => s.to_string(),
+        Some(Err(e)) => format!("an unknown status ({e})"),
+        None => "its status is known to the forker only".to_owned(),
     };
     let mut why = format!(
         "the container helper {} ended ({status}) without reporting",
@@ -954,7 +1001,7 @@ struct Launched {
     name: String,
     dirs: Dirs,
     program: PathBuf,
-    child: tokio::process::Child,
+    child: ShimProcess,
     sync: OwnedFd,
     exit: OwnedFd,
     out: OwnedFd,
@@ -980,14 +1027,59 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// What a shim wrote on stderr before it detached.
+type Diag = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// A container's shim, as the caller knows it.
+#[derive(Debug)]
+enum ShimProcess {
+    /// Spawned by this process: its child.
+    Spawned(tokio::process::Child),
+    /// Forked by the runtime's forker: not this process's child.
+    Forked {
+        pid: u32,
+        start: Option<u64>,
+        diag: Option<OwnedFd>,
+    },
+}
+
+impl ShimProcess {
+    fn take_diag(&mut self) -> Option<Diag> {
+        match self {
+            ShimProcess::Spawned(child) => child.stderr.take().map(|d| Box::pin(d) as Diag),
+            ShimProcess::Forked { diag, .. } => diag
+                .take()
+                .and_then(|fd| sys::receiver(fd).ok())
+                .map(|d| Box::pin(d) as Diag),
+        }
+    }
+
+    /// Waits until the shim has ended; its exit status when this process is its
+    /// parent.
+    async fn wait(&mut self) -> Option<io::Result<std::process::ExitStatus>> {
+        match self {
+            ShimProcess::Spawned(child) => Some(child.wait().await),
+            ShimProcess::Forked { pid, start, .. } => {
+                let mut delay = Duration::from_millis(1);
+                while start.is_some() && state::process_start_time(*pid) == *start {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(25));
+                }
+                None
+            }
+        }
+    }
+}
+
 /// The main process of a container started by this runtime.
 #[derive(Debug)]
 struct ContainerControl {
     dirs: Dirs,
-    /// The shim, this process's child: waited for when it ends without an exit report,
+    /// The shim: waited for when it ends without an exit report. A spawned one is
     /// otherwise reaped by tokio in the background once dropped (after its report, a
-    /// shim may still wait for pasta's end, holding the container's lock).
-    shim: Option<tokio::process::Child>,
+    /// shim may still wait for pasta's end, holding the container's lock); a forked
+    /// one, by the kernel for the forker.
+    shim: Option<ShimProcess>,
     pid: u32,
     pid_start: Option<u64>,
     exit: Option<tokio::net::unix::pipe::Receiver>,

@@ -209,6 +209,9 @@ pub fn main_with(args: &[String]) -> i32 {
         if verb == super::rootless::UNPACK_VERB || verb == super::rootless::REMOVE_VERB {
             return super::rootless::serve(args);
         }
+        if verb == super::forker::VERB && args.len() == 1 {
+            return super::forker::serve();
+        }
     }
     if let Some(dir) = args.get(1) {
         let _ = STATE_DIR.set(PathBuf::from(dir));
@@ -331,6 +334,13 @@ struct Started {
     tty_input: Option<OwnedFd>,
     netns: Option<File>,
     pasta: Option<super::net::Pasta>,
+}
+
+/// The shim's `run` in a process the forker made (see [`super::forker`]), with its
+/// descriptors and environment in place.
+pub(crate) fn run_shim(dirs: &Dirs) -> i32 {
+    let _ = STATE_DIR.set(dirs.data.clone());
+    run(dirs, false)
 }
 
 /// `run` again, by the shim itself once it is in its user namespace.

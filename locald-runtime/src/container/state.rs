@@ -443,6 +443,7 @@ pub(crate) fn release_name(layout: &Layout, name: &str, id: &str) {
 pub(crate) use crate::util::process_start_time;
 
 #[cfg(test)]
+#[allow(clippy::print_stderr)] // a test that skips says so
 mod tests {
     use super::*;
 
