@@ -49,17 +49,21 @@ async fn three_hundred_runs_leave_nothing_behind() {
     let rt =
         ContainerRuntime::with_home(home.path()).shim_program(env!("CARGO_BIN_EXE_locald-shim"));
     let rootfs = testing::shared_busybox_rootfs().unwrap();
-    // One run first, so that lazily opened descriptors (the async runtime's) exist.
-    let warm = ContainerSpec::builder_from_rootfs(&rootfs)
-        .cmd(["true"])
-        .auto_remove(false)
-        .build()
-        .unwrap();
-    let mut h = rt.run_container(warm).await.unwrap();
-    h.wait().await.unwrap();
-    let id = h.id().to_owned();
-    drop(h);
-    rt.remove_container(&id, false).await.unwrap();
+    // Two runs first, so that lazily opened descriptors exist: the async runtime's,
+    // and the socket of the shim forker, which the runtime starts at its second
+    // container and keeps.
+    for _ in 0..2 {
+        let warm = ContainerSpec::builder_from_rootfs(&rootfs)
+            .cmd(["true"])
+            .auto_remove(false)
+            .build()
+            .unwrap();
+        let mut h = rt.run_container(warm).await.unwrap();
+        h.wait().await.unwrap();
+        let id = h.id().to_owned();
+        drop(h);
+        rt.remove_container(&id, false).await.unwrap();
+    }
     let fds_before = open_fds();
     let mut ids = Vec::new();
     for i in 0..300 {
