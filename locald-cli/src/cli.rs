@@ -141,6 +141,12 @@ pub fn main() -> ExitCode {
     let timing = locald::native::timing::phase("cli: arguments + logging + async runtime");
     locald::native::timing::since_spawn("cli: exec until main");
     let cli = Cli::parse();
+    // `locald run` starts a container right away: fork the container helpers' forker
+    // now, while this process is a single thread, so that the helper is forked from
+    // it instead of executed (it does nothing without root or a local runtime).
+    if matches!(cli.command, Commands::Run(_)) && cli.host.as_deref().is_none_or(str::is_empty) {
+        locald::native::prefork_shim_forker();
+    }
     init_logging(cli.verbose);
     let mut builder = match cli.command {
         // The daemon serves many clients at once: give it every core.

@@ -10,6 +10,9 @@ pub const SHIM_ARG: &str = "__locald-shim";
 /// Does nothing: there is no container shim on this platform.
 pub fn run_if_requested() {}
 
+/// Does nothing: there is no container shim on this platform.
+pub fn prefork_shim_forker() {}
+
 /// The shim's entry point; on this platform it always fails.
 pub fn shim_main(_args: &[String]) -> i32 {
     2

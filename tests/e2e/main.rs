@@ -760,6 +760,80 @@ mod containers {
         }
     }
 
+    fn parent_of(pid: u32) -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        rest.split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn cmdline_of(pid: u32) -> String {
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+            .replace('\0', " ")
+    }
+
+    /// `locald run` forks its container's helper from a forker that it forked from
+    /// itself at its start, instead of executing the helper: the helper has the CLI's
+    /// command line and is the forker's child, the forker the CLI's. The forker ends
+    /// with the CLI.
+    #[test]
+    fn the_cli_forks_the_container_helper_instead_of_executing_it() {
+        let Some(r) = rootfs() else { return };
+        let l = Locald::new();
+        let mut cli = l
+            .cmd(&[
+                "run",
+                "--rm",
+                "--name",
+                "forked",
+                "--network",
+                "none",
+                "--rootfs",
+                &r,
+                "sleep",
+                "30",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let init = loop {
+            let inspect: serde_json::Value =
+                serde_json::from_slice(&l.run(&["inspect", "forked"]).stdout).unwrap_or_default();
+            if let Some(pid) = inspect["pid"].as_u64() {
+                break pid as u32;
+            }
+            assert!(Instant::now() < deadline, "the container did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let shim = parent_of(init);
+        let forker = parent_of(shim);
+        let cli_line = cmdline_of(cli.id());
+        assert!(
+            forker != cli.id() && parent_of(forker) == cli.id(),
+            "the helper's parent is {forker}, the CLI is {}",
+            cli.id()
+        );
+        assert_eq!(
+            cmdline_of(shim),
+            cli_line,
+            "the helper was executed, not forked"
+        );
+        assert_eq!(cmdline_of(forker), cli_line);
+        assert!(l.run(&["kill", "forked"]).status.success());
+        assert_eq!(cli.wait().unwrap().code(), Some(137));
+        let forker_alive = locald_test_support::settle(
+            Duration::from_secs(5),
+            || locald_test_support::process_alive(forker),
+            |alive| !alive,
+        );
+        assert!(!forker_alive, "the forker outlived the CLI");
+        assert_eq!(l.containers_left(), 0);
+    }
+
     #[test]
     fn run_prints_output_and_exits_with_the_container_code() {
         let Some(r) = rootfs() else { return };

@@ -13,6 +13,11 @@
 //! running (they are the system's then, as after the caller's own exit); the runtime
 //! then goes back to starting shims itself and makes a new forker.
 //!
+//! A program that starts a container soon after its own start (`locald run`) can
+//! instead fork the forker from itself first thing in `main`, while it is still
+//! single-threaded ([`prefork`]): the forker then needs no `exec` either, and serves
+//! the program's first container.
+//!
 //! Its children are reaped by the kernel (`SIGCHLD` ignored); the forker ends when the
 //! runtime's end of the socket closes.
 //!
@@ -68,16 +73,113 @@ struct State {
 #[derive(Debug)]
 struct Conn {
     socket: Option<OwnedFd>,
-    process: std::process::Child,
+    process: Process,
+}
+
+#[derive(Debug)]
+enum Process {
+    /// Executed by the runtime.
+    Spawned(std::process::Child),
+    /// Forked by [`prefork`].
+    Forked(nix::unistd::Pid),
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         // The forker's shims are in sessions of their own and live on.
         drop(self.socket.take());
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        match &mut self.process {
+            Process::Spawned(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::Forked(pid) => {
+                let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(*pid, None);
+            }
+        }
     }
+}
+
+/// The forker [`prefork`] made, until a runtime takes it.
+static PREFORKED: Mutex<Option<Conn>> = Mutex::new(None);
+
+/// Forks a shim forker from this process, for the runtime that starts this process's
+/// first container to use: to be called first thing in `main`, so that the forker is a
+/// small copy of the program made before anything else runs. Does nothing unless this
+/// process is single-threaded (forking a process with other threads is not safe) and
+/// root (a rootless container's shim starts in its user namespace, which the forker
+/// cannot do).
+pub fn prefork() {
+    if !nix::unistd::geteuid().is_root() || !single_threaded() {
+        return;
+    }
+    let mut slot = PREFORKED.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return;
+    }
+    let Ok((ours, theirs)) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) else {
+        return;
+    };
+    if receive_timeout(&ours).is_err() {
+        return;
+    }
+    // SAFETY: this process has one thread (checked above), so the child may do
+    // anything the parent could.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(theirs);
+            *slot = Some(Conn {
+                socket: Some(ours),
+                process: Process::Forked(child),
+            });
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(ours);
+            let code = (|| {
+                nix::unistd::setsid().ok()?;
+                let null = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .ok()?;
+                for fd in 0..3 {
+                    nix::unistd::dup2(null.as_raw_fd(), fd).ok()?;
+                }
+                Some(serve_on(theirs))
+            })()
+            .unwrap_or(2);
+            // Not `exit`: nothing of the program's own (atexit handlers, buffered
+            // output) belongs to the forker.
+            // SAFETY: ends this process at once, which is all the forker has left to do.
+            unsafe { nix::libc::_exit(code) }
+        }
+        Err(_) => {}
+    }
+}
+
+/// True when this process has one thread.
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|l| l.strip_prefix("Threads:").map(str::trim) == Some("1"))
+    })
+}
+
+/// A forker that never answers (a program that is not one) must not hold a
+/// container's start for ever.
+fn receive_timeout(socket: &OwnedFd) -> nix::Result<()> {
+    nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(5, 0),
+    )
 }
 
 impl Forker {
@@ -95,7 +197,10 @@ impl Forker {
     ) -> Option<u32> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.launches = state.launches.saturating_add(1);
-        if state.launches < 2 {
+        if state.conn.is_none() {
+            state.conn = PREFORKED.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        if state.conn.is_none() && state.launches < 2 {
             return None;
         }
         if state.conn.is_none() {
@@ -143,17 +248,12 @@ fn start(program: &Path) -> io::Result<Conn> {
     }
     let process = cmd.spawn()?;
     drop(theirs);
-    // A forker that never answers (a program that is not one) must not hold a
-    // container's start for ever.
-    nix::sys::socket::setsockopt(
-        &ours,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(5, 0),
-    )?;
-    Ok(Conn {
+    let conn = Conn {
         socket: Some(ours),
-        process,
-    })
+        process: Process::Spawned(process),
+    };
+    receive_timeout(conn.socket.as_ref().expect("just set"))?;
+    Ok(conn)
 }
 
 /// Sends one request and reads the answer.
@@ -212,11 +312,15 @@ fn request(
 /// The forker's loop (`__locald-shim forker`): returns its exit code when the runtime's
 /// end of the socket closes.
 pub(crate) fn serve() -> i32 {
-    // SAFETY: fd 3 was set up by the runtime for this process alone.
-    let socket = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
-    if nix::fcntl::fcntl(socket.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).is_err() {
+    if nix::fcntl::fcntl(SOCKET_FD, nix::fcntl::FcntlArg::F_GETFD).is_err() {
         return 2;
     }
+    // SAFETY: fd 3 is open (checked above) and was set up by the runtime for this
+    // process alone.
+    serve_on(unsafe { OwnedFd::from_raw_fd(SOCKET_FD) })
+}
+
+fn serve_on(socket: OwnedFd) -> i32 {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
     let ignored = unsafe {
         nix::sys::signal::signal(

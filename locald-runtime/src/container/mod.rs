@@ -19,7 +19,7 @@
 
 pub(crate) mod cgroups;
 pub(crate) mod config;
-mod forker;
+pub(crate) mod forker;
 pub(crate) mod logs;
 pub(crate) mod net;
 pub(crate) mod rootfs;
@@ -50,6 +50,7 @@ use tokio::io::AsyncReadExt;
 use crate::timing;
 pub use rootless::{rootless_readiness, RootlessCheck};
 
+pub use forker::prefork as prefork_shim_forker;
 pub use shim::{main_with as shim_main, run_if_requested, SHIM_ARG};
 
 use state::{Dirs, Layout, Phase};
