@@ -140,13 +140,18 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     let timing = locald::native::timing::phase("cli: arguments + logging + async runtime");
     locald::native::timing::since_spawn("cli: exec until main");
-    let cli = Cli::parse();
     // `locald run` starts a container right away: fork the container helpers' forker
-    // now, while this process is a single thread, so that the helper is forked from
-    // it instead of executed (it does nothing without root or a local runtime).
-    if matches!(cli.command, Commands::Run(_)) && cli.host.as_deref().is_none_or(str::is_empty) {
+    // first, while this process is a single thread and has written little memory
+    // (each page written after the fork is copied), so that the helper is forked from
+    // it instead of executed. Only for the plain form `locald run ...` without a daemon
+    // host; the call does nothing without root.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "run")
+        && std::env::var_os("LOCALD_HOST").is_none_or(|h| h.is_empty())
+    {
         locald::native::prefork_shim_forker();
     }
+    let cli = Cli::parse();
     init_logging(cli.verbose);
     let mut builder = match cli.command {
         // The daemon serves many clients at once: give it every core.
