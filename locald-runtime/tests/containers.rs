@@ -895,3 +895,37 @@ async fn shims_from_the_second_container_on_are_forked_and_outlive_their_forker(
     drop(e);
     assert!(!locald_test_support::process_alive(new_forker));
 }
+
+/// A container's processes start with every signal at its default, as crun's and
+/// docker's do: a pipeline whose reader ends early ends its writer quietly with
+/// SIGPIPE, instead of the writer failing with "Broken pipe".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_processes_start_with_no_signal_ignored() {
+    let Some(e) = env() else { return };
+    // The first container's shim is spawned, the next ones' forked.
+    for _ in 0..2 {
+        let (status, out, err) = e
+            .run(
+                e.spec()
+                    .network(NetworkMode::None)
+                    .cmd(["sh", "-c", "yes | head -n 1"]),
+            )
+            .await;
+        assert_eq!(status, ExitStatus::Exited(0), "{err}");
+        assert_eq!(out, "y\n");
+        assert_eq!(err, "", "the writer did not end quietly");
+        let (status, out, err) = e
+            .run(
+                e.spec()
+                    .network(NetworkMode::None)
+                    .cmd(["grep", "SigIgn", "/proc/self/status"]),
+            )
+            .await;
+        assert_eq!(status, ExitStatus::Exited(0), "{err}");
+        let ignored = u64::from_str_radix(out.trim().trim_start_matches("SigIgn:").trim(), 16)
+            .unwrap_or_else(|_| panic!("{out:?}"));
+        // Signals 1 to 31. The C library keeps 32 and 33 for itself and refuses to
+        // change them; a caller that ignores those passes them on.
+        assert_eq!(ignored & 0x7fff_ffff, 0, "ignored signals: {ignored:#x}");
+    }
+}

@@ -273,11 +273,42 @@ fn send(fd: &OwnedFd, msg: &Message) {
     let _ = nix::unistd::write(fd, msg.to_line().as_bytes());
 }
 
-/// Ignores SIGPIPE: a caller that stops reading must not kill the shim.
+/// Survives SIGPIPE: a caller that stops reading must not kill the shim (its write
+/// fails with `EPIPE` instead). With a handler that does nothing, not by ignoring the
+/// signal: an ignored signal stays ignored across `exec`, so the container's processes
+/// (forked from the shim) would start with SIGPIPE ignored, and `yes | head -n 1`
+/// would say "Broken pipe" instead of ending quietly; a handled one is reset to the
+/// default by `exec`, as in crun's and docker's containers. Every other signal the
+/// shim inherited as ignored is set back to its default, for the same reason.
 fn ignore_sigpipe() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: SIG_IGN runs no code in this process, so no handler can be unsound.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    extern "C" fn nothing(_: nix::libc::c_int) {}
+    // What the caller ignored (`nohup`'s SIGHUP, its runtime's SIGPIPE, anything its
+    // own caller left) is not the container's to inherit either: back to the default.
+    for signo in 1..=nix::libc::SIGRTMAX() {
+        if signo == nix::libc::SIGKILL || signo == nix::libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: reads the current disposition and, when it is SIG_IGN, sets SIG_DFL;
+        // neither runs code in this process.
+        unsafe {
+            let mut old: nix::libc::sigaction = std::mem::zeroed();
+            if nix::libc::sigaction(signo, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == nix::libc::SIG_IGN
+            {
+                let mut dfl: nix::libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = nix::libc::SIG_DFL;
+                let _ = nix::libc::sigaction(signo, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+    let action = SigAction::new(
+        SigHandler::Handler(nothing),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGPIPE, &action) };
 }
 
 /// Reaps every child that has ended; returns the init's status if it was among them.
