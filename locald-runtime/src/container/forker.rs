@@ -118,17 +118,9 @@ pub fn prefork() {
     if slot.is_some() {
         return;
     }
-    let Ok((ours, theirs)) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    ) else {
+    let Ok((ours, theirs)) = socket_pair() else {
         return;
     };
-    if receive_timeout(&ours).is_err() {
-        return;
-    }
     // SAFETY: this process has one thread (checked above), so the child may do
     // anything the parent could.
     match unsafe { nix::unistd::fork() } {
@@ -141,19 +133,13 @@ pub fn prefork() {
         }
         Ok(nix::unistd::ForkResult::Child) => {
             drop(ours);
-            let code = (|| {
-                nix::unistd::setsid().ok()?;
-                let null = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                    .ok()?;
-                for fd in 0..3 {
-                    nix::unistd::dup2(null.as_raw_fd(), fd).ok()?;
-                }
-                Some(serve_on(theirs))
-            })()
-            .unwrap_or(2);
+            let code = match nix::unistd::setsid()
+                .map_err(io::Error::from)
+                .and_then(|_| super::shim::stdio_to_null())
+            {
+                Ok(()) => serve_on(theirs),
+                Err(_) => 2,
+            };
             // Not `exit`: nothing of the program's own (atexit handlers, buffered
             // output) belongs to the forker.
             // SAFETY: ends this process at once, which is all the forker has left to do.
@@ -172,14 +158,22 @@ fn single_threaded() -> bool {
     })
 }
 
-/// A forker that never answers (a program that is not one) must not hold a
-/// container's start for ever.
-fn receive_timeout(socket: &OwnedFd) -> nix::Result<()> {
+/// The runtime's end and the forker's end of a new forker's socket. A forker that
+/// never answers (a program that is not one) must not hold a container's start for
+/// ever: the runtime's end gives up waiting for an answer after 5 s.
+fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
     nix::sys::socket::setsockopt(
-        socket,
+        &ours,
         nix::sys::socket::sockopt::ReceiveTimeout,
         &nix::sys::time::TimeVal::new(5, 0),
-    )
+    )?;
+    Ok((ours, theirs))
 }
 
 impl Forker {
@@ -198,15 +192,16 @@ impl Forker {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.launches = state.launches.saturating_add(1);
         if state.conn.is_none() {
-            state.conn = PREFORKED.lock().unwrap_or_else(|e| e.into_inner()).take();
-        }
-        if state.conn.is_none() && state.launches < 2 {
-            return None;
-        }
-        if state.conn.is_none() {
-            state.conn = start(program)
-                .inspect_err(|e| tracing::debug!(error = %e, "no shim forker"))
-                .ok();
+            // The one this process forked at its start, else, from the second
+            // container on, a new one.
+            let preforked = PREFORKED.lock().unwrap_or_else(|e| e.into_inner()).take();
+            state.conn = match preforked {
+                Some(conn) => Some(conn),
+                None if state.launches < 2 => return None,
+                None => start(program)
+                    .inspect_err(|e| tracing::debug!(error = %e, "no shim forker"))
+                    .ok(),
+            };
         }
         let socket = state.conn.as_ref()?.socket.as_ref()?;
         match request(socket, dirs, fds, env) {
@@ -224,12 +219,7 @@ impl Forker {
 /// session of its own, its stdio on `/dev/null`.
 fn start(program: &Path) -> io::Result<Conn> {
     use std::os::unix::process::CommandExt;
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
+    let (ours, theirs) = socket_pair()?;
     let theirs_raw = theirs.as_raw_fd();
     let mut cmd = std::process::Command::new(program);
     cmd.arg(super::shim::SHIM_ARG)
@@ -248,12 +238,10 @@ fn start(program: &Path) -> io::Result<Conn> {
     }
     let process = cmd.spawn()?;
     drop(theirs);
-    let conn = Conn {
+    Ok(Conn {
         socket: Some(ours),
         process: Process::Spawned(process),
-    };
-    receive_timeout(conn.socket.as_ref().expect("just set"))?;
-    Ok(conn)
+    })
 }
 
 /// Sends one request and reads the answer.
@@ -275,13 +263,11 @@ fn request(
     msg.extend_from_slice(targets.join(",").as_bytes());
     msg.push(0);
     let overridden = |k: &OsString| env.iter().any(|(key, _)| k.as_bytes() == key.as_bytes());
-    for (k, v) in std::env::vars_os().filter(|(k, _)| !overridden(k)) {
-        msg.extend_from_slice(k.as_bytes());
-        msg.push(b'=');
-        msg.extend_from_slice(v.as_bytes());
-        msg.push(0);
-    }
-    for (k, v) in env {
+    let inherited = std::env::vars_os().filter(|(k, _)| !overridden(k));
+    let added = env
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+    for (k, v) in inherited.chain(added) {
         msg.extend_from_slice(k.as_bytes());
         msg.push(b'=');
         msg.extend_from_slice(v.as_bytes());
@@ -433,35 +419,26 @@ fn fork_one(socket: &OwnedFd, req: Request, fds: Vec<OwnedFd>) -> u32 {
 /// In the forked child: the shim's session, descriptors and environment, then the
 /// shim's own `run`.
 fn become_shim(socket: &OwnedFd, req: Request, fds: Vec<OwnedFd>) -> i32 {
-    // SAFETY: restoring the default disposition installs no handler.
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGCHLD,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    };
+    // SIGCHLD, ignored here, goes back to its default with every other inherited
+    // ignored signal when the shim detaches (before it forks anything).
     let _ = nix::unistd::close(socket.as_raw_fd());
     if nix::unistd::setsid().is_err() {
         return 1;
     }
-    // Every source above the targets first, so that no dup2 overwrites a source still
-    // to be moved.
-    let mut high = Vec::new();
-    for fd in &fds {
-        match nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)) {
-            Ok(h) => high.push(h),
-            Err(_) => return 1,
-        }
-    }
+    let Ok(high) = fds
+        .iter()
+        .map(|fd| super::sys::copy_above(fd.as_raw_fd(), 100))
+        .collect::<io::Result<Vec<_>>>()
+    else {
+        return 1;
+    };
     drop(fds);
-    for (&from, &to) in high.iter().zip(&req.targets) {
-        if nix::unistd::dup2(from, to).is_err() {
+    for (from, &to) in high.iter().zip(&req.targets) {
+        if nix::unistd::dup2(from.as_raw_fd(), to).is_err() {
             return 1;
         }
     }
-    for from in high {
-        let _ = nix::unistd::close(from);
-    }
+    drop(high);
     for (k, _) in std::env::vars_os() {
         std::env::remove_var(k);
     }

@@ -882,8 +882,14 @@ async fn silent_shim_error(
 
 /// Waits until no shim holds the container's lock.
 async fn wait_shim_gone(dirs: &Dirs) {
+    poll_until(|| !state::shim_alive(dirs)).await;
+}
+
+/// Waits until `done` says so, looking again after 1 ms, then twice as long each
+/// time, up to every 25 ms.
+async fn poll_until(mut done: impl FnMut() -> bool) {
     let mut delay = Duration::from_millis(1);
-    while state::shim_alive(dirs) {
+    while !done() {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(25));
     }
@@ -1061,11 +1067,8 @@ impl ShimProcess {
         match self {
             ShimProcess::Spawned(child) => Some(child.wait().await),
             ShimProcess::Forked { pid, start, .. } => {
-                let mut delay = Duration::from_millis(1);
-                while start.is_some() && state::process_start_time(*pid) == *start {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(25));
-                }
+                let (pid, start) = (*pid, *start);
+                poll_until(|| start.is_none() || state::process_start_time(pid) != start).await;
                 None
             }
         }

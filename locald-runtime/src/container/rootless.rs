@@ -221,19 +221,14 @@ pub(crate) fn spawn_into(
     scope: Scope,
 ) -> io::Result<Mapper> {
     use nix::{
-        fcntl::{fcntl, FcntlArg},
         mount::{mount, MsFlags},
         sched::{unshare, CloneFlags},
     };
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     // High descriptors, out of the way of the ones the shim gets at fixed numbers
     // (those are moved into place by an earlier pre-exec step).
-    let high = |fd: OwnedFd| -> io::Result<OwnedFd> {
-        let dup = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(200))?;
-        // SAFETY: `dup` was just returned by fcntl and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(dup) })
-    };
+    let high = |fd: OwnedFd| super::sys::copy_above(fd.as_raw_fd(), 200);
     let (ready_r, ready_w) = nix::unistd::pipe()?;
     let (go_r, go_w) = nix::unistd::pipe()?;
     let (ready_r, ready_w, go_r, go_w) = (high(ready_r)?, high(ready_w)?, high(go_r)?, high(go_w)?);

@@ -280,7 +280,7 @@ fn send(fd: &OwnedFd, msg: &Message) {
 /// would say "Broken pipe" instead of ending quietly; a handled one is reset to the
 /// default by `exec`, as in crun's and docker's containers. Every other signal the
 /// shim inherited as ignored is set back to its default, for the same reason.
-fn ignore_sigpipe() {
+fn reset_signals() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     extern "C" fn nothing(_: nix::libc::c_int) {}
     // What the caller ignored (`nohup`'s SIGHUP, its runtime's SIGPIPE, anything its
@@ -344,9 +344,14 @@ fn detach() -> io::Result<()> {
     // The caller started the shim in a session of its own; it is the caller's child
     // until the caller exits, and then the system's.
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    ignore_sigpipe();
+    reset_signals();
     // The shim's own stdio goes nowhere: nothing it or the library prints may reach a
     // terminal or the container.
+    stdio_to_null()
+}
+
+/// Points descriptors 0, 1 and 2 at `/dev/null`.
+pub(crate) fn stdio_to_null() -> io::Result<()> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -957,7 +962,7 @@ fn exec(dirs: &Dirs, request: &str) -> i32 {
     let Some(status_fd) = take_fd(fds::SYNC) else {
         return 2;
     };
-    ignore_sigpipe();
+    reset_signals();
     let (pid, pty) = match exec_start(&dirs.run, request) {
         Ok(started) => started,
         Err(e) => {

@@ -5,7 +5,7 @@
 use std::{
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::fs::PermissionsExt,
     },
     path::{Path, PathBuf},
@@ -29,6 +29,15 @@ pub(super) fn sender(fd: OwnedFd) -> Result<tokio::net::unix::pipe::Sender> {
     tokio::net::unix::pipe::Sender::from_owned_fd(fd).map_err(|e| Error::io("watching a pipe", e))
 }
 
+/// A close-on-exec copy of `fd` numbered `floor` or above, out of the way of the
+/// descriptors a child gets at fixed low numbers, so that moving those into place
+/// overwrites no source still to be moved.
+pub(super) fn copy_above(fd: RawFd, floor: RawFd) -> io::Result<OwnedFd> {
+    let dup = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor))?;
+    // SAFETY: `dup` was just returned by fcntl and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
 /// Arranges for each `(fd, target)` to be the child's descriptor `target`, and, with
 /// `new_session`, for the child to lead a new session (so that a Ctrl-C at the caller's
 /// terminal does not reach it). Returns the temporary copies, to keep alive until the
@@ -38,16 +47,13 @@ pub(super) fn map_fds(
     fds: Vec<(OwnedFd, i32)>,
     new_session: bool,
 ) -> Result<Vec<OwnedFd>> {
-    // Move every source above the targets first, so that no dup2 overwrites a source
-    // that is still to be moved.
     let mut high = Vec::new();
     let mut plan = Vec::new();
     for (fd, target) in fds {
-        let dup = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
-            .map_err(|e| Error::io("duplicating a descriptor", e.into()))?;
-        // SAFETY: `dup` was just returned by fcntl and nothing else owns it.
-        high.push(unsafe { OwnedFd::from_raw_fd(dup) });
-        plan.push((dup, target));
+        let dup = copy_above(fd.as_raw_fd(), 100)
+            .map_err(|e| Error::io("duplicating a descriptor", e))?;
+        plan.push((dup.as_raw_fd(), target));
+        high.push(dup);
     }
     // SAFETY: the closure runs in the forked child before exec and calls only dup2 and
     // setsid (nix's thin wrappers, no allocation), which are async-signal-safe; dup2
