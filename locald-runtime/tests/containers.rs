@@ -15,7 +15,7 @@ use locald_core::{
     NetworkMode, Runtime, Signal,
 };
 use locald_runtime::{testing, ContainerRuntime};
-use locald_test_support::{Compression, Layer, Layout};
+use locald_test_support::{cmdline_of, parent_of, Compression, Layer, Layout};
 use tokio::io::AsyncReadExt;
 
 struct Env {
@@ -808,18 +808,6 @@ async fn tty_and_stdin() {
     h.wait().await.unwrap();
     let id = h.id().to_owned();
     e.rt.remove_container(&id, false).await.unwrap();
-}
-
-/// The parent pid of `pid`, from `/proc`.
-fn parent_of(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit(')').next().unwrap();
-    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn cmdline_of(pid: u32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
 }
 
 /// From its second container on, a runtime has its shims forked by a resident forker

@@ -760,26 +760,13 @@ mod containers {
         }
     }
 
-    fn parent_of(pid: u32) -> u32 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let rest = stat.rsplit(')').next().unwrap_or_default();
-        rest.split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn cmdline_of(pid: u32) -> String {
-        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-            .replace('\0', " ")
-    }
-
     /// `locald run` forks its container's helper from a forker that it forked from
     /// itself at its start, instead of executing the helper: the helper has the CLI's
     /// command line and is the forker's child, the forker the CLI's. The forker ends
     /// with the CLI.
     #[test]
     fn the_cli_forks_the_container_helper_instead_of_executing_it() {
+        use locald_test_support::{cmdline_of, parent_of};
         let Some(r) = rootfs() else { return };
         let l = Locald::new();
         let mut cli = l

@@ -82,21 +82,32 @@ pub fn process_alive(pid: u32) -> bool {
     })
 }
 
+/// The parent of process `pid` (0 when it is gone).
+pub fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The command line of process `pid`, its arguments joined by spaces (empty when it
+/// is gone).
+pub fn cmdline_of(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
 /// The command lines (arguments joined by spaces) of the processes whose command line
 /// mentions `needle`, as a leak check looks for what a test left running.
 pub fn processes_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .map(|dir| {
             dir.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .bytes()
-                        .all(|b| b.is_ascii_digit())
-                })
-                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .filter(|c| c.contains(needle))
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                .map(cmdline_of)
+                .filter(|c| !c.is_empty() && c.contains(needle))
                 .collect()
         })
         .unwrap_or_default()
