@@ -1007,7 +1007,8 @@ fn exec_start(dir: &Path, request: &str) -> Result<(i32, Option<OwnedFd>), ShimE
         let listener =
             std::os::unix::net::UnixListener::bind(&name).map_err(ShimError::ConsoleSocket)?;
         builder = builder.with_console_socket(Some(dir.join(&name)));
-        // Received (and sized) as soon as it is sent, before the command runs on.
+        // Received and sized as soon as it is sent; the process waits for the size
+        // before it becomes the command (`SizedTerminal`).
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let received = receive_pty(&listener).inspect(|pty| {
@@ -1019,6 +1020,9 @@ fn exec_start(dir: &Path, request: &str) -> Result<(i32, Option<OwnedFd>), ShimE
             let _ = tx.send(received);
         });
         terminal = Some(rx);
+    }
+    if req.tty && req.terminal_size.is_some() {
+        builder = builder.with_executor(SizedTerminal);
     }
     let built = builder
         .as_tenant()
@@ -1122,6 +1126,52 @@ fn exec_terminal(pty: OwnedFd) -> std::sync::mpsc::Receiver<()> {
 }
 
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, libc::winsize);
+
+/// Runs an exec'd command on a terminal only once the terminal has its size.
+///
+/// The runtime library makes the terminal in the new process, sends it to this shim,
+/// and goes straight on to the command, so the shim's sizing raced with the command's
+/// first look at its size (a program saw 0x0, then a resize it never asked for). The
+/// process now waits, on its own terminal, until the shim has sized it (microseconds,
+/// bounded by [`TERMINAL_SIZE_WAIT`]) and only then becomes the command.
+#[derive(Clone)]
+struct SizedTerminal;
+
+/// How long an exec'd process waits for its terminal's size before it runs anyway.
+const TERMINAL_SIZE_WAIT: Duration = Duration::from_secs(2);
+
+impl libcontainer::workload::Executor for SizedTerminal {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        let deadline = std::time::Instant::now() + TERMINAL_SIZE_WAIT;
+        loop {
+            let mut ws = libc::winsize {
+                ws_row: 0,
+                ws_col: 0,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCGWINSZ writes one `winsize` to the pointer, which outlives the call.
+            let sized = unsafe { tiocgwinsz(libc::STDIN_FILENO, &mut ws) }.is_ok()
+                && (ws.ws_row, ws.ws_col) != (0, 0);
+            if sized || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+}
 
 /// Sets a terminal's size; its foreground process group gets `SIGWINCH`.
 fn set_terminal_size(pty: &impl AsRawFd, size: locald_core::TerminalSize) -> io::Result<()> {

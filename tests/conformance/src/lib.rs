@@ -693,6 +693,24 @@ pub mod cases {
             stderr.read_to_string(&mut err).await.unwrap();
         }
         assert_eq!(err, "", "a terminal carries all of the output");
+
+        // The size is there from the command's first instruction, every time: a command
+        // that asked at once could see none (its terminal was sized while it ran).
+        for _ in 0..20 {
+            let command = Command::new("stty")
+                .arg("size")
+                .terminal_size(TerminalSize::new(33, 111))
+                .stdout(Stdio::Piped);
+            let mut process = rt.exec(&id, command).await.unwrap();
+            let mut out = process.take_stdout().expect("the terminal's output");
+            let mut seen = String::new();
+            read_until(&mut out, &mut seen, "33 111\r\n").await;
+            assert_eq!(
+                process.wait().await.unwrap(),
+                ExitStatus::Exited(0),
+                "{seen:?}"
+            );
+        }
         rt.remove_container(&id, true).await.unwrap();
     }
 }
