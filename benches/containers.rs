@@ -9,7 +9,9 @@
 //! serves as its own container shim.
 //!
 //! Environment: `LOCALD_BENCH_ITERS` (default 200; 3 when run as a test),
-//! `LOCALD_BENCH_ROOTFS` (default: the shared busybox fixture). Prints
+//! `LOCALD_BENCH_ROOTFS` (default: the shared busybox fixture), `LOCALD_BENCH_PAUSE_MS`
+//! (default 0: a pause before each iteration, untimed, so that each container starts
+//! on a quiet host as a lone one does, not right after the last). Prints
 //! `sdk_run_true_median_ms <value>` on the last line.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -34,6 +36,12 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if as_bench { 200 } else { 3 });
+    let pause = std::time::Duration::from_millis(
+        std::env::var("LOCALD_BENCH_PAUSE_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    );
     let rootfs = match std::env::var_os("LOCALD_BENCH_ROOTFS") {
         Some(p) => p.into(),
         None => native::testing::shared_busybox_rootfs().expect("busybox rootfs"),
@@ -52,6 +60,7 @@ fn main() {
                 .network(locald::NetworkMode::None)
                 .build()
                 .expect("a valid spec");
+            std::thread::sleep(pause);
             let start = Instant::now();
             let mut handle = rt.run_container(spec).await.expect("run_container");
             let status = handle.wait().await.expect("wait");

@@ -150,6 +150,9 @@ pub fn main() -> ExitCode {
         && std::env::var_os("LOCALD_HOST").is_none_or(|h| h.is_empty())
     {
         locald::native::prefork_shim_forker();
+        // Then the kernel's wait before the container's first move into its cgroups
+        // passes while this process parses and prepares.
+        locald::native::prime_cgroup_attach();
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);

@@ -13,6 +13,9 @@ pub fn run_if_requested() {}
 /// Does nothing: there is no container shim on this platform.
 pub fn prefork_shim_forker() {}
 
+/// Does nothing: there are no cgroups on this platform.
+pub fn prime_cgroup_attach() {}
+
 /// The shim's entry point; on this platform it always fails.
 pub fn shim_main(_args: &[String]) -> i32 {
     2

@@ -44,12 +44,13 @@ pub mod util;
 
 #[cfg(target_os = "linux")]
 pub use container::{
-    prefork_shim_forker, rootless_readiness, run_if_requested, shim_main, ContainerRuntime,
-    RootlessCheck, SHIM_ARG,
+    prefork_shim_forker, prime_cgroup_attach, rootless_readiness, run_if_requested, shim_main,
+    ContainerRuntime, RootlessCheck, SHIM_ARG,
 };
 #[cfg(not(target_os = "linux"))]
 pub use container_other::{
-    prefork_shim_forker, run_if_requested, shim_main, ContainerRuntime, SHIM_ARG,
+    prefork_shim_forker, prime_cgroup_attach, run_if_requested, shim_main, ContainerRuntime,
+    SHIM_ARG,
 };
 /// The OCI specification types locald uses, re-exported so that callers name the same
 /// versions.

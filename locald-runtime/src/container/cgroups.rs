@@ -2,6 +2,9 @@
 //! mounted hierarchy (v1, hybrid or v2), read its OOM-kill count, and remove what the
 //! runtime library left.
 //!
+//! It also starts the kernel's wait before the first move of a process into a cgroup
+//! early ([`prime_attach`]).
+//!
 //! Containers live under a `locald` parent cgroup (`/locald/<id>`), kept between
 //! containers like docker's `/docker`: removing the shared parent while another
 //! container is being created under it would race with that creation.
@@ -53,5 +56,131 @@ pub(crate) fn oom_kills(id: &str) -> u64 {
 pub(crate) fn remove(id: &str) {
     for dir in dirs(id) {
         let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// Starts, on a thread of its own, the wait that the kernel makes the first move of a
+/// process into a cgroup pay, so that it passes while the container is being prepared.
+///
+/// A write of a pid to `cgroup.procs` takes the kernel's global cgroup threadgroup lock
+/// for writing, which first waits for an RCU grace period unless another writer held it
+/// within about the last one. The grace period is 8-20 ms on some kernels (6.18 here),
+/// more than everything else a container start does, and the runtime library's move of
+/// the container's first process into its cgroups pays it in full. This thread makes the
+/// same kind of write at once, a move of this process into the cgroup it is already in
+/// (nothing changes), so the runtime library's move only waits for what is left of it.
+/// Without the right to write there (a rootless caller on cgroup v1) it does nothing.
+pub(crate) fn prime_attach() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PRIMING: AtomicBool = AtomicBool::new(false);
+    if PRIMING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let file = own_procs_file().and_then(|p| std::fs::OpenOptions::new().write(true).open(p).ok());
+    let Some(mut file) = file else {
+        PRIMING.store(false, Ordering::Release);
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("cgroup-prime".into())
+        .spawn(move || {
+            use std::io::Write;
+            let _ = file.write_all(std::process::id().to_string().as_bytes());
+            PRIMING.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        PRIMING.store(false, Ordering::Release);
+    }
+}
+
+/// The `cgroup.procs` file of the cgroup this process is in, in the first hierarchy
+/// where it can be found.
+fn own_procs_file() -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mounts = crate::host::mounts(Path::new("/proc/self/mountinfo"));
+    procs_files(&own, &mounts).into_iter().find(|f| f.is_file())
+}
+
+/// Where the `cgroup.procs` files of the cgroups that `own` (a `/proc/<pid>/cgroup`)
+/// names are, in the hierarchies mounted as `mounts` says, in `own`'s order.
+fn procs_files(own: &str, mounts: &[procfs_core::process::MountInfo]) -> Vec<PathBuf> {
+    own.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let mount = mounts.iter().find(|m| match m.fs_type.as_str() {
+                "cgroup2" => controllers.is_empty(),
+                "cgroup" => {
+                    !controllers.is_empty()
+                        && controllers
+                            .split(',')
+                            .all(|c| m.super_options.contains_key(c))
+                }
+                _ => false,
+            })?;
+            // Inside a cgroup namespace the mount's root is where the paths start.
+            let rel = Path::new(path).strip_prefix(&mount.root).ok()?;
+            Some(mount.mount_point.join(rel).join("cgroup.procs"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mounts(text: &str) -> Vec<procfs_core::process::MountInfo> {
+        text.lines()
+            .map(|l| procfs_core::process::MountInfo::from_line(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_procs_file_of_each_hierarchy_this_process_is_in() {
+        let hybrid = mounts(
+            "33 26 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+             35 26 0:30 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             36 26 0:31 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
+             37 26 0:32 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd",
+        );
+        let own = "9:name=systemd:/user.slice\n5:pids:/user.slice/u\n3:cpu,cpuacct:/\n0::/x";
+        assert_eq!(
+            procs_files(own, &hybrid),
+            [
+                "/sys/fs/cgroup/pids/user.slice/u/cgroup.procs",
+                "/sys/fs/cgroup/cpu,cpuacct/cgroup.procs",
+                "/sys/fs/cgroup/unified/x/cgroup.procs",
+            ]
+            .map(PathBuf::from)
+        );
+        // cgroup v2 in a cgroup namespace whose root is the container's cgroup.
+        let v2 = mounts("40 30 0:27 /locald/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw");
+        assert_eq!(
+            procs_files("0::/locald/abc/sub\n", &v2),
+            [PathBuf::from("/sys/fs/cgroup/sub/cgroup.procs")]
+        );
+        assert!(procs_files("0::/elsewhere\n", &v2).is_empty());
+    }
+
+    /// Priming moves this process nowhere: it stays in the cgroups it was in.
+    #[test]
+    fn priming_leaves_the_process_where_it_was() {
+        let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        if let Some(file) = own_procs_file() {
+            let listed = std::fs::read_to_string(&file).unwrap();
+            let pid = std::process::id().to_string();
+            assert!(
+                listed.lines().any(|l| l == pid),
+                "{} lists {listed}",
+                file.display()
+            );
+        }
+        prime_attach();
+        // The write is on a thread of its own; give it time to land.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+            before
+        );
     }
 }
