@@ -490,6 +490,9 @@ fn run(dirs: &Dirs, in_userns: bool) -> i32 {
         listeners,
     );
     t.end();
+    // The container's processes are gone (its init was the last of its PID namespace):
+    // its root filesystem comes down beside the rest of the clean-up.
+    let unmounting = unmount_in_background(dirs);
     let t = timing::phase("shim: oom check + state.json exited");
     let oom = oom_killed(&cfg.id);
     if let Ok(mut st) = state::read_state(dirs) {
@@ -500,7 +503,7 @@ fn run(dirs: &Dirs, in_userns: bool) -> i32 {
         let _ = state::write_json(&dirs.state_file(), &st);
     }
     t.end();
-    cleanup(dirs, &cfg);
+    cleanup_with(dirs, &cfg, unmounting);
     let t = timing::phase("shim: state removal (--rm)");
     if cfg.auto_remove {
         let layout = state::Layout {
@@ -575,6 +578,25 @@ fn keep_failed_config(dirs: &Dirs) {
 
 /// Removes the runtime library's container (its cgroup), unmounts the root.
 fn cleanup(dirs: &Dirs, cfg: &ShimConfig) {
+    cleanup_with(dirs, cfg, None);
+}
+
+/// Unmounts and removes the container's root filesystem on a thread of its own, so
+/// that it overlaps the runtime library's clean-up (each waits on the kernel more than
+/// it computes); `None` if no thread could be made.
+fn unmount_in_background(dirs: &Dirs) -> Option<std::thread::JoinHandle<()>> {
+    let data = dirs.data.clone();
+    std::thread::Builder::new()
+        .name("unmount".into())
+        .spawn(move || {
+            let _t = timing::phase("shim: unmount");
+            rootfs::unmount_rootfs(&data);
+        })
+        .ok()
+}
+
+/// [`cleanup`], with the root filesystem's unmount already under way on `unmounting`.
+fn cleanup_with(dirs: &Dirs, cfg: &ShimConfig, unmounting: Option<std::thread::JoinHandle<()>>) {
     let lc = dirs.lc_root().join(&cfg.id);
     let t = timing::phase("shim: libcontainer delete");
     if lc.exists() {
@@ -592,8 +614,14 @@ fn cleanup(dirs: &Dirs, cfg: &ShimConfig) {
     let t = timing::phase("shim: cgroup removal");
     super::cgroups::remove(&cfg.id);
     t.end();
-    let _t = timing::phase("shim: unmount");
-    rootfs::unmount_rootfs(&dirs.data);
+    match unmounting.map(std::thread::JoinHandle::join) {
+        Some(Ok(())) => {}
+        // No thread, or it panicked: unmount here (unmounting again is harmless).
+        _ => {
+            let _t = timing::phase("shim: unmount");
+            rootfs::unmount_rootfs(&dirs.data);
+        }
+    }
 }
 
 /// True when the container's memory cgroup saw an OOM kill.
