@@ -463,13 +463,14 @@ fn run(dirs: &Dirs, in_userns: bool) -> i32 {
             return 1;
         }
     };
-    let t = timing::phase("shim: state.json running");
-    if let Ok(mut st) = state::read_state(dirs) {
-        st.phase = state::Phase::Running;
-        st.pid = Some(started.init as u32);
-        st.pid_start = state::process_start_time(started.init as u32);
-        let _ = state::write_json(&dirs.state_file(), &st);
-    }
+    let t = timing::phase("shim: start record (started.json)");
+    let _ = state::write_started(
+        dirs,
+        state::Started {
+            pid: started.init as u32,
+            pid_start: state::process_start_time(started.init as u32),
+        },
+    );
     t.end();
     if let Some(s) = sync {
         send(

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! $LOCALD_HOME/containers/<id>/       the data directory
-//!     state.json      what list/inspect report (written with temp + rename)
+//!     state.json      what list/inspect report (written with temp + rename) while
+//!                     the container is created and once it has exited
 //!     rootfs/         the overlay mount point; upper/ and work/ beside it
 //!     container.log   stdout and stderr, framed (see `logs`)
 //!     shim.log        the shim's own diagnostics (never the container's output)
@@ -18,6 +19,8 @@
 //!     shim.json       what the shim needs to start and supervise the container
 //!     hosts, hostname, resolv.conf   bind-mounted into the container
 //!     lock            flock-ed by the shim for as long as it supervises
+//!     started.json    the running container's init (pid, start time): what makes
+//!                     `state.json`'s "created" read as running (see `read_state`)
 //!     lc/             the runtime library's own state
 //! $LOCALD_HOME/container-names/<name>   the id, created exclusively: names are unique
 //! $LOCALD_HOME/volumes/<name>/_data     named volumes
@@ -161,6 +164,10 @@ impl Dirs {
     /// The OCI bundle's configuration.
     pub(crate) fn config_file(&self) -> PathBuf {
         self.run.join("config.json")
+    }
+    /// The record of the container's start, beside the runtime files.
+    pub(crate) fn started_file(&self) -> PathBuf {
+        self.run.join("started.json")
     }
     pub(crate) fn rootfs(&self) -> PathBuf {
         self.data.join("rootfs")
@@ -324,9 +331,42 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result
     serde_json::from_slice(&bytes).map_err(io::Error::other)
 }
 
-/// Reads a container's `state.json`.
+/// What the shim records, in the runtime directory, once the container has started.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Started {
+    pub(crate) pid: u32,
+    pub(crate) pid_start: Option<u64>,
+}
+
+/// Records that the container started, with its init: on the runtime directory's
+/// tmpfs, since a start record only means something until the machine restarts, so
+/// that a start does not wait on the disk (`state.json` is written on disk again when
+/// the container exits).
+pub(crate) fn write_started(dirs: &Dirs, started: Started) -> io::Result<()> {
+    write_json(&dirs.started_file(), &started)
+}
+
+/// Reads a container's state: `state.json`, with the start record over it.
+///
+/// `state.json` says "created" until the container exits; the start record in the
+/// runtime directory makes that "running", with the init's pid. A created container
+/// whose runtime directory is gone was running, or starting, when the machine
+/// restarted: it reads as running, and its missing shim makes it exited (see
+/// [`State::summary`]), as before the two records were split.
 pub(crate) fn read_state(dirs: &Dirs) -> io::Result<State> {
-    read_json(&dirs.state_file())
+    let mut st: State = read_json(&dirs.state_file())?;
+    if st.phase == Phase::Created {
+        match read_json::<Started>(&dirs.started_file()) {
+            Ok(started) => {
+                st.phase = Phase::Running;
+                st.pid = Some(started.pid);
+                st.pid_start = started.pid_start;
+            }
+            Err(_) if !dirs.run.exists() => st.phase = Phase::Running,
+            Err(_) => {}
+        }
+    }
+    Ok(st)
 }
 
 /// True while a shim holds the container's lock.
@@ -449,6 +489,80 @@ mod tests {
 
     fn id() -> String {
         new_id().unwrap()
+    }
+
+    /// A container's state as `list` reports it: created until the shim records the
+    /// start in the runtime directory, running while the shim lives, exited once it is
+    /// gone; and exited after a restart of the machine, which empties the tmpfs.
+    #[test]
+    fn the_start_record_makes_a_created_container_running_until_a_restart() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            home: home.path().join("locald"),
+        };
+        let id = id();
+        let dirs = layout.dirs(&id);
+        fs::create_dir_all(&dirs.data).unwrap();
+        layout.create_run_dir(&dirs).unwrap();
+        let spec = ContainerSpec::builder_from_rootfs("/").build().unwrap();
+        let created = State {
+            id: id.clone(),
+            name: "web".into(),
+            image: None,
+            command: vec!["true".into()],
+            created: now(),
+            phase: Phase::Created,
+            pid: None,
+            pid_start: None,
+            exit: None,
+            oom_killed: false,
+            finished: None,
+            ports: vec![],
+            spec,
+            error: None,
+        };
+        write_json(&dirs.state_file(), &created).unwrap();
+        let st = read_state(&dirs).unwrap();
+        assert_eq!(st.summary(false).state, ContainerState::Created);
+
+        write_started(
+            &dirs,
+            Started {
+                pid: 4242,
+                pid_start: Some(7),
+            },
+        )
+        .unwrap();
+        let st = read_state(&dirs).unwrap();
+        assert_eq!(
+            (st.phase, st.pid, st.pid_start),
+            (Phase::Running, Some(4242), Some(7))
+        );
+        assert_eq!(st.summary(true).state, ContainerState::Running);
+        assert_eq!(st.summary(true).pid, Some(4242));
+        // The shim died without recording an exit.
+        assert_eq!(
+            st.summary(false).state,
+            ContainerState::Exited(ExitStatus::Exited(-1))
+        );
+        // The exit recorded on disk is what counts from then on.
+        let mut exited = st.clone();
+        exited.phase = Phase::Exited;
+        exited.exit = Some(ExitStatus::Exited(3));
+        write_json(&dirs.state_file(), &exited).unwrap();
+        assert_eq!(
+            read_state(&dirs).unwrap().summary(false).state,
+            ContainerState::Exited(ExitStatus::Exited(3))
+        );
+
+        // A restart: state.json still says created, and the runtime directory is gone.
+        write_json(&dirs.state_file(), &created).unwrap();
+        fs::remove_dir_all(&dirs.run).unwrap();
+        assert_eq!(
+            read_state(&dirs).unwrap().summary(false).state,
+            ContainerState::Exited(ExitStatus::Exited(-1))
+        );
+        dirs.remove().unwrap();
     }
 
     #[test]
