@@ -145,13 +145,14 @@ pub fn main() -> ExitCode {
     // (each page written after the fork is copied), so that the helper is forked from
     // it instead of executed. Only for the plain form `locald run ...` without a daemon
     // host; the call does nothing without root.
-    let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "run")
-        && std::env::var_os("LOCALD_HOST").is_none_or(|h| h.is_empty())
-    {
+    let verb = std::env::args_os().nth(1);
+    let local = std::env::var_os("LOCALD_HOST").is_none_or(|h| h.is_empty());
+    if local && verb.as_deref().is_some_and(|a| a == "run") {
         locald::native::prefork_shim_forker();
-        // Then the kernel's wait before the container's first move into its cgroups
-        // passes while this process parses and prepares.
+    }
+    // The kernel's wait before a process's first move into a container's cgroups then
+    // passes while this process parses and prepares (`run`, `exec`).
+    if local && verb.as_deref().is_some_and(|a| a == "run" || a == "exec") {
         locald::native::prime_cgroup_attach();
     }
     let cli = Cli::parse();
