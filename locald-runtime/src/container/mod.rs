@@ -565,22 +565,14 @@ impl ContainerRuntime {
                 .entry(key.clone())
                 .or_insert_with(|| value.clone());
         }
-        let st = state::State {
-            id: id.clone(),
-            name: name.to_owned(),
-            image: source.image.clone(),
-            command: plan.args.clone(),
-            created: state::now(),
-            phase: Phase::Created,
-            pid: None,
-            pid_start: None,
-            exit: None,
-            oom_killed: false,
-            finished: None,
+        let st = state::State::created(
+            id.clone(),
+            name.to_owned(),
+            source.image.clone(),
+            plan.args.clone(),
             ports,
-            spec: recorded,
-            error: None,
-        };
+            recorded,
+        );
         state::write_json(&dirs.state_file(), &st)
             .map_err(|e| Error::io(format!("writing state.json in {}", dirs.data.display()), e))?;
         Ok(())

@@ -283,6 +283,33 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// A container just created: not started, nothing of its run recorded yet.
+    pub(crate) fn created(
+        id: String,
+        name: String,
+        image: Option<ImageRef>,
+        command: Vec<String>,
+        ports: Vec<PortMapping>,
+        spec: ContainerSpec,
+    ) -> Self {
+        State {
+            id,
+            name,
+            image,
+            command,
+            created: now(),
+            phase: Phase::Created,
+            pid: None,
+            pid_start: None,
+            exit: None,
+            oom_killed: false,
+            finished: None,
+            ports,
+            spec,
+            error: None,
+        }
+    }
+
     pub(crate) fn summary(&self, shim_alive: bool) -> ContainerSummary {
         let state = match self.phase {
             Phase::Created => ContainerState::Created,
@@ -505,22 +532,14 @@ mod tests {
         fs::create_dir_all(&dirs.data).unwrap();
         layout.create_run_dir(&dirs).unwrap();
         let spec = ContainerSpec::builder_from_rootfs("/").build().unwrap();
-        let created = State {
-            id: id.clone(),
-            name: "web".into(),
-            image: None,
-            command: vec!["true".into()],
-            created: now(),
-            phase: Phase::Created,
-            pid: None,
-            pid_start: None,
-            exit: None,
-            oom_killed: false,
-            finished: None,
-            ports: vec![],
+        let created = State::created(
+            id.clone(),
+            "web".into(),
+            None,
+            vec!["true".into()],
+            vec![],
             spec,
-            error: None,
-        };
+        );
         write_json(&dirs.state_file(), &created).unwrap();
         let st = read_state(&dirs).unwrap();
         assert_eq!(st.summary(false).state, ContainerState::Created);
