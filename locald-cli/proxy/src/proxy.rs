@@ -300,9 +300,9 @@ impl Proxy {
     /// The proxy with another header timeout (default [`HEADER_TIMEOUT`]): a client
     /// that opens a connection and sends nothing, or a request head slowly (a
     /// slowloris), or leaves an HTTP/1.1 connection idle between requests, is
-    /// disconnected after it, so it cannot hold connections open for ever. (An
-    /// HTTP/2 connection chosen by ALPN is not bounded before its preface: hyper's
-    /// HTTP/2 server has no handshake timeout.)
+    /// disconnected after it, so it cannot hold connections open for ever; an HTTP/2
+    /// connection is closed (with a GOAWAY once it has been set up) if no request has
+    /// come in that time.
     pub fn header_timeout(self, timeout: Duration) -> Self {
         Proxy(Arc::new(ProxyInner {
             routes: RouteCache::new(self.routes().clone()),
@@ -468,7 +468,11 @@ impl Proxy {
         let backend = Arc::new(tokio::sync::Mutex::new(None));
         let timeout = self.0.header_timeout;
         let either = self.conn_builder();
+        // Whether a request came in: an HTTP/2 connection without one is bounded below.
+        let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = requested.clone();
         let svc = hyper::service::service_fn(move |req| {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
             let this = self.clone();
             let backend = backend.clone();
             async move { Ok::<_, Infallible>(this.handle(req, peer, proto, &backend).await) }
@@ -483,10 +487,27 @@ impl Proxy {
                 .with_upgrades()
                 .await
                 .map_err(Into::into),
-            Speaks::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, svc)
-                .await
-                .map_err(Into::into),
+            Speaks::Http2 => {
+                // hyper's HTTP/2 server waits for the client's preface and first request
+                // without a time limit of its own.
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    served = conn.as_mut() => served.map_err(Into::into),
+                    () = tokio::time::sleep(timeout) => {
+                        if !requested.load(std::sync::atomic::Ordering::Relaxed) {
+                            tracing::debug!("connection from {peer}: no HTTP/2 request in time");
+                            conn.as_mut().graceful_shutdown();
+                            // A client that never finished its preface gets no GOAWAY:
+                            // the connection just closes.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                            return;
+                        }
+                        conn.await.map_err(Into::into)
+                    }
+                }
+            }
             Speaks::Either => either.serve_connection_with_upgrades(io, svc).await,
         };
         if let Err(e) = served {

@@ -131,6 +131,11 @@ fn client(s: &Setup, http1: bool) -> reqwest::Client {
 
 /// A TLS connection to the proxy that trusts only its CA and offers HTTP/1.1 by ALPN.
 async fn tls_http1(s: &Setup) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_speaking(s, b"http/1.1").await
+}
+
+/// A TLS connection to the proxy that chose `alpn` (`http/1.1` or `h2`).
+async fn tls_speaking(s: &Setup, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(s.ca.root_pem().as_bytes()).unwrap())
@@ -142,12 +147,14 @@ async fn tls_http1(s: &Setup) -> tokio_rustls::client::TlsStream<TcpStream> {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(s.https).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from(HOST).unwrap(), tcp)
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    tls
 }
 
 fn url(s: &Setup, path: &str) -> String {
@@ -433,6 +440,19 @@ async fn stalled_and_idle_clients_are_disconnected_after_the_header_timeout() {
     let (got, closed) = until_closed(&mut tls, Instant::now()).await;
     closed_in_time("nothing sent over TLS", closed);
     assert_eq!(got, "");
+
+    // HTTP/2 by ALPN: nothing after the handshake, then only the client's preface and
+    // settings, without a request.
+    let mut tls = tls_speaking(&s, b"h2").await;
+    let (_, closed) = until_closed(&mut tls, Instant::now()).await;
+    closed_in_time("nothing sent over HTTP/2", closed);
+    let mut tls = tls_speaking(&s, b"h2").await;
+    let since = Instant::now();
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let (_, closed) = until_closed(&mut tls, since).await;
+    closed_in_time("an HTTP/2 preface without a request", closed);
 
     // TLS: a request still reaches the service after all that.
     let mut tls = tls_http1(&s).await;
