@@ -161,24 +161,27 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Waits, for at most `within`, until `tcp` holds enough bytes to tell HTTP/1 from
-/// HTTP/2: the whole preface, or a byte that differs from it. False when the client
-/// sent too little in time, or closed.
-async fn first_bytes(tcp: &tokio::net::TcpStream, within: Duration) -> bool {
+/// HTTP/2 (the whole preface, or a byte that differs from it), and says which it is.
+/// None when the client sent too little in time, or closed.
+async fn first_bytes(tcp: &tokio::net::TcpStream, within: Duration) -> Option<Speaks> {
     let tell = async {
         let mut buf = [0u8; H2_PREFACE.len()];
         loop {
             let n = match tcp.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return None,
                 Ok(n) => n,
             };
-            if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
-                return true;
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(Speaks::Http1);
+            }
+            if n == buf.len() {
+                return Some(Speaks::Http2);
             }
             // A prefix of the preface: wait for more than these bytes.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    tokio::time::timeout(within, tell).await.unwrap_or(false)
+    tokio::time::timeout(within, tell).await.ok().flatten()
 }
 
 fn full(s: impl Into<Bytes>) -> Body {
@@ -245,14 +248,12 @@ struct ProxyInner {
 /// same order (60 s) and its idle `keepalive_timeout` (75 s).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which HTTP a connection speaks.
+/// Which HTTP a connection speaks: chosen by ALPN during a TLS handshake, or told by
+/// a plain connection's first bytes (HTTP/2 with prior knowledge sends its preface).
 #[derive(Clone, Copy)]
 enum Speaks {
-    /// Chosen by ALPN during the TLS handshake (`h2` or HTTP/1.1), so nothing is sniffed.
     Http1,
     Http2,
-    /// Plain HTTP: HTTP/1.x, or HTTP/2 with prior knowledge, told by the first bytes.
-    Either,
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -427,10 +428,10 @@ impl Proxy {
     ) {
         // hyper tells HTTP/2 from HTTP/1 by the first bytes, with no time limit of its
         // own: a client that connects and sends nothing is bounded here.
-        if !first_bytes(&tcp, self.0.header_timeout).await {
+        let Some(speaks) = first_bytes(&tcp, self.0.header_timeout).await else {
             tracing::debug!("connection from {peer}: nothing sent in time");
             return;
-        }
+        };
         let io = TokioIo::new(tcp);
         match https_port {
             Some(port) => {
@@ -439,7 +440,7 @@ impl Proxy {
                 });
                 let _ = self.conn_builder().serve_connection(io, svc).await;
             }
-            None => self.serve_conn(io, peer, "http", Speaks::Either).await,
+            None => self.serve_conn(io, peer, "http", speaks).await,
         }
     }
 
@@ -467,7 +468,6 @@ impl Proxy {
         // upstream connection busy for one client request at a time.
         let backend = Arc::new(tokio::sync::Mutex::new(None));
         let timeout = self.0.header_timeout;
-        let either = self.conn_builder();
         // Whether a request came in: an HTTP/2 connection without one is bounded below.
         let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = requested.clone();
@@ -477,8 +477,9 @@ impl Proxy {
             let backend = backend.clone();
             async move { Ok::<_, Infallible>(this.handle(req, peer, proto, &backend).await) }
         });
-        // (hyper-util's `auto` builder sniffs the version even when told which one
-        // with upgrades on, so a protocol that ALPN chose goes to its own builder.)
+        // Each protocol goes to its own builder, as `first_bytes` or ALPN told it:
+        // hyper-util's `auto` builder would sniff the version again (even when told
+        // which one, with upgrades on).
         let served: Result<(), Box<dyn std::error::Error + Send + Sync>> = match speaks {
             Speaks::Http1 => hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -508,7 +509,6 @@ impl Proxy {
                     }
                 }
             }
-            Speaks::Either => either.serve_connection_with_upgrades(io, svc).await,
         };
         if let Err(e) = served {
             tracing::debug!("connection from {peer}: {e}");

@@ -186,6 +186,45 @@ async fn https_h2_and_h1_reach_the_service_with_forwarded_headers() {
     }
 }
 
+/// Plain HTTP proxied (no redirect to HTTPS): HTTP/1.1, and HTTP/2 with prior
+/// knowledge, told apart by the first bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_proxies_http1_and_http2_with_prior_knowledge() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(LocalCa::open(&dir.path().join("ca"), &[]).unwrap());
+    let routes = RouteTable::new();
+    routes.set(HOST, Route::Up(backend("one").await));
+    let https_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = http_l.local_addr().unwrap();
+    Proxy::new(routes)
+        .serve_on_threads(https_l, ca, Some((http_l, None)))
+        .unwrap();
+    for (prior_knowledge, version) in [
+        (false, reqwest::Version::HTTP_11),
+        (true, reqwest::Version::HTTP_2),
+    ] {
+        let mut b = reqwest::Client::builder().resolve(HOST, http);
+        b = if prior_knowledge {
+            b.http2_prior_knowledge()
+        } else {
+            b.http1_only()
+        };
+        let r = b
+            .build()
+            .unwrap()
+            .get(format!("http://{HOST}:{}/p?q=1", http.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), version);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("backend=one\npath=/p?q=1\n"), "{body}");
+        assert!(body.contains("x-forwarded-proto=http\n"), "{body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_body_survives_a_route_reload_and_new_requests_follow_it() {
     let s = setup().await;
