@@ -157,6 +157,14 @@ async fn tls_speaking(s: &Setup, alpn: &[u8]) -> tokio_rustls::client::TlsStream
     tls
 }
 
+/// Sends `request`, checks that it was answered 200 over `version`, returns the body.
+async fn ok_body(request: reqwest::RequestBuilder, version: reqwest::Version) -> String {
+    let r = request.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), version);
+    r.text().await.unwrap()
+}
+
 fn url(s: &Setup, path: &str) -> String {
     format!("https://{HOST}:{}{path}", s.https.port())
 }
@@ -170,14 +178,7 @@ async fn https_h2_and_h1_reach_the_service_with_forwarded_headers() {
         (false, reqwest::Version::HTTP_2),
         (true, reqwest::Version::HTTP_11),
     ] {
-        let r = client(&s, http1)
-            .get(url(&s, "/headers?x=1"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.version(), version);
-        let body = r.text().await.unwrap();
+        let body = ok_body(client(&s, http1).get(url(&s, "/headers?x=1")), version).await;
         assert!(body.contains("backend=one\npath=/headers?x=1\n"), "{body}");
         assert!(body.contains(&format!("host={HOST}")), "{body}");
         assert!(body.contains("x-forwarded-for=127.0.0.1\n"), "{body}");
@@ -210,16 +211,8 @@ async fn plain_http_proxies_http1_and_http2_with_prior_knowledge() {
         } else {
             b.http1_only()
         };
-        let r = b
-            .build()
-            .unwrap()
-            .get(format!("http://{HOST}:{}/p?q=1", http.port()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.version(), version);
-        let body = r.text().await.unwrap();
+        let url = format!("http://{HOST}:{}/p?q=1", http.port());
+        let body = ok_body(b.build().unwrap().get(url), version).await;
         assert!(body.contains("backend=one\npath=/p?q=1\n"), "{body}");
         assert!(body.contains("x-forwarded-proto=http\n"), "{body}");
     }
