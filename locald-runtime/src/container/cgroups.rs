@@ -76,16 +76,13 @@ pub(crate) fn prime_attach() {
     if PRIMING.swap(true, Ordering::AcqRel) {
         return;
     }
-    let file = own_procs_file().and_then(|p| std::fs::OpenOptions::new().write(true).open(p).ok());
-    let Some(mut file) = file else {
-        PRIMING.store(false, Ordering::Release);
-        return;
-    };
+    // Finding the file is the thread's work too, off the caller's way.
     let spawned = std::thread::Builder::new()
         .name("cgroup-prime".into())
-        .spawn(move || {
-            use std::io::Write;
-            let _ = file.write_all(std::process::id().to_string().as_bytes());
+        .spawn(|| {
+            if let Some(file) = own_procs_file() {
+                let _ = std::fs::write(file, std::process::id().to_string());
+            }
             PRIMING.store(false, Ordering::Release);
         });
     if spawned.is_err() {

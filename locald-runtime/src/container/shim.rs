@@ -589,11 +589,15 @@ fn unmount_in_background(dirs: &Dirs) -> Option<std::thread::JoinHandle<()>> {
     let data = dirs.data.clone();
     std::thread::Builder::new()
         .name("unmount".into())
-        .spawn(move || {
-            let _t = timing::phase("shim: unmount");
-            rootfs::unmount_rootfs(&data);
-        })
+        .spawn(move || unmount_root(&data))
         .ok()
+}
+
+/// Unmounts and removes the root filesystem of the container whose data directory is
+/// `data`.
+fn unmount_root(data: &Path) {
+    let _t = timing::phase("shim: unmount");
+    rootfs::unmount_rootfs(data);
 }
 
 /// [`cleanup`], with the root filesystem's unmount already under way on `unmounting`.
@@ -618,10 +622,7 @@ fn cleanup_with(dirs: &Dirs, cfg: &ShimConfig, unmounting: Option<std::thread::J
     match unmounting.map(std::thread::JoinHandle::join) {
         Some(Ok(())) => {}
         // No thread, or it panicked: unmount here (unmounting again is harmless).
-        _ => {
-            let _t = timing::phase("shim: unmount");
-            rootfs::unmount_rootfs(&dirs.data);
-        }
+        _ => unmount_root(&dirs.data),
     }
 }
 
