@@ -13,6 +13,13 @@
 //! (default 0: a pause before each iteration, untimed, so that each container starts
 //! on a quiet host as a lone one does, not right after the last). Prints
 //! `sdk_run_true_median_ms <value>` on the last line.
+//!
+//! With `LOCALD_BENCH_BUNDLE` (an OCI bundle whose process is `/bin/true`, such as the
+//! one `scripts/bench-containers` gives crun and runc), it first times the runtime
+//! library alone on that bundle: libcontainer's create, start, wait and delete, in
+//! this process, with nothing of locald around them. That is the floor under the SDK
+//! figure, which the same library's work is part of; it prints
+//! `libcontainer_run_true_median_ms <value>`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -46,6 +53,17 @@ fn main() {
         Some(p) => p.into(),
         None => native::testing::shared_busybox_rootfs().expect("busybox rootfs"),
     };
+    if let Some(bundle) = std::env::var_os("LOCALD_BENCH_BUNDLE") {
+        let times = libcontainer_alone(std::path::Path::new(&bundle), iters, pause);
+        let median = times[times.len() / 2];
+        println!(
+            "libcontainer create -> start -> wait -> delete: {} runs, min {:.2} ms, median {:.2} ms",
+            times.len(),
+            times[0],
+            median
+        );
+        println!("libcontainer_run_true_median_ms {median:.3}");
+    }
     let home = tempfile::tempdir().expect("a temporary home");
     let rt = native::ContainerRuntime::with_home(home.path());
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -83,4 +101,48 @@ fn main() {
         median
     );
     println!("sdk_run_true_median_ms {median:.3}");
+}
+
+/// Runs the bundle's container `iters` times (after three untimed runs) with
+/// libcontainer alone, as a shim does but without anything else: build (create), start,
+/// wait for the process, delete. Returns the sorted times in milliseconds.
+#[cfg(target_os = "linux")]
+fn libcontainer_alone(
+    bundle: &std::path::Path,
+    iters: usize,
+    pause: std::time::Duration,
+) -> Vec<f64> {
+    use std::time::Instant;
+
+    use libcontainer::{container::builder::ContainerBuilder, syscall::syscall::SyscallType};
+    use nix::sys::wait::waitpid;
+
+    let state = tempfile::tempdir().expect("a state directory");
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..iters + 3 {
+        std::thread::sleep(pause);
+        let start = Instant::now();
+        let mut container = ContainerBuilder::new(format!("floor-{i}"), SyscallType::default())
+            .with_root_path(state.path())
+            .expect("a state root")
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .expect("libcontainer create");
+        container.start().expect("libcontainer start");
+        let pid = container.pid().expect("the container's pid");
+        let status = waitpid(pid, None).expect("waitpid");
+        container.delete(true).expect("libcontainer delete");
+        let elapsed = start.elapsed();
+        assert!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        if i >= 3 {
+            times.push(elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    times
 }
