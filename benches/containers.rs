@@ -122,6 +122,7 @@ fn libcontainer_alone(
     for i in 0..iters + 3 {
         std::thread::sleep(pause);
         let start = Instant::now();
+        let t = locald::native::timing::phase("floor: create");
         let mut container = ContainerBuilder::new(format!("floor-{i}"), SyscallType::default())
             .with_root_path(state.path())
             .expect("a state root")
@@ -130,10 +131,17 @@ fn libcontainer_alone(
             .with_detach(true)
             .build()
             .expect("libcontainer create");
+        t.end();
+        let t = locald::native::timing::phase("floor: start");
         container.start().expect("libcontainer start");
+        t.end();
+        let t = locald::native::timing::phase("floor: wait");
         let pid = container.pid().expect("the container's pid");
         let status = waitpid(pid, None).expect("waitpid");
+        t.end();
+        let t = locald::native::timing::phase("floor: delete");
         container.delete(true).expect("libcontainer delete");
+        t.end();
         let elapsed = start.elapsed();
         assert!(
             matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),

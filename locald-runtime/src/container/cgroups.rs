@@ -59,6 +59,46 @@ pub(crate) fn remove(id: &str) {
     }
 }
 
+/// Removes the cgroups of a container that has ended: any process still in one (with
+/// the host's PID namespace, the container's init does not take the others with it)
+/// is killed first, and a directory the kernel still holds a moment is tried again,
+/// as the runtime library's removal does (4 tries, 100 ms apart at most).
+///
+/// This is the runtime library's `delete` for a stopped container, less what locald
+/// does not use (hooks, Intel RDT), found from one read of the mount table rather than
+/// its cgroup manager's read of the mount table and `/proc/self/cgroup` for each of
+/// a dozen controllers (1.2-1.5 ms a container here).
+pub(crate) fn remove_ended(id: &str) -> std::io::Result<()> {
+    let mut result = Ok(());
+    for dir in dirs(id) {
+        if let Err(e) = kill_and_remove(&dir) {
+            result = Err(e);
+        }
+    }
+    result
+}
+
+fn kill_and_remove(dir: &Path) -> std::io::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if tries == 3 => return Err(e),
+            Err(_) => {}
+        }
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(10 << tries));
+    }
+}
+
 /// Starts, on a thread of its own, the wait that the kernel makes the first move of a
 /// process into a cgroup pay, so that it passes while the container is being prepared.
 ///
@@ -157,6 +197,46 @@ mod tests {
             [PathBuf::from("/sys/fs/cgroup/sub/cgroup.procs")]
         );
         assert!(procs_files("0::/elsewhere\n", &v2).is_empty());
+    }
+
+    /// An ended container's cgroups go even with a process left in them: the process
+    /// is killed first (as the runtime library's removal does), so nothing is left.
+    #[test]
+    #[allow(clippy::print_stderr)] // a test that skips says so
+    fn removing_an_ended_containers_cgroups_kills_what_is_left_in_them() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: making cgroups needs root (CI runs this as root)");
+            return;
+        }
+        let id = format!("test-remove-ended-{}", std::process::id());
+        let Some((mount, _)) = hierarchies()
+            .into_iter()
+            .find(|(m, v2)| *v2 || m.ends_with("pids"))
+        else {
+            eprintln!("SKIP: no pids or cgroup v2 hierarchy mounted here");
+            return;
+        };
+        let dir = mount.join("locald").join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut left = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("cgroup.procs"), left.id().to_string()).unwrap();
+        assert_eq!(dirs(&id), std::slice::from_ref(&dir));
+
+        remove_ended(&id).unwrap();
+
+        let status = left.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{status}"
+        );
+        assert!(!dir.exists(), "{} is left", dir.display());
+        assert!(dirs(&id).is_empty());
+        // Nothing there at all is not an error.
+        remove_ended(&id).unwrap();
     }
 
     /// Priming moves this process nowhere: it stays in the cgroups it was in.

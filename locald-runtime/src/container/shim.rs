@@ -504,7 +504,7 @@ fn run(dirs: &Dirs, in_userns: bool) -> i32 {
         let _ = state::write_json(&dirs.state_file(), &st);
     }
     t.end();
-    cleanup_with(dirs, &cfg, unmounting);
+    release_ended(dirs, &cfg, unmounting);
     let t = timing::phase("shim: state removal (--rm)");
     if cfg.auto_remove {
         let layout = state::Layout {
@@ -622,6 +622,24 @@ fn cleanup_with(dirs: &Dirs, cfg: &ShimConfig, unmounting: Option<std::thread::J
     match unmounting.map(std::thread::JoinHandle::join) {
         Some(Ok(())) => {}
         // No thread, or it panicked: unmount here (unmounting again is harmless).
+        _ => unmount_root(&dirs.data),
+    }
+}
+
+/// The clean-up of a container whose init has been reaped: its cgroups (killing any
+/// process left in them) and the runtime library's state, then the root filesystem
+/// (unmounting already under way on `unmounting`). The library's own `delete` is for
+/// a container in any state; for an ended one it does no more than this, and spends
+/// most of its time finding the cgroups (see `cgroups::remove_ended`).
+fn release_ended(dirs: &Dirs, cfg: &ShimConfig, unmounting: Option<std::thread::JoinHandle<()>>) {
+    let t = timing::phase("shim: cgroups + runtime state removal");
+    if let Err(e) = super::cgroups::remove_ended(&cfg.id) {
+        shim_log(&format!("removing the container's cgroups: {e}"));
+    }
+    let _ = std::fs::remove_dir_all(dirs.lc_root().join(&cfg.id));
+    t.end();
+    match unmounting.map(std::thread::JoinHandle::join) {
+        Some(Ok(())) => {}
         _ => unmount_root(&dirs.data),
     }
 }
