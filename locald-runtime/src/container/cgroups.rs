@@ -89,9 +89,13 @@ fn kill_and_remove(dir: &Path) -> std::io::Result<()> {
             Err(e) if tries == 3 => return Err(e),
             Err(_) => {}
         }
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        // cgroup v2's `cgroup.kill` (Linux 5.14) also reaches processes in cgroups
+        // below this one; otherwise each process listed is killed.
+        if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
             }
         }
         tries += 1;
@@ -201,6 +205,8 @@ mod tests {
 
     /// An ended container's cgroups go even with a process left in them: the process
     /// is killed first (as the runtime library's removal does), so nothing is left.
+    /// Tried in each kind of hierarchy mounted here: cgroup v1 (`pids`, where each
+    /// listed process is killed) and cgroup v2 (where `cgroup.kill` is written).
     #[test]
     #[allow(clippy::print_stderr)] // a test that skips says so
     fn removing_an_ended_containers_cgroups_kills_what_is_left_in_them() {
@@ -208,35 +214,40 @@ mod tests {
             eprintln!("SKIP: making cgroups needs root (CI runs this as root)");
             return;
         }
-        let id = format!("test-remove-ended-{}", std::process::id());
-        let Some((mount, _)) = hierarchies()
+        let kinds: Vec<PathBuf> = hierarchies()
             .into_iter()
-            .find(|(m, v2)| *v2 || m.ends_with("pids"))
-        else {
+            .filter(|(m, v2)| *v2 || m.ends_with("pids"))
+            .map(|(m, _)| m)
+            .collect();
+        if kinds.is_empty() {
             eprintln!("SKIP: no pids or cgroup v2 hierarchy mounted here");
             return;
-        };
-        let dir = mount.join("locald").join(&id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut left = std::process::Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .unwrap();
-        std::fs::write(dir.join("cgroup.procs"), left.id().to_string()).unwrap();
-        assert_eq!(dirs(&id), std::slice::from_ref(&dir));
+        }
+        for mount in kinds {
+            let id = format!("test-remove-ended-{}", std::process::id());
+            let dir = mount.join("locald").join(&id);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut left = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            std::fs::write(dir.join("cgroup.procs"), left.id().to_string()).unwrap();
+            assert_eq!(dirs(&id), std::slice::from_ref(&dir));
 
-        remove_ended(&id).unwrap();
+            remove_ended(&id).unwrap();
 
-        let status = left.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "{status}"
-        );
-        assert!(!dir.exists(), "{} is left", dir.display());
-        assert!(dirs(&id).is_empty());
-        // Nothing there at all is not an error.
-        remove_ended(&id).unwrap();
+            let status = left.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9),
+                "{}: {status}",
+                mount.display()
+            );
+            assert!(!dir.exists(), "{} is left", dir.display());
+            assert!(dirs(&id).is_empty());
+            // Nothing there at all is not an error.
+            remove_ended(&id).unwrap();
+        }
     }
 
     /// Priming moves this process nowhere: it stays in the cgroups it was in.
