@@ -59,10 +59,11 @@ pub(crate) fn remove(id: &str) {
     }
 }
 
-/// Removes the cgroups of a container that has ended: any process still in one (with
-/// the host's PID namespace, the container's init does not take the others with it)
-/// is killed first, and a directory the kernel still holds a moment is tried again,
-/// as the runtime library's removal does (4 tries, 100 ms apart at most).
+/// Removes the cgroups of a container that has ended: any process still in one (the
+/// container's own went with its PID namespace, but a process can be moved into a
+/// cgroup from outside) is killed first, and a directory the kernel still holds a
+/// moment is tried again, as the runtime library's removal does (4 tries, at most
+/// 80 ms apart).
 ///
 /// This is the runtime library's `delete` for a stopped container, less what locald
 /// does not use (hooks, Intel RDT), found from one read of the mount table rather than
