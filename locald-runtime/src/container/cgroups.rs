@@ -23,20 +23,25 @@ fn hierarchies() -> Vec<(PathBuf, bool)> {
         .collect()
 }
 
-/// The container's cgroup directories that exist.
-pub(crate) fn dirs(id: &str) -> Vec<PathBuf> {
+/// The container's cgroup directories that exist, each with whether it is cgroup v2.
+pub(crate) fn found(id: &str) -> Vec<(PathBuf, bool)> {
     hierarchies()
         .into_iter()
-        .map(|(m, _)| m.join("locald").join(id))
-        .filter(|p| p.is_dir())
+        .map(|(m, v2)| (m.join("locald").join(id), v2))
+        .filter(|(p, _)| p.is_dir())
         .collect()
 }
 
-/// How many times the OOM killer struck in the container's memory cgroup.
-pub(crate) fn oom_kills(id: &str) -> u64 {
-    for (mount, v2) in hierarchies() {
-        let dir = mount.join("locald").join(id);
-        let file = if v2 {
+/// The container's cgroup directories that exist.
+pub(crate) fn dirs(id: &str) -> Vec<PathBuf> {
+    found(id).into_iter().map(|(dir, _)| dir).collect()
+}
+
+/// How many times the OOM killer struck in the memory cgroup among a container's
+/// cgroups (as [`found`] gives them).
+pub(crate) fn oom_kills(cgroups: &[(PathBuf, bool)]) -> u64 {
+    for (dir, v2) in cgroups {
+        let file = if *v2 {
             dir.join("memory.events")
         } else {
             dir.join("memory.oom_control")
@@ -59,7 +64,8 @@ pub(crate) fn remove(id: &str) {
     }
 }
 
-/// Removes the cgroups of a container that has ended: any process still in one (the
+/// Removes the cgroups (as [`found`] gives them) of a container that has ended: any
+/// process still in one (the
 /// container's own went with its PID namespace, but a process can be moved into a
 /// cgroup from outside) is killed first, and a directory the kernel still holds a
 /// moment is tried again, as the runtime library's removal does (4 tries, at most
@@ -69,10 +75,10 @@ pub(crate) fn remove(id: &str) {
 /// does not use (hooks, Intel RDT), found from one read of the mount table rather than
 /// its cgroup manager's read of the mount table and `/proc/self/cgroup` for each of
 /// a dozen controllers (1.2-1.5 ms a container here).
-pub(crate) fn remove_ended(id: &str) -> std::io::Result<()> {
+pub(crate) fn remove_ended(cgroups: &[(PathBuf, bool)]) -> std::io::Result<()> {
     let mut result = Ok(());
-    for dir in dirs(id) {
-        if let Err(e) = kill_and_remove(&dir) {
+    for (dir, _) in cgroups {
+        if let Err(e) = kill_and_remove(dir) {
             result = Err(e);
         }
     }
@@ -235,7 +241,7 @@ mod tests {
             std::fs::write(dir.join("cgroup.procs"), left.id().to_string()).unwrap();
             assert_eq!(dirs(&id), std::slice::from_ref(&dir));
 
-            remove_ended(&id).unwrap();
+            remove_ended(&found(&id)).unwrap();
 
             let status = left.wait().unwrap();
             assert_eq!(
@@ -247,7 +253,7 @@ mod tests {
             assert!(!dir.exists(), "{} is left", dir.display());
             assert!(dirs(&id).is_empty());
             // Nothing there at all is not an error.
-            remove_ended(&id).unwrap();
+            remove_ended(&found(&id)).unwrap();
         }
     }
 

@@ -495,7 +495,9 @@ fn run(dirs: &Dirs, in_userns: bool) -> i32 {
     // its root filesystem comes down beside the rest of the clean-up.
     let unmounting = unmount_in_background(dirs);
     let t = timing::phase("shim: oom check + state.json exited");
-    let oom = oom_killed(&cfg.id);
+    // Found once, for the OOM check and the removal.
+    let cgroups = super::cgroups::found(&cfg.id);
+    let oom = super::cgroups::oom_kills(&cgroups) > 0;
     if let Ok(mut st) = state::read_state(dirs) {
         st.phase = state::Phase::Exited;
         st.exit = Some(status);
@@ -504,7 +506,7 @@ fn run(dirs: &Dirs, in_userns: bool) -> i32 {
         let _ = state::write_json(&dirs.state_file(), &st);
     }
     t.end();
-    release_ended(dirs, &cfg, unmounting);
+    release_ended(dirs, &cfg, &cgroups, unmounting);
     let t = timing::phase("shim: state removal (--rm)");
     if cfg.auto_remove {
         let layout = state::Layout {
@@ -577,11 +579,6 @@ fn keep_failed_config(dirs: &Dirs) {
     }
 }
 
-/// Removes the runtime library's container (its cgroup), unmounts the root.
-fn cleanup(dirs: &Dirs, cfg: &ShimConfig) {
-    cleanup_with(dirs, cfg, None);
-}
-
 /// Unmounts and removes the container's root filesystem on a thread of its own, so
 /// that it overlaps the runtime library's clean-up (each waits on the kernel more than
 /// it computes); `None` if no thread could be made.
@@ -600,8 +597,8 @@ fn unmount_root(data: &Path) {
     rootfs::unmount_rootfs(data);
 }
 
-/// [`cleanup`], with the root filesystem's unmount already under way on `unmounting`.
-fn cleanup_with(dirs: &Dirs, cfg: &ShimConfig, unmounting: Option<std::thread::JoinHandle<()>>) {
+/// Removes the runtime library's container (its cgroup), unmounts the root.
+fn cleanup(dirs: &Dirs, cfg: &ShimConfig) {
     let lc = dirs.lc_root().join(&cfg.id);
     let t = timing::phase("shim: libcontainer delete");
     if lc.exists() {
@@ -619,34 +616,31 @@ fn cleanup_with(dirs: &Dirs, cfg: &ShimConfig, unmounting: Option<std::thread::J
     let t = timing::phase("shim: cgroup removal");
     super::cgroups::remove(&cfg.id);
     t.end();
-    match unmounting.map(std::thread::JoinHandle::join) {
-        Some(Ok(())) => {}
-        // No thread, or it panicked: unmount here (unmounting again is harmless).
-        _ => unmount_root(&dirs.data),
-    }
+    unmount_root(&dirs.data);
 }
 
-/// The clean-up of a container whose init has been reaped: its cgroups (killing any
+/// The clean-up of a container whose init has been reaped: its `cgroups` (killing any
 /// process left in them) and the runtime library's state, then the root filesystem
 /// (unmounting already under way on `unmounting`). The library's own `delete` is for
 /// a container in any state; for an ended one it does no more than this, and spends
 /// most of its time finding the cgroups (see `cgroups::remove_ended`).
-fn release_ended(dirs: &Dirs, cfg: &ShimConfig, unmounting: Option<std::thread::JoinHandle<()>>) {
+fn release_ended(
+    dirs: &Dirs,
+    cfg: &ShimConfig,
+    cgroups: &[(PathBuf, bool)],
+    unmounting: Option<std::thread::JoinHandle<()>>,
+) {
     let t = timing::phase("shim: cgroups + runtime state removal");
-    if let Err(e) = super::cgroups::remove_ended(&cfg.id) {
+    if let Err(e) = super::cgroups::remove_ended(cgroups) {
         shim_log(&format!("removing the container's cgroups: {e}"));
     }
     let _ = std::fs::remove_dir_all(dirs.lc_root().join(&cfg.id));
     t.end();
     match unmounting.map(std::thread::JoinHandle::join) {
         Some(Ok(())) => {}
+        // No thread, or it panicked: unmount here (unmounting again is harmless).
         _ => unmount_root(&dirs.data),
     }
-}
-
-/// True when the container's memory cgroup saw an OOM kill.
-fn oom_killed(id: &str) -> bool {
-    super::cgroups::oom_kills(id) > 0
 }
 
 fn start(dirs: &Dirs, cfg: &ShimConfig, stdin: Option<OwnedFd>) -> Result<Started, ShimError> {
