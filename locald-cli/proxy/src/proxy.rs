@@ -266,21 +266,33 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n) || n == "keep-alive" || n == "proxy-connection"
+}
+
+/// Removes the hop-by-hop headers: the fixed ones and those that `Connection` names
+/// (in any of its fields). One pass over the names finds them, so a message that has
+/// none (most requests) costs no lookups.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(c) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
-        let named: Vec<HeaderName> = c
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
+    let mut gone: Vec<HeaderName> = h.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    if gone.is_empty() {
+        return;
+    }
+    for v in h.get_all(header::CONNECTION) {
+        if let Ok(v) = v.to_str() {
+            gone.extend(
+                v.split(',')
+                    .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+            );
         }
     }
-    for n in &HOP_BY_HOP {
+    for n in gone {
         h.remove(n);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
 }
 
 impl Proxy {
@@ -464,9 +476,14 @@ impl Proxy {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        // The client connection's own connection to its service, as nginx keeps an
-        // upstream connection busy for one client request at a time.
-        let backend = Arc::new(tokio::sync::Mutex::new(None));
+        let client = Arc::new(ClientConn {
+            peer,
+            // Formatted once: every request's X-Forwarded-For gets it.
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header value"),
+            proto,
+            backend: tokio::sync::Mutex::new(None),
+        });
         let timeout = self.0.header_timeout;
         // Whether a request came in: an HTTP/2 connection without one is bounded below.
         let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -474,8 +491,8 @@ impl Proxy {
         let svc = hyper::service::service_fn(move |req| {
             seen.store(true, std::sync::atomic::Ordering::Relaxed);
             let this = self.clone();
-            let backend = backend.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, peer, proto, &backend).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, &client).await) }
         });
         // Each protocol goes to its own builder, as `first_bytes` or ALPN told it:
         // hyper-util's `auto` builder would sniff the version again (even when told
@@ -562,13 +579,13 @@ impl Proxy {
         Ok(resp?)
     }
 
-    async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-        proto: &str,
-        backend: &Backend,
-    ) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Incoming>, client: &ClientConn) -> Response<Body> {
+        let ClientConn {
+            peer,
+            peer_ip,
+            proto,
+            backend,
+        } = client;
         let host = req
             .uri()
             .host()
@@ -632,19 +649,18 @@ impl Proxy {
         }
         if let Some(oh) = &orig_host {
             h.insert(header::HOST, oh.clone());
-            h.insert("x-forwarded-host", oh.clone());
+            h.insert(X_FORWARDED_HOST, oh.clone());
         }
-        let ip = peer.ip().to_string();
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+        let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok(),
+            None => Some(peer_ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
+        if let Some(v) = xff {
+            h.insert(X_FORWARDED_FOR, v);
         }
         h.insert(
-            "x-forwarded-proto",
-            HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if *proto == "https" { "https" } else { "http" }),
         );
         let out = Request::from_parts(parts, body);
         let mut resp = match self.send(out, addr, backend).await {
@@ -679,6 +695,18 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, body.boxed())
     }
+}
+
+/// What the requests of one client connection share.
+struct ClientConn {
+    peer: SocketAddr,
+    /// The peer's address as X-Forwarded-For gives it.
+    peer_ip: HeaderValue,
+    /// "http" or "https".
+    proto: &'static str,
+    /// The client connection's own connection to its service, as nginx keeps an
+    /// upstream connection busy for one client request at a time.
+    backend: Backend,
 }
 
 /// A client connection's connection to its service, and where it goes.
@@ -731,5 +759,58 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, std::net::Soc
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut v: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_stripped() {
+        // A message without any is left as it was.
+        let mut h = headers(&[("host", "a.localhost"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept", "host"]);
+
+        // The fixed ones go, and every name listed in every Connection field.
+        let mut h = headers(&[
+            ("host", "a.localhost"),
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", " x-other ,"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("x-kept", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["host", "x-kept"]);
+
+        // A name listed in Connection goes even when no fixed hop-by-hop header but
+        // Connection itself is there.
+        let mut h = headers(&[("connection", "x-secret"), ("x-secret", "1"), ("a", "b")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["a"]);
     }
 }

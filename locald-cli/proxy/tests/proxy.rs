@@ -66,6 +66,7 @@ async fn backend(name: &'static str) -> SocketAddr {
                             "x-forwarded-for",
                             "x-forwarded-proto",
                             "x-forwarded-host",
+                            "x-secret",
                         ] {
                             let v = req.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
                             out.push_str(&format!("{h}={}\n", v.unwrap_or_default()));
@@ -216,6 +217,27 @@ async fn plain_http_proxies_http1_and_http2_with_prior_knowledge() {
         assert!(body.contains("backend=one\npath=/p?q=1\n"), "{body}");
         assert!(body.contains("x-forwarded-proto=http\n"), "{body}");
     }
+
+    // A header the client's Connection names is the client's hop's only; an
+    // X-Forwarded-For from an earlier proxy gets this hop's address appended.
+    let mut tcp = TcpStream::connect(http).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /h HTTP/1.1\r\nHost: {HOST}\r\nConnection: close, X-Secret\r\n\
+             X-Secret: 1\r\nX-Forwarded-For: 10.1.2.3\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    tcp.read_to_string(&mut got).await.unwrap();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("x-secret=\n"), "{got}");
+    assert!(
+        got.contains("x-forwarded-for=10.1.2.3, 127.0.0.1\n"),
+        "{got}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
