@@ -3,8 +3,9 @@
 //! them (no routing, no header rewriting, no timeouts, no pages). It keeps the
 //! proxy's shape: one thread per core with a single-threaded runtime, and each client
 //! connection with a backend connection of its own. Over HTTPS it uses the proxy's own
-//! TLS set-up (rustls with ring, leaves from a [`LocalCa`]). What this costs per
-//! request is what any proxy built on hyper pays before it does anything.
+//! TLS set-up (rustls with ring, leaves from a [`LocalCa`]), offering HTTP/1.1 only.
+//! What this costs per request is what any proxy built on hyper pays before it does
+//! anything.
 //!
 //! `hyper_floor HTTP_ADDR HTTPS_ADDR BACKEND_ADDR CA_DIR`, for example
 //! `hyper_floor 127.0.0.1:29082 127.0.0.1:29444 127.0.0.1:28080 /tmp/floor-ca`.
@@ -34,7 +35,10 @@ fn main() -> std::io::Result<()> {
     };
     let backend = parse(backend)?;
     let ca = LocalCa::open(ca_dir.as_ref(), &[]).map_err(std::io::Error::other)?;
-    let tls = TlsAcceptor::from(Arc::new(Arc::new(ca).server_config()));
+    let mut tls = Arc::new(ca).server_config();
+    // It serves HTTP/1.1 only, so it offers only that by ALPN.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = TlsAcceptor::from(Arc::new(tls));
     let listen = |s: &str| -> std::io::Result<std::net::TcpListener> {
         let l = std::net::TcpListener::bind(parse(s)?)?;
         l.set_nonblocking(true)?;
