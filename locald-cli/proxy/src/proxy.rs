@@ -477,7 +477,6 @@ impl Proxy {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let client = Arc::new(ClientConn {
-            peer,
             // Formatted once: every request's X-Forwarded-For gets it.
             peer_ip: HeaderValue::from_str(&peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
@@ -581,7 +580,6 @@ impl Proxy {
 
     async fn handle(&self, mut req: Request<Incoming>, client: &ClientConn) -> Response<Body> {
         let ClientConn {
-            peer,
             peer_ip,
             proto,
             backend,
@@ -652,7 +650,9 @@ impl Proxy {
             h.insert(X_FORWARDED_HOST, oh.clone());
         }
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok(),
+            Some(prev) => {
+                HeaderValue::from_bytes(&[prev.as_bytes(), b", ", peer_ip.as_bytes()].concat()).ok()
+            }
             None => Some(peer_ip.clone()),
         };
         if let Some(v) = xff {
@@ -699,7 +699,6 @@ impl Proxy {
 
 /// What the requests of one client connection share.
 struct ClientConn {
-    peer: SocketAddr,
     /// The peer's address as X-Forwarded-For gives it.
     peer_ip: HeaderValue,
     /// "http" or "https".
